@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from vidssl.models import (
+    BACKBONES,
+    ClipEncoder,
+    backbone_from_config,
+    build_backbone,
+    load_backbone_weights,
+    torchvision_state_dict,
+)
+
+EXPECTED = {  # name -> (stride, num_features)
+    "resnet18": (32, 512),
+    "resnet50": (32, 2048),
+    "resnet18_s8": (8, 512),
+    "resnet18_s8_l3": (8, 256),
+    "resnet50_s8": (8, 2048),
+    "resnet18_mast": (4, 512),
+    "resnet18_cifar": (8, 512),
+    "resnet50_cifar": (8, 2048),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_contract_shapes(name: str) -> None:
+    net = build_backbone(name).eval()
+    assert (net.stride, net.num_features) == EXPECTED[name]
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        feats = net.forward_features(x)
+        pooled = net(x)
+    assert feats.shape == (2, net.num_features, 64 // net.stride, 96 // net.stride)
+    torch.testing.assert_close(pooled, feats.mean(dim=(2, 3)))
+
+
+def test_stride_change_keeps_torchvision_names_and_values() -> None:
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet18()
+    net = build_backbone("resnet18_s8")
+    net.load_state_dict({k: v for k, v in tv.state_dict().items() if not k.startswith("fc.")})
+    x = torch.randn(1, 3, 64, 64)
+    # With the original strides restored the trunk equals torchvision's own forward pass.
+    plain = build_backbone("resnet18")
+    plain.load_state_dict(net.state_dict())
+    body = torch.nn.Sequential(*list(tv.children())[:-2]).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain.eval().forward_features(x), body(x))
+
+
+@pytest.mark.parametrize("name", ["resnet18_s8", "resnet18_s8_l3", "resnet50_s8"])
+def test_torchvision_state_dict_loads_strict(name: str, tmp_path: Path) -> None:
+    net = build_backbone(name)
+    state = torchvision_state_dict(net)
+    tv = getattr(torchvision.models, f"resnet{net.depth}")()
+    tv.load_state_dict(state, strict=True)
+    for key, value in net.state_dict().items():
+        assert torch.equal(tv.state_dict()[key], value)
+    path = tmp_path / "w.pth"
+    torch.save(state, path)
+    again = load_backbone_weights(build_backbone(name), path)
+    for key, value in net.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value)
+
+
+def test_load_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        load_backbone_weights(build_backbone("resnet18"), tmp_path / "nope.pth")
+    bad = tmp_path / "bad.pth"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pth: cannot read weights"):
+        load_backbone_weights(build_backbone("resnet18"), bad)
+    small = tmp_path / "l3.pth"
+    torch.save(build_backbone("resnet18_s8_l3").state_dict(), small)
+    with pytest.raises(ValueError, match="missing .* backbone parameters"):
+        load_backbone_weights(build_backbone("resnet18"), small)
+
+
+def test_clip_encoder_folds_time() -> None:
+    net = build_backbone("resnet18_s8_l3").eval()
+    enc = ClipEncoder(net)
+    clip = torch.randn(2, 3, 3, 32, 48)
+    with torch.no_grad():
+        out = enc.forward_features(clip)
+        frame = net.forward_features(clip[:, :, 1])
+    assert out.shape == (2, 256, 3, 4, 6)
+    torch.testing.assert_close(out[:, :, 1], frame)
+    assert enc(clip).shape == (2, 3, 256)
+
+
+def test_config_round_trip() -> None:
+    net = build_backbone("resnet18_mast")
+    again = backbone_from_config(net.config)
+    assert again.config == net.config and again.stride == 4
