@@ -83,11 +83,12 @@ class ResNet(nn.Module):
 
 
 def _set_stage_stride(layer: nn.Sequential, stride: int) -> None:
-    block = layer[0]
-    conv = block.conv2 if isinstance(block, torchvision.models.resnet.Bottleneck) else block.conv1
-    conv.stride = (stride, stride)
+    block: Any = layer[0]  # BasicBlock strides conv1, Bottleneck conv2 (torchvision's ResNet v1.5)
+    convs = [block.conv2 if isinstance(block, torchvision.models.resnet.Bottleneck) else block.conv1]
     if block.downsample is not None:
-        block.downsample[0].stride = (stride, stride)
+        convs.append(block.downsample[0])
+    for conv in convs:
+        conv.stride = (stride, stride)
 
 
 # Named variants. Correspondence methods need stride-4 or stride-8 maps (PROTOCOLS.md section 2).
