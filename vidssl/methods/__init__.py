@@ -1,1 +1,18 @@
-"""methods"""
+"""Self-supervised methods, one file each. ``METHODS`` is the registry the CLI and tests iterate over.
+
+A method is an ``nn.Module`` with:
+- ``Config``: a dataclass of its hyper-parameters (filled from the ``model:`` section of a run config);
+- ``input``: ``"video"`` (clips from raw videos) or ``"images"`` (still images, delivered as 1-frame clips);
+- ``__init__(cfg: Config)``;
+- ``sampler() -> Callable[[int, np.random.Generator], np.ndarray]``: frame indices for one sample (video);
+- ``forward(batch) -> (loss, metrics)``: ``batch["video"]`` is uint8 ``(B, C, T, H, W)`` on the device; the
+  method augments on the device itself; ``metrics`` is a dict of floats or 0-dim tensors for logging;
+- ``after_step(step)``: optional work after the optimiser step (EMA, queue), never branched on by the loop;
+- ``encoder() -> vidssl.models.ResNet``: the backbone to export and evaluate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+METHODS: dict[str, Any] = {}
