@@ -1,0 +1,478 @@
+"""Batched, clip-consistent augmentation on ``(B, C, T, H, W)`` float clips, colour spaces and CRW's patch grid.
+
+Everything here is a batched tensor op (kornia / ``grid_sample``), so it runs wherever the batch lives: on
+the GPU after the batch is moved there, or on CPU in a data-loader worker.
+
+Randomness. All random parameters are drawn with ``torch`` from the ``generator`` passed in (or the global
+RNG when it is ``None``, so ``torch.manual_seed`` makes a run repeatable). They are drawn on the generator's
+device (CPU by default) and only then moved to the clip's device, so one seed gives the same crops, flips
+and jitter factors for a batch on CPU and on GPU. kornia's own augmentation modules take no generator,
+which is why the parameters are sampled here and only kornia's functional ops are used to apply them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import kornia
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MAST_LAB_MEAN",
+    "MAST_LAB_STD",
+    "ClipAugment",
+    "ClipParams",
+    "crop_flip",
+    "imagenet_denormalize",
+    "imagenet_normalize",
+    "lab_to_rgb",
+    "mast_denormalize_lab",
+    "mast_normalize_lab",
+    "moco_v2_augment",
+    "patch_grid",
+    "rgb_to_lab",
+    "to_float",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# MAST (Lai et al. 2020) feeds Lab normalised to about [-1, 1]: L in [0, 100], a and b in about [-127, 127].
+MAST_LAB_MEAN = (50.0, 0.0, 0.0)
+MAST_LAB_STD = (50.0, 127.0, 127.0)
+
+Size2 = tuple[int, int]
+Range = tuple[float, float]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Layout checks and dtype
+# --------------------------------------------------------------------------------------------------------
+
+
+def _check_clip(x: Tensor, where: str, channels: tuple[int, ...] = (1, 3)) -> None:
+    """Raise a clear error unless ``x`` is a float clip ``(B, C, T, H, W)`` with C in ``channels``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{where}: expected a torch.Tensor clip (B, C, T, H, W), got {type(x).__name__}")
+    if x.ndim != 5:
+        raise ValueError(f"{where}: expected a clip of layout (B, C, T, H, W), got shape {tuple(x.shape)}")
+    if x.shape[1] not in channels:
+        raise ValueError(
+            f"{where}: expected C in {channels} at dim 1 of (B, C, T, H, W), got shape {tuple(x.shape)}; "
+            "is the clip channels-last (B, T, H, W, C)?"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"{where}: expected a float clip in [0, 1], got {x.dtype}; convert with to_float()")
+
+
+def _check_channels_first(x: Tensor, where: str) -> None:
+    """Raise unless ``x`` is float ``(B, 3, ...)``."""
+    if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[1] != 3:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{where}: expected a tensor (B, 3, ...) with 3 channels at dim 1, got {shape}")
+    if not x.is_floating_point():
+        raise TypeError(f"{where}: expected a float tensor, got {x.dtype}")
+
+
+def to_float(clip: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """uint8 ``(B, C, T, H, W)`` (or any uint8 layout) -> float in [0, 1] of ``dtype``, same shape and device."""
+    if not isinstance(clip, Tensor) or clip.dtype != torch.uint8:
+        got = clip.dtype if isinstance(clip, Tensor) else type(clip).__name__
+        raise TypeError(f"to_float: expected a uint8 tensor as delivered by the datasets, got {got}")
+    return clip.to(dtype).div_(255.0)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Colour spaces and normalisation (all on (B, 3, ...) with channels at dim 1)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _per_pixel(fn: object, x: Tensor) -> Tensor:
+    # kornia's colour conversions want (*, 3, H, W); they are per pixel, so any trailing dims fold into H.
+    b = x.shape[0]
+    out = fn(x.reshape(b, 3, -1, 1))  # type: ignore[operator]
+    return out.reshape(x.shape)
+
+
+def rgb_to_lab(x: Tensor) -> Tensor:
+    """sRGB in [0, 1] ``(B, 3, ...)`` -> CIE Lab (D65, 2° observer), L in [0, 100], a/b in about [-128, 127]."""
+    _check_channels_first(x, "rgb_to_lab")
+    return _per_pixel(kornia.color.rgb_to_lab, x)
+
+
+def lab_to_rgb(x: Tensor, clip: bool = True) -> Tensor:
+    """CIE Lab ``(B, 3, ...)`` -> sRGB ``(B, 3, ...)``; ``clip`` clamps to [0, 1] (out-of-gamut Lab)."""
+    _check_channels_first(x, "lab_to_rgb")
+    return _per_pixel(lambda t: kornia.color.lab_to_rgb(t, clip=clip), x)
+
+
+def _channel_affine(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...], inverse: bool) -> Tensor:
+    shape = (1, 3) + (1,) * (x.ndim - 2)
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(shape)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(shape)
+    return x * s + m if inverse else (x - m) / s
+
+
+def mast_normalize_lab(lab: Tensor) -> Tensor:
+    """Lab ``(B, 3, ...)`` -> MAST's input, ``(lab - (50, 0, 0)) / (50, 127, 127)``."""
+    _check_channels_first(lab, "mast_normalize_lab")
+    return _channel_affine(lab, MAST_LAB_MEAN, MAST_LAB_STD, inverse=False)
+
+
+def mast_denormalize_lab(x: Tensor) -> Tensor:
+    """Inverse of :func:`mast_normalize_lab`: ``x * (50, 127, 127) + (50, 0, 0)``."""
+    _check_channels_first(x, "mast_denormalize_lab")
+    return _channel_affine(x, MAST_LAB_MEAN, MAST_LAB_STD, inverse=True)
+
+
+def imagenet_normalize(x: Tensor) -> Tensor:
+    """RGB in [0, 1] ``(B, 3, ...)`` -> ``(x - mean) / std`` with the ImageNet statistics."""
+    _check_channels_first(x, "imagenet_normalize")
+    return _channel_affine(x, IMAGENET_MEAN, IMAGENET_STD, inverse=False)
+
+
+def imagenet_denormalize(x: Tensor) -> Tensor:
+    """Inverse of :func:`imagenet_normalize` (for visualisation)."""
+    _check_channels_first(x, "imagenet_denormalize")
+    return _channel_affine(x, IMAGENET_MEAN, IMAGENET_STD, inverse=True)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Geometry: random resized crop boxes and one warp for crop + flip + resize
+# --------------------------------------------------------------------------------------------------------
+
+
+def _uniform(n: tuple[int, ...], lo: float, hi: float, generator: torch.Generator | None) -> Tensor:
+    device = generator.device if generator is not None else torch.device("cpu")
+    return torch.rand(n, generator=generator, device=device, dtype=torch.float64) * (hi - lo) + lo
+
+
+def _sample_boxes(
+    n: int,
+    height: int,
+    width: int,
+    scale: Range,
+    ratio: Range,
+    generator: torch.Generator | None,
+    attempts: int = 10,
+) -> Tensor:
+    """torchvision's RandomResizedCrop box sampler, vectorised: ``(n, 4)`` integer ``(x0, y0, w, h)``.
+
+    Ten tries of (area fraction ~ U(scale), log aspect ~ U(log ratio)); the first that fits is kept, else the
+    centred crop of the clamped aspect ratio. Always consumes the same amount of randomness.
+    """
+    area = height * width
+    target = area * _uniform((n, attempts), scale[0], scale[1], generator)
+    aspect = torch.exp(_uniform((n, attempts), math.log(ratio[0]), math.log(ratio[1]), generator))
+    w = torch.round(torch.sqrt(target * aspect))
+    h = torch.round(torch.sqrt(target / aspect))
+    ok = (w > 0) & (h > 0) & (w <= width) & (h <= height)
+    first = ok.to(torch.int8).argmax(dim=1, keepdim=True)  # index of the first valid try
+    w = w.gather(1, first)[:, 0]
+    h = h.gather(1, first)[:, 0]
+    u = _uniform((n, 2), 0.0, 1.0, generator)
+    x0 = torch.floor(u[:, 0] * (width - w + 1))
+    y0 = torch.floor(u[:, 1] * (height - h + 1))
+
+    # Fallback as torchvision: centred crop, aspect clamped into `ratio`.
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        fw, fh = round(height * max(ratio)), height
+    else:
+        fw, fh = width, height
+    bad = ~ok.any(dim=1)
+    w = torch.where(bad, float(fw), w)
+    h = torch.where(bad, float(fh), h)
+    x0 = torch.where(bad, float((width - fw) // 2), x0)
+    y0 = torch.where(bad, float((height - fh) // 2), y0)
+    return torch.stack([x0, y0, w, h], dim=1)
+
+
+def _axis_grid(start: Tensor, length: Tensor, out: int, full: int, flip: Tensor | None) -> Tensor:
+    """Normalised sample positions ``(n, out)`` along one axis for crop [start, start+length) -> ``out`` px.
+
+    Same source positions as ``F.interpolate(crop, mode="bilinear", align_corners=False)`` (half-pixel
+    centres, clamped to the crop's first/last pixel), so a crop never reads pixels outside its box.
+    """
+    j = torch.arange(out, device=start.device, dtype=start.dtype)
+    src = (j + 0.5) * (length[:, None] / out) - 0.5  # pixel-index coordinates inside the crop
+    src = torch.minimum(src.clamp(min=0.0), length[:, None] - 1)
+    if flip is not None:
+        src = torch.where(flip[:, None], src.flip(1), src)
+    return (2.0 * (start[:, None] + src) + 1.0) / full - 1.0  # grid_sample, align_corners=False
+
+
+def _resized_crop(x: Tensor, boxes: Tensor, size: Size2, flip: Tensor | None = None) -> Tensor:
+    """Crop ``boxes`` ``(N, 4)`` = ``(x0, y0, w, h)`` out of ``x`` ``(N, C, H, W)``, optionally mirror, resize.
+
+    One bilinear ``grid_sample`` per batch (no antialiasing, like kornia's crop_and_resize), returns
+    ``(N, C, *size)``.
+    """
+    n, _, height, width = x.shape
+    boxes = boxes.to(device=x.device, dtype=x.dtype)
+    flip = flip.to(x.device) if flip is not None else None
+    gx = _axis_grid(boxes[:, 0], boxes[:, 2], size[1], width, flip)  # (N, w)
+    gy = _axis_grid(boxes[:, 1], boxes[:, 3], size[0], height, None)  # (N, h)
+    grid = torch.stack([gx[:, None, :].expand(n, size[0], size[1]), gy[:, :, None].expand(n, size[0], size[1])], dim=-1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+# --------------------------------------------------------------------------------------------------------
+# ClipAugment
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClipParams:
+    """Random parameters of one :class:`ClipAugment` call, one row per frame (``B * T``, clip-major).
+
+    In clip-consistent mode the T rows of a clip are equal. ``boxes`` are ``(x0, y0, w, h)`` in input
+    pixels; ``jitter`` holds the (brightness, contrast, saturation, hue) factors; ``order`` the order in
+    which the four jitter steps run (torchvision draws one per image); ``blur_sigma`` is 0 where no blur.
+    """
+
+    boxes: Tensor  # (B*T, 4) float64
+    flip: Tensor  # (B*T,) bool
+    jitter_on: Tensor  # (B*T,) bool
+    jitter: Tensor  # (B*T, 4) float64
+    order: Tensor  # (B*T, 4) long, a permutation of 0..3
+    gray: Tensor  # (B*T,) bool
+    blur_sigma: Tensor  # (B*T,) float64
+
+
+def _jitter_range(value: float, centre: float, name: str) -> Range:
+    if value < 0:
+        raise ValueError(f"ClipAugment: color_jitter {name} must be >= 0, got {value}")
+    return (max(0.0, centre - value), centre + value) if centre else (-value, value)
+
+
+class ClipAugment(nn.Module):
+    """Random resized crop, horizontal flip, colour jitter, grayscale and blur on ``(B, C, T, H, W)`` clips.
+
+    ``per_frame=False`` draws one set of parameters per clip and applies it to all T frames (identical
+    frames stay identical); ``per_frame=True`` draws independent parameters for every frame. Colour jitter
+    follows torchvision's ``ColorJitter`` (factors, clamping, a random order of the four steps per image);
+    grayscale uses the ITU-R 601 luma weights as torchvision; blur is Gaussian with sigma ~ U(blur_sigma),
+    kernel 2*ceil(3*sigma_max)+1. Input float in [0, 1]; output ``(B, C, T, *size)`` of the same dtype and
+    device. Resizing is bilinear without antialiasing. Randomness: see the module docstring.
+    """
+
+    def __init__(
+        self,
+        *,
+        size: int | Size2,
+        scale: Range = (0.08, 1.0),
+        ratio: Range = (3 / 4, 4 / 3),
+        hflip: float = 0.5,
+        color_jitter: tuple[float, float, float, float] | None = None,
+        jitter_p: float = 0.8,
+        grayscale_p: float = 0.0,
+        blur_p: float = 0.0,
+        blur_sigma: Range = (0.1, 2.0),
+        per_frame: bool = False,
+    ) -> None:
+        super().__init__()
+        self.size: Size2 = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        if min(self.size) <= 0:
+            raise ValueError(f"ClipAugment: size must be positive, got {size}")
+        if not 0 < scale[0] <= scale[1]:
+            raise ValueError(f"ClipAugment: scale must satisfy 0 < lo <= hi, got {scale}")
+        if not 0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"ClipAugment: ratio must satisfy 0 < lo <= hi, got {ratio}")
+        for name, p in (("hflip", hflip), ("jitter_p", jitter_p), ("grayscale_p", grayscale_p), ("blur_p", blur_p)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"ClipAugment: {name} is a probability in [0, 1], got {p}")
+        if not 0 < blur_sigma[0] <= blur_sigma[1]:
+            raise ValueError(f"ClipAugment: blur_sigma must satisfy 0 < lo <= hi, got {blur_sigma}")
+        self.scale, self.ratio, self.hflip = scale, ratio, hflip
+        cj = color_jitter if color_jitter is not None else (0.0, 0.0, 0.0, 0.0)
+        if len(cj) != 4:
+            raise ValueError(f"ClipAugment: color_jitter is (brightness, contrast, saturation, hue), got {cj}")
+        if cj[3] > 0.5:
+            raise ValueError(f"ClipAugment: hue jitter must be in [0, 0.5], got {cj[3]}")
+        self.color_jitter = tuple(float(v) for v in cj)
+        self.jitter_ranges = [
+            _jitter_range(v, c, n)
+            for v, c, n in zip(
+                self.color_jitter, (1.0, 1.0, 1.0, 0.0), ("brightness", "contrast", "saturation", "hue"), strict=True
+            )
+        ]
+        self.jitter_p = jitter_p if any(self.color_jitter) else 0.0
+        self.grayscale_p, self.blur_p, self.blur_sigma = grayscale_p, blur_p, blur_sigma
+        self.per_frame = per_frame
+
+    def extra_repr(self) -> str:
+        return (
+            f"size={self.size}, scale={self.scale}, ratio={self.ratio}, hflip={self.hflip}, "
+            f"color_jitter={self.color_jitter}, jitter_p={self.jitter_p}, grayscale_p={self.grayscale_p}, "
+            f"blur_p={self.blur_p}, blur_sigma={self.blur_sigma}, per_frame={self.per_frame}"
+        )
+
+    def sample_params(
+        self, batch: int, frames: int, height: int, width: int, generator: torch.Generator | None = None
+    ) -> ClipParams:
+        """Draw the parameters for a ``(batch, C, frames, height, width)`` clip batch (see :class:`ClipParams`)."""
+        n = batch * frames if self.per_frame else batch
+        boxes = _sample_boxes(n, height, width, self.scale, self.ratio, generator)
+        u = _uniform((n, 4), 0.0, 1.0, generator)  # flip, jitter, gray and blur coins
+        factors = torch.stack([_uniform((n,), lo, hi, generator) for lo, hi in self.jitter_ranges], dim=1)
+        order = _uniform((n, 4), 0.0, 1.0, generator).argsort(dim=1)  # a uniform random permutation
+        sigma = _uniform((n,), self.blur_sigma[0], self.blur_sigma[1], generator)
+        params = ClipParams(
+            boxes=boxes,
+            flip=u[:, 0] < self.hflip,
+            jitter_on=u[:, 1] < self.jitter_p,
+            jitter=factors,
+            order=order,
+            gray=u[:, 2] < self.grayscale_p,
+            blur_sigma=torch.where(u[:, 3] < self.blur_p, sigma, 0.0),
+        )
+        if not self.per_frame:  # the same parameters on all T frames of a clip
+            params = ClipParams(*(t.repeat_interleave(frames, dim=0) for t in vars(params).values()))
+        return params
+
+    def forward(self, clip: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``(B, C, T, H, W)`` float in [0, 1] -> ``(B, C, T, *size)``."""
+        _check_clip(clip, "ClipAugment")
+        b, _, t, h, w = clip.shape
+        return self.apply_params(clip, self.sample_params(b, t, h, w, generator))
+
+    def apply_params(self, clip: Tensor, params: ClipParams) -> Tensor:
+        """Apply given parameters (e.g. the same to a clip and its masks) to ``(B, C, T, H, W)``."""
+        _check_clip(clip, "ClipAugment")
+        b, c, t, h, w = clip.shape
+        if params.boxes.shape[0] != b * t:
+            raise ValueError(
+                f"ClipAugment.apply_params: params are for {params.boxes.shape[0]} frames, clip has {b * t}"
+            )
+        device = clip.device
+        frames = clip.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)  # fold T into the batch
+        x = _resized_crop(frames, params.boxes, self.size, params.flip)
+        colour = bool(params.jitter_on.any() or params.gray.any())
+        if colour and c != 3:
+            raise ValueError(f"ClipAugment: colour jitter and grayscale need C=3, got shape {tuple(clip.shape)}")
+
+        if params.jitter_on.any():
+            x = _color_jitter(x, params, self.color_jitter)
+        gray = params.gray.to(device)
+        if gray.any():
+            x[gray] = kornia.color.rgb_to_grayscale(x[gray]).expand(-1, 3, -1, -1)
+        blur = (params.blur_sigma > 0).to(device)
+        if blur.any():
+            k = 2 * math.ceil(3 * self.blur_sigma[1]) + 1
+            k = min(k, 2 * ((min(self.size) - 1) // 2) + 1)  # reflect padding needs the kernel inside the image
+            if k > 1:
+                sigma = params.blur_sigma.to(device=device, dtype=x.dtype)[blur][:, None].expand(-1, 2)
+                x[blur] = kornia.filters.gaussian_blur2d(x[blur], (k, k), sigma, border_type="reflect")
+        return x.reshape(b, t, c, *self.size).permute(0, 2, 1, 3, 4)
+
+
+def _color_jitter(x: Tensor, params: ClipParams, strengths: tuple[float, ...]) -> Tensor:
+    """torchvision ColorJitter on the frames with ``jitter_on``: four steps in a per-frame random order.
+
+    For each of the 4 positions and each step, the step runs on the frames that have it at that position:
+    16 masked calls, but every frame is processed by each step once.
+    """
+    device = x.device
+    on = params.jitter_on.to(device)
+    order = params.order.to(device)
+    factors = params.jitter.to(device=device, dtype=x.dtype)
+    steps = (
+        kornia.enhance.adjust_brightness_accumulative,
+        kornia.enhance.adjust_contrast_with_mean_subtraction,
+        kornia.enhance.adjust_saturation_with_gray_subtraction,
+        # torchvision's hue factor is a fraction of the colour circle, kornia's is in radians
+        lambda im, f: kornia.enhance.adjust_hue(im, f * (2 * math.pi)),
+    )
+    x = x.clamp(0.0, 1.0)  # also a copy, so the masked writes below never touch the caller's tensor
+    for pos in range(4):
+        for step, fn in enumerate(steps):
+            if strengths[step] == 0:
+                continue
+            sel = on & (order[:, pos] == step)
+            if sel.any():
+                x[sel] = fn(x[sel], factors[sel, step]).clamp(0.0, 1.0)
+    return x
+
+
+def moco_v2_augment(size: int | Size2) -> ClipAugment:
+    """MoCo v2 / SimCLR augmentation: RandomResizedCrop(0.2, 1), jitter (0.4, 0.4, 0.4, 0.1) p=0.8,
+    grayscale p=0.2, Gaussian blur sigma in [0.1, 2] p=0.5, horizontal flip p=0.5 (He et al. / Chen et al.)."""
+    return ClipAugment(
+        size=size,
+        scale=(0.2, 1.0),
+        color_jitter=(0.4, 0.4, 0.4, 0.1),
+        jitter_p=0.8,
+        grayscale_p=0.2,
+        blur_p=0.5,
+        blur_sigma=(0.1, 2.0),
+        hflip=0.5,
+    )
+
+
+def crop_flip(
+    size: int | Size2,
+    scale: Range = (0.8, 0.95),
+    ratio: Range = (0.7, 1.3),
+    hflip: float = 0.5,
+    per_frame: bool = False,
+) -> ClipAugment:
+    """The correspondence methods' light augmentation: a random resized crop and a flip, no colour change.
+
+    Defaults are CRW's frame crop (scale 0.8-0.95, aspect 0.7-1.3). CRW's code draws that crop per frame
+    (its transform is mapped over frames); pass ``per_frame=True`` to follow it exactly.
+    """
+    return ClipAugment(size=size, scale=scale, ratio=ratio, hflip=hflip, per_frame=per_frame)
+
+
+# --------------------------------------------------------------------------------------------------------
+# CRW's patch grid
+# --------------------------------------------------------------------------------------------------------
+
+
+def patch_grid(
+    clip: Tensor,
+    patch: int = 64,
+    stride: int = 32,
+    jitter: Range | None = (0.7, 0.9),
+    ratio: Range = (3 / 4, 4 / 3),
+    per_frame: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """CRW's grid of patches: ``(B, C, T, H, W)`` -> ``(B, N, C, T, patch, patch)``, N = nh * nw, row-major.
+
+    Windows of ``patch`` px at ``stride`` (a 256 px crop gives 7x7 = 49 patches of 64 px at stride 32;
+    the remainder at the right/bottom is dropped, as skimage's ``view_as_windows`` in CRW). With ``jitter``
+    (an area-scale range) each patch is replaced by a random resized crop of itself back to ``patch`` px,
+    aspect in ``ratio``. CRW's code (``utils/augs.py``: a fresh RandomResizedCrop(64, scale=(0.7, 0.9)) per
+    window, mapped over frames) draws that jitter independently for every patch *and every frame*; vidssl
+    follows it by default, ``per_frame=False`` shares one jitter across the T frames of a patch. ``None``
+    returns the exact slices ``clip[..., stride*i : stride*i + patch, stride*j : stride*j + patch]``.
+    """
+    _check_clip(clip, "patch_grid")
+    b, c, t, h, w = clip.shape
+    if patch <= 0 or stride <= 0:
+        raise ValueError(f"patch_grid: patch and stride must be positive, got patch={patch}, stride={stride}")
+    if h < patch or w < patch:
+        raise ValueError(f"patch_grid: clip of {h}x{w} px is smaller than one {patch} px patch")
+    windows = clip.unfold(3, patch, stride).unfold(4, patch, stride)  # (B, C, T, nh, nw, p, p), a view
+    nh, nw = windows.shape[3], windows.shape[4]
+    n = nh * nw
+    if jitter is None:
+        return windows.permute(0, 3, 4, 1, 2, 5, 6).reshape(b, n, c, t, patch, patch)
+
+    if not 0 < jitter[0] <= jitter[1] <= 1:
+        raise ValueError(f"patch_grid: jitter is an area-scale range within (0, 1], got {jitter}")
+    flat = windows.permute(0, 3, 4, 2, 1, 5, 6).reshape(b * n * t, c, patch, patch)  # (B*N*T, C, p, p)
+    draws = b * n * t if per_frame else b * n
+    boxes = _sample_boxes(draws, patch, patch, jitter, ratio, generator)
+    if not per_frame:
+        boxes = boxes.repeat_interleave(t, dim=0)
+    out = _resized_crop(flat, boxes, (patch, patch))
+    return out.reshape(b, n, t, c, patch, patch).permute(0, 1, 3, 2, 4, 5)
