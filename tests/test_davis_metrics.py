@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vidssl.cli import main
 from vidssl.eval.davis_io import LabelFileError, write_indexed_png
 from vidssl.eval.davis_metrics import (
     GLOBAL_COLUMNS,
@@ -22,7 +23,9 @@ from vidssl.eval.davis_metrics import (
     disk,
     evaluate_davis,
     evaluate_sequence,
+    format_table,
     seg2bmap,
+    write_csvs,
 )
 
 # The official davis2017-evaluation figures for the shared files (../shared/data/README.md).
@@ -295,3 +298,54 @@ def test_error_fewer_annotations_than_images(tmp_path: Path) -> None:
     root, results, _ = make_root(tmp_path, n_images=7)
     with pytest.raises(DavisScoreError, match="5 ground-truth PNGs for 7 frames"):
         evaluate_davis(root, results)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Table, CSVs and the command line
+
+
+def test_table_and_csvs(tmp_path: Path) -> None:
+    root, results, gt = make_root(tmp_path)
+    write_indexed_png(results / "seq" / "00002.png", np.where(gt[2] == 2, 0, gt[2]))
+    result = evaluate_davis(root, results)
+    j2, f2 = result.per_object()["seq_2"]
+    assert (j2, f2) == (pytest.approx(2 / 3), pytest.approx(2 / 3))  # one of three frames missed
+    table = format_table(result)
+    lines = table.splitlines()
+    assert lines[1].split() == list(GLOBAL_COLUMNS)
+    assert lines[2].split() == [f"{result.global_table[c]:.6f}" for c in GLOBAL_COLUMNS]
+    assert f"seq_2 {j2:.6f} {f2:.6f}" in table
+    global_csv, sequence_csv = write_csvs(result, tmp_path / "out")
+    assert global_csv.name == "global_results-val.csv"
+    assert sequence_csv.name == "per-sequence_results-val.csv"
+    lines = global_csv.read_text().splitlines()
+    assert lines[0] == "J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay"
+    values = [float(v) for v in lines[1].split(",")]
+    np.testing.assert_allclose(values, [result.global_table[c] for c in GLOBAL_COLUMNS], atol=5e-4)
+    assert all(len(v.split(".")[1]) == 3 for v in lines[1].split(","))  # "%.3f", as pandas writes it
+    assert sequence_csv.read_text() == (f"Sequence,J-Mean,F-Mean\nseq_1,1.000,1.000\nseq_2,{j2:.3f},{f2:.3f}\n")
+
+
+def test_cli_recomputes_and_overwrites_stale_csvs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root, results, _ = make_root(tmp_path)
+    stale = "J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay\n0.1,0.1,0.1,0.1,0.1,0.1,0.1\n"
+    (results / "global_results-val.csv").write_text(stale)
+    (results / "per-sequence_results-val.csv").write_text("Sequence,J-Mean,F-Mean\nseq_1,0.1,0.1\n")
+    assert main(["eval", "davis-score", "--davis-root", str(root), "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "1.000000 1.000000" in out and "seq_2 1.000000 1.000000" in out
+    global_rows = (results / "global_results-val.csv").read_text().splitlines()
+    assert global_rows[1] == "1.000,1.000,1.000,0.000,1.000,1.000,0.000"  # no decay on perfect results
+    assert "seq_2,1.000,1.000" in (results / "per-sequence_results-val.csv").read_text()
+    out_dir = tmp_path / "elsewhere"
+    args = ["eval", "davis-score", "--davis-root", str(root), "--results", str(results), "--out", str(out_dir)]
+    assert main([*args, "--sequences", "seq"]) == 0
+    assert (out_dir / "per-sequence_results-val.csv").is_file()
+
+
+def test_cli_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root, results, _ = make_root(tmp_path)
+    (results / "seq" / "00002.png").unlink()
+    assert main(["eval", "davis-score", "--davis-root", str(root), "--results", str(results)]) == 2
+    assert "00002.png: missing prediction" in capsys.readouterr().err
+    assert not (results / "global_results-val.csv").exists()
