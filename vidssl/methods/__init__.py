@@ -15,4 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-METHODS: dict[str, Any] = {}
+from vidssl.methods.moco import MoCo
+
+METHODS: dict[str, Any] = {"moco": MoCo}
