@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from vidssl.data.motion import motion_scores
+from vidssl.data.motion import motion_scores, video_motion_scores
 
 
 def translating(shift: tuple[float, float], num: int = 4, seed: int = 0) -> np.ndarray:
@@ -81,3 +82,27 @@ def test_real_sequence_motion(shared_data: Path) -> None:
     frames = np.stack([imread_rgb(f, cv2.IMREAD_REDUCED_COLOR_2) for f in files])
     flow = motion_scores(frames)
     assert flow.shape == (5,) and np.isfinite(flow).all() and (flow > 0.5).all()
+
+
+class ListReader:
+    def __init__(self, frames: np.ndarray) -> None:
+        self.frames, self.largest = frames, 0
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def get(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        self.largest = max(self.largest, len(indices))
+        return self.frames[np.asarray(indices)]
+
+
+@pytest.mark.parametrize("method", ["flow", "diff"])
+def test_video_motion_scores_chunked_equals_whole(method: str) -> None:
+    frames = np.concatenate([translating((2.0, 1.0), num=4), translating((6.0, 0.0), num=4, seed=1)])
+    reader = ListReader(frames)
+    chunked = video_motion_scores(reader, method=method, chunk=3)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(chunked, motion_scores(frames, method=method))  # type: ignore[arg-type]
+    assert chunked.shape == (7,) and reader.largest == 3
+    assert video_motion_scores(ListReader(frames[:1])).shape == (0,)
+    with pytest.raises(ValueError, match="chunk must be"):
+        video_motion_scores(reader, chunk=1)

@@ -6,12 +6,22 @@ what :func:`vidssl.data.samplers.ordered_tuple` takes as ``motion``.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
 
 MotionMethod = Literal["flow", "diff"]
+
+
+class FrameReader(Protocol):
+    """What :func:`video_motion_scores` needs from a reader (e.g. :mod:`vidssl.data.video` readers)."""
+
+    def __len__(self) -> int: ...
+
+    def get(self, indices: Sequence[int] | np.ndarray) -> np.ndarray: ...
+
 
 # Farneback parameters per pyramid level (OpenCV's documented example values): averaging window,
 # iterations, polynomial neighbourhood and its Gaussian sigma.
@@ -19,7 +29,7 @@ _WINSIZE, _ITERATIONS, _POLY_N, _POLY_SIGMA = 15, 3, 5, 1.2
 # Coarsest level of our own pyramid: halve while the short side stays >= this many pixels.
 _MIN_SIDE = 12
 
-__all__ = ["MotionMethod", "motion_scores"]
+__all__ = ["MotionMethod", "motion_scores", "video_motion_scores"]
 
 
 def _gray(frames: np.ndarray, width: int | None) -> tuple[list[np.ndarray], float]:
@@ -93,3 +103,26 @@ def motion_scores(frames: np.ndarray, method: MotionMethod = "flow", width: int 
             flow = _flow(gray[t], gray[t + 1])  # (h, w, 2)
             scores[t] = float(np.linalg.norm(flow, axis=-1).mean()) / scale
     return scores
+
+
+def video_motion_scores(
+    reader: FrameReader, method: MotionMethod = "flow", width: int | None = 128, chunk: int = 32
+) -> np.ndarray:
+    """:func:`motion_scores` of a whole video read through ``reader``, ``chunk`` frames at a time. ``(N - 1,)``.
+
+    Consecutive chunks share one frame, so the result equals ``motion_scores`` of all frames at once while
+    memory holds one chunk whatever the video's length.
+    """
+    num_frames = len(reader)
+    if num_frames <= 0:
+        raise ValueError(f"video_motion_scores: {reader!r} has no frames")
+    if not isinstance(chunk, int) or chunk < 2:
+        raise ValueError(f"video_motion_scores: chunk must be an integer >= 2, got {chunk!r}")
+    parts = [np.zeros(0, dtype=np.float64)]
+    for begin in range(0, num_frames - 1, chunk - 1):
+        indices = np.arange(begin, min(begin + chunk, num_frames), dtype=np.int64)
+        try:
+            parts.append(motion_scores(reader.get(indices), method, width))
+        except ValueError as exc:
+            raise ValueError(f"video_motion_scores: {reader!r} returned bad frames: {exc}") from exc
+    return np.concatenate(parts)
