@@ -1,0 +1,364 @@
+"""The training engine piece by piece: schedules, LARS, parameter groups, configs, the loop's guarantees,
+checkpoints, run metadata and export. ``Tiny`` and ``ClipSet`` are reused by test_resume / test_distributed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+import yaml
+from torch import nn
+from torch.utils.data import Dataset
+
+from vidssl import cli
+from vidssl.engine import checkpoint as ckpt
+from vidssl.engine.config import ConfigError, to_dict
+from vidssl.engine.optim import LARS, build_optimizer, lr_at, param_groups
+from vidssl.engine.train import NonFiniteLoss, epoch_indices, resolve_config, train
+from vidssl.methods import METHODS
+from vidssl.models import ResNet
+
+
+@dataclass
+class TinyConfig:
+    noise: float = 0.1  # device-side randomness, so an exact resume needs the torch RNG restored
+    nan_at: int = -1  # forward returns NaN from this many calls on (-1: never)
+    ema: float = 0.9  # momentum of the non-trained target head, updated in after_step
+
+
+class Tiny(nn.Module):
+    """A method small enough for tests: ResNet-18 stem (trained) -> pooled 64-d -> head, regressed onto
+    an EMA copy of the head plus one. Layers 1-4 are frozen so no trainable parameter goes unused."""
+
+    Config = TinyConfig
+    input = "video"
+
+    def __init__(self, cfg: TinyConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = ResNet(18)
+        for name, p in self.backbone.named_parameters():
+            p.requires_grad = name.startswith(("conv1", "bn1"))
+        self.head = nn.Linear(64, 4)
+        self.target = nn.Linear(64, 4).requires_grad_(False)
+        self.target.load_state_dict(self.head.state_dict())
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def sampler(self) -> Any:
+        return lambda n, rng: np.arange(2)
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        x = batch["video"].float() / 255  # (B, C, T, H, W)
+        x = x + self.cfg.noise * torch.randn_like(x)
+        b, c, t, h, w = x.shape
+        frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+        bb = self.backbone
+        f = bb.relu(bb.bn1(bb.conv1(frames))).mean(dim=(2, 3))  # (B * T, 64)
+        loss = (self.head(f) - self.target(f) - 1).pow(2).mean()
+        self.calls += 1
+        if 0 <= self.cfg.nan_at < int(self.calls):
+            loss = loss * float("nan")
+        return loss, {"feat_std": f.std().detach()}
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        for pt, ph in zip(self.target.parameters(), self.head.parameters(), strict=True):
+            pt.mul_(self.cfg.ema).add_(ph, alpha=1 - self.cfg.ema)
+
+    def encoder(self) -> ResNet:
+        return self.backbone
+
+
+class ClipSet(Dataset):
+    """``n`` fixed random uint8 clips ``(3, 2, 16, 16)`` with the item format of vidssl's datasets."""
+
+    def __init__(self, n: int = 24, seed: int = 0) -> None:
+        self.clips = torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (n, 3, 2, 16, 16), dtype=np.uint8))
+        self.epochs: list[int] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs.append(epoch)
+
+    def skipped(self) -> list[tuple[str, str]]:
+        return [("broken.mp4", "truncated")]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"video": self.clips[index], "index": index}
+
+
+def tiny_config(out_dir: Path, **over: Any) -> dict[str, Any]:
+    """A plain run-config dict for ``Tiny`` on CPU; ``over`` are dotted keys."""
+    data: dict[str, Any] = {
+        "method": "tiny", "seed": 0, "out_dir": str(out_dir), "device": "cpu",
+        "data": {"batch_size": 4, "workers": 0},
+        "optim": {"name": "sgd", "lr": 0.05},
+        "schedule": {"name": "cosine", "steps": 6, "warmup_steps": 2},
+        "log": {"every": 1, "tensorboard": False, "progress": False},
+        "ckpt": {"every": 2, "keep": 3, "resume": "auto"},
+    }
+    for key, value in over.items():
+        *parents, leaf = key.split(".")
+        node = data
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return data
+
+
+@pytest.fixture
+def tiny(monkeypatch: pytest.MonkeyPatch) -> type[Tiny]:
+    monkeypatch.setitem(METHODS, "tiny", Tiny)
+    return Tiny
+
+
+# ---- schedules ------------------------------------------------------------------------------------------
+
+def test_cosine_with_warmup_closed_form() -> None:
+    base, steps, warm = 0.4, 110, 10
+    got = [lr_at(s, base, name="cosine", steps=steps, warmup_steps=warm) for s in range(steps)]
+    assert got[0] == pytest.approx(0.04) and got[9] == pytest.approx(0.4)
+    assert got[10] == pytest.approx(0.4)
+    assert got[60] == pytest.approx(0.2)  # half-way through the cosine part
+    assert got[35] == pytest.approx(0.4 * 0.5 * (1 + math.cos(math.pi * 0.25)))
+    assert all(a >= b for a, b in itertools.pairwise(got[10:]))
+
+
+def test_step_and_constant_schedules() -> None:
+    kw: dict[str, Any] = {"name": "step", "steps": 100, "warmup_steps": 4, "milestones": [30, 60], "gamma": 0.1}
+    assert lr_at(1, 1.0, **kw) == pytest.approx(0.5)
+    assert [lr_at(s, 1.0, **kw) for s in (4, 29, 30, 59, 60, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert lr_at(50, 0.3, name="constant", steps=100) == 0.3
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        lr_at(0, 1.0, name="linear", steps=10)
+
+
+# ---- optimisers -----------------------------------------------------------------------------------------
+
+def test_lars_one_step_by_hand() -> None:
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[3.0, 4.0]]))  # ||w|| = 5
+        model.bias.fill_(2.0)
+    opt = build_optimizer(model, "lars", lr=0.1, weight_decay=0.5, momentum=0.9)
+    assert isinstance(opt, LARS)
+    model.weight.grad = torch.tensor([[1.0, 0.0]])
+    model.bias.grad = torch.tensor([4.0])
+    opt.step()
+    # weight: d = g + 0.5 w = (2.5, 2); trust = 0.001 * 5 / ||d||; w -= 0.1 * trust * d
+    d = np.array([2.5, 2.0])
+    trust = 0.001 * 5 / np.linalg.norm(d)
+    np.testing.assert_allclose(model.weight.detach().numpy()[0], np.array([3.0, 4.0]) - 0.1 * trust * d, rtol=1e-6)
+    # bias: excluded from decay and adaptation -> plain SGD step
+    assert model.bias.item() == pytest.approx(2.0 - 0.1 * 4.0)
+    # second step: momentum buffer carries the first update direction
+    model.weight.grad = torch.zeros(1, 2)
+    model.bias.grad = torch.zeros(1)
+    opt.step()
+    assert model.bias.item() == pytest.approx(2.0 - 0.4 - 0.1 * 0.9 * 4.0)
+
+
+def test_param_groups_skip_frozen_and_split_norm_bias() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2))
+    frozen = nn.Linear(4, 2).requires_grad_(False)
+    model.add_module("momentum", frozen)
+    groups = param_groups(model, weight_decay=0.1, exclude_norm_bias=True)
+    decayed = {id(p) for p in groups[0]["params"]}
+    plain = {id(p) for p in groups[1]["params"]}
+    assert decayed == {id(model[0].weight), id(model[2].weight)}
+    assert plain == {id(model[0].bias), id(model[1].weight), id(model[1].bias), id(model[2].bias)}
+    assert groups[1]["weight_decay"] == 0.0 and groups[1]["lars"] is False
+    sgd = build_optimizer(model, "sgd", lr=0.1, weight_decay=1e-4)
+    assert len(sgd.param_groups) == 1 and len(sgd.param_groups[0]["params"]) == 6  # frozen ones left out
+    adamw = build_optimizer(model, "adamw", lr=1e-3, weight_decay=0.05, betas=(0.8, 0.9))
+    assert adamw.param_groups[0]["betas"] == (0.8, 0.9)
+    with pytest.raises(ValueError, match="unknown optimiser 'adagrad'"):
+        build_optimizer(model, "adagrad", lr=0.1)
+
+
+# ---- configs --------------------------------------------------------------------------------------------
+
+def test_config_errors_name_key_and_nearest(tiny: type[Tiny], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'optim\.lrr'.*'lr'"):
+        resolve_config(tiny_config(tmp_path, **{"optim.lrr": 0.1}))
+    with pytest.raises(ConfigError, match=r"'model\.nosie'.*'noise'"):
+        resolve_config(tiny_config(tmp_path, **{"model.nosie": 0.1}))
+    with pytest.raises(ConfigError, match=r"unknown method 'tinyy'.*'tiny'"):
+        resolve_config(tiny_config(tmp_path, method="tinyy"))
+    with pytest.raises(ConfigError, match=r"model\.ema: expected a number"):
+        resolve_config(tiny_config(tmp_path, **{"model.ema": "high"}))
+    with pytest.raises(ConfigError, match=r"optim\.name: 'lamb' is not one of"):
+        resolve_config(tiny_config(tmp_path, **{"optim.name": "lamb"}))
+    with pytest.raises(ConfigError, match=r"data\.batch_size: must be at least 1"):
+        resolve_config(tiny_config(tmp_path, **{"data.batch_size": 0}))
+    cfg, model_cfg = resolve_config(tiny_config(tmp_path))
+    assert cfg.model == {"noise": 0.1, "nan_at": -1, "ema": 0.9} and model_cfg == TinyConfig()
+
+
+def test_epoch_indices_distributed_semantics() -> None:
+    shares = [epoch_indices(10, seed=3, epoch=1, rank=r, world=4) for r in range(4)]
+    assert all(len(s) == 3 for s in shares)  # padded: ceil(10 / 4)
+    flat = np.concatenate(shares)
+    assert set(flat.tolist()) == set(range(10)) and len(flat) == 12
+    assert set(shares[0].tolist()).isdisjoint(shares[1].tolist())
+    one = epoch_indices(10, seed=3, epoch=1, rank=0, world=1)
+    assert sorted(one.tolist()) == list(range(10))
+    assert not np.array_equal(one, epoch_indices(10, seed=3, epoch=2, rank=0, world=1))
+    np.testing.assert_array_equal(one, epoch_indices(10, seed=3, epoch=1, rank=0, world=1))
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------------
+
+def test_atomic_write_failure_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = ckpt.save_checkpoint({"x": torch.ones(3)}, tmp_path, 1, keep=3)
+
+    def broken_save(obj: Any, f: Any) -> None:
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_checkpoint({"x": torch.zeros(3)}, tmp_path, 2, keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [good.name]  # no ckpt_2, no temporary file
+    assert torch.equal(ckpt.load_checkpoint(good)["x"], torch.ones(3))
+
+
+def test_keep_last_k_and_latest_complete(tmp_path: Path) -> None:
+    for step in (5, 10, 15, 20, 25):
+        ckpt.save_checkpoint({"step": step}, tmp_path, step, keep=2)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["ckpt_00000020.pt", "ckpt_00000025.pt"]
+    (tmp_path / ".ckpt_abc.tmp").write_bytes(b"interrupted")  # a crash mid-write
+    ckpt.checkpoint_path(tmp_path, 30).write_bytes(b"garbage")  # a disk error
+    with pytest.warns(UserWarning) as record:
+        found = ckpt.load_latest(tmp_path)
+    assert found is not None and found[1]["step"] == 25
+    messages = " ".join(str(w.message) for w in record)
+    assert ".ckpt_abc.tmp" in messages and "ckpt_00000030.pt" in messages
+    assert ckpt.load_latest(tmp_path / "empty") is None
+    with pytest.raises(ckpt.CheckpointError, match="ckpt_00000030.pt: cannot read"):
+        ckpt.load_checkpoint(tmp_path / "ckpt_00000030.pt")
+
+
+def test_rng_state_round_trip() -> None:
+    import random
+
+    state = ckpt.rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(3))  # noqa: NPY002 (the global generator is the point)
+    saved = tmp_file_round_trip(state)
+    ckpt.set_rng_state(saved)
+    again = (random.random(), np.random.rand(), torch.rand(3))  # noqa: NPY002
+    assert first[0] == again[0] and first[1] == again[1] and torch.equal(first[2], again[2])
+
+
+def tmp_file_round_trip(obj: Any) -> Any:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+# ---- the loop -------------------------------------------------------------------------------------------
+
+def test_loop_writes_run_dir_checkpoints_and_tensorboard(
+    tiny: type[Tiny], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, _ = resolve_config(tiny_config(tmp_path / "run", **{"log.tensorboard": True, "log.every": 2}))
+    data = ClipSet(n=10)
+    result = train(cfg, dataset=data)
+    run = tmp_path / "run"
+    assert result.step == 6 and math.isfinite(result.last_loss)
+    assert yaml.safe_load((run / "config.yaml").read_text()) == to_dict(cfg)
+    env = json.loads((run / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["torchvision"] == torchvision.__version__
+    assert {"decord", "kornia", "git_commit"} <= env.keys() and env["git_commit"]
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert {"loss", "lr", "samples_per_s", "time/data_fraction", "method/feat_std"} <= records[0].keys()
+    assert records[0]["lr"] == pytest.approx(lr_at(1, 0.05, name="cosine", steps=6, warmup_steps=2))
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == [f"ckpt_0000000{s}.pt" for s in (2, 4, 6)]
+    state = ckpt.load_checkpoint(run / "checkpoints" / "ckpt_00000006.pt")
+    assert state["step"] == 6 and state["backbone"]["depth"] == 18 and state["config"]["method"] == "tiny"
+    # 10 samples, batch 4 -> 2 batches per epoch; 6 steps end exactly at the end of epoch 2
+    assert state["data_position"] == [2, 2] and data.epochs == [0, 1, 2]
+    out = capsys.readouterr().out
+    assert "epoch 0: skipped broken.mp4: truncated" in out and "step 6" in out
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny: type[Tiny], tmp_path: Path) -> None:
+    cfg, _ = resolve_config(tiny_config(tmp_path, **{"model.nan_at": 5, "schedule.steps": 10}))
+    with pytest.raises(NonFiniteLoss, match="at step 5"):
+        train(cfg, dataset=ClipSet())
+    names = [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")]
+    assert names == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
+    state = ckpt.load_checkpoint(tmp_path / "checkpoints" / names[-1])
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_gradient_accumulation_matches_one_big_batch(tiny: type[Tiny], tmp_path: Path) -> None:
+    # noise 0 and BN in eval mode: the loss is a mean over samples, so 2 x 4 accumulated == 1 x 8
+    class EvalBN(Tiny):
+        def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+            self.backbone.bn1.eval()
+            return super().forward(batch)
+
+    METHODS["tiny"] = EvalBN
+    over = {"model.noise": 0.0, "schedule.steps": 1, "ckpt.resume": "none", "ckpt.every": 100}
+    big, _ = resolve_config(tiny_config(tmp_path / "big", **over, **{"data.batch_size": 8}))
+    acc, _ = resolve_config(tiny_config(tmp_path / "acc", **over, **{"optim.accum_steps": 2}))
+    train(big, dataset=ClipSet(n=8))
+    train(acc, dataset=ClipSet(n=8))
+    a = ckpt.load_checkpoint(tmp_path / "big" / "checkpoints" / "ckpt_00000001.pt")["model"]
+    b = ckpt.load_checkpoint(tmp_path / "acc" / "checkpoints" / "ckpt_00000001.pt")["model"]
+    assert not torch.equal(a["head.weight"], EvalBN(TinyConfig()).head.weight)  # it did train
+    assert int(a["calls"]) == 1 and int(b["calls"]) == 2  # two forwards for one accumulated step
+    for key in a:
+        if a[key].is_floating_point():
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+# ---- export and CLI -------------------------------------------------------------------------------------
+
+def test_export_loads_into_torchvision_strict(tiny: type[Tiny], tmp_path: Path) -> None:
+    cfg, _ = resolve_config(tiny_config(tmp_path / "run", **{"schedule.steps": 2}))
+    train(cfg, dataset=ClipSet())
+    ck = tmp_path / "run" / "checkpoints" / "ckpt_00000002.pt"
+    assert cli.main(["export", "--checkpoint", str(ck), "--out", str(tmp_path / "enc.pth")]) == 0
+    net = torchvision.models.resnet18()
+    net.load_state_dict(torch.load(tmp_path / "enc.pth", weights_only=True), strict=True)
+    trained = ckpt.load_checkpoint(ck)["encoder"]
+    assert torch.equal(net.conv1.weight, trained["conv1.weight"])
+    assert torch.equal(net.layer4[1].conv2.weight, trained["layer4.1.conv2.weight"])
+    assert cli.main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x.pth")]) == 1
+
+
+def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "train" in out and "export" in out
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert "KEY=VALUE" in capsys.readouterr().out
+
+
+def test_cli_train_reports_config_errors(tiny: type[Tiny], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tmp_path / "run")))
+    assert cli.main(["train", "--config", str(path), "optim.momentun=0.5"]) == 2
+    assert "did you mean 'momentum'" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run")

@@ -1,0 +1,146 @@
+"""The run directory and what a run reports: stdout lines, ``metrics.jsonl``, TensorBoard and a tqdm bar.
+
+A run directory holds ``config.yaml`` (the resolved config), ``env.json`` (git commit, library versions),
+``metrics.jsonl`` (one JSON record per logged step, full precision), ``tb/`` (TensorBoard events) and
+``checkpoints/``. Only rank 0 writes; other ranks get a ``RunLogger`` that does nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from vidssl.engine.config import save_config
+from vidssl.paths import REPO_ROOT
+
+
+def git_commit(root: Path = REPO_ROOT) -> str:
+    """The checked-out commit of the vidssl source (``-dirty`` appended with local changes), or ``unknown``."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "") if commit else "unknown"
+
+
+def _version(module: str) -> str:
+    try:
+        return str(getattr(importlib.import_module(module), "__version__", "unknown"))
+    except Exception:  # a broken optional decoder must not stop a run; record why
+        return "not installed"
+
+
+def environment() -> dict[str, Any]:
+    """What produced a run: git commit, Python, platform and the versions of the libraries that matter."""
+    return {
+        "git_commit": git_commit(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchvision": _version("torchvision"),
+        "decord": _version("decord"),
+        "kornia": _version("kornia"),
+        "cuda": torch.version.cuda or "none",
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "argv": sys.argv,
+    }
+
+
+def prepare_run_dir(out_dir: str | Path, resolved_config: dict[str, Any]) -> Path:
+    """Create ``out_dir`` and write ``config.yaml`` and ``env.json`` into it."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(resolved_config, out / "config.yaml")
+    (out / "env.json").write_text(json.dumps(environment(), indent=2) + "\n")
+    return out
+
+
+def scalar(value: Any) -> float:
+    """A metric value (float or 0-dim tensor) as a Python float."""
+    return float(value.detach().item()) if isinstance(value, torch.Tensor) else float(value)
+
+
+class RunLogger:
+    """Writes one record per logged step to stdout, ``metrics.jsonl`` and TensorBoard; drives a tqdm bar.
+
+    Args:
+        out_dir: the run directory (None: stdout only).
+        enabled: False on ranks other than 0 (then every method does nothing).
+        tensorboard: write ``out_dir/tb`` events.
+        progress: show a tqdm bar over ``total`` steps starting at ``initial``.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path | None,
+        *,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        progress: bool = True,
+        total: int = 0,
+        initial: int = 0,
+    ) -> None:
+        self.enabled = enabled
+        self.writer: Any = None
+        self.jsonl: Any = None
+        self.bar: tqdm | None = None
+        if not enabled:
+            return
+        if out_dir is not None:
+            self.jsonl = (out_dir / "metrics.jsonl").open("a")
+            if tensorboard:
+                from torch.utils.tensorboard import SummaryWriter  # imported lazily: slow to import
+
+                self.writer = SummaryWriter(str(out_dir / "tb"))
+        if progress:
+            self.bar = tqdm(total=total, initial=initial, dynamic_ncols=True, desc="train", file=sys.stderr)
+
+    def print(self, message: str) -> None:
+        """A line on stdout that does not break the progress bar."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stdout)
+        else:
+            print(message, flush=True)
+
+    def advance(self, steps: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(steps)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        """Record ``values`` for ``step`` (already floats) everywhere."""
+        if not self.enabled:
+            return
+        shown = "  ".join(f"{k} {v:.6g}" for k, v in values.items())
+        self.print(f"step {step}  {shown}")
+        if self.jsonl is not None:
+            self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
+            self.jsonl.flush()
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{values.get('loss', float('nan')):.4g}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.jsonl is not None:
+            self.jsonl.close()

@@ -1,0 +1,330 @@
+"""The training loop every method runs through, its run config, and the ``vidssl train`` command.
+
+One process (CPU or GPU) or many with ``torchrun --nproc_per_node=N -m vidssl train --config X.yaml``.
+Each optimiser step: set the learning rate, then for each of ``accum_steps`` micro-batches forward
+(``loss, metrics = model(batch)``; the method augments on the device) and backward, then clip, step, the
+method's ``after_step`` (EMA, queue), logging and checkpointing. The loop never branches on the method.
+
+``data.batch_size`` is the global batch of one forward pass, split evenly over processes, so a recipe
+means the same thing on 1 or 8 GPUs; an optimiser step sees ``batch_size * accum_steps`` samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from vidssl.engine import checkpoint as ckpt
+from vidssl.engine import distributed as dist
+from vidssl.engine.config import ConfigError, _nearest, apply_overrides, from_dict, read_yaml, to_dict
+from vidssl.engine.logging import RunLogger, prepare_run_dir, scalar
+from vidssl.engine.optim import build_optimizer, lr_at, set_lr
+from vidssl.methods import METHODS
+
+HELP = "pretrain an encoder with a self-supervised method (one process, or many under torchrun)"
+
+
+@dataclass
+class DataConfig:
+    kind: Literal["video", "images"] = "video"
+    source: str = "synthetic"  # a folder, a manifest, or "synthetic" (the built-in generated videos)
+    size: tuple[int, int] = (224, 224)  # (H, W) of each decoded frame
+    batch_size: int = 32  # global batch of one forward pass, split over processes
+    workers: int = 2  # DataLoader workers per process
+    backend: str = "auto"  # video decoder
+    short: Literal["loop", "repeat", "skip"] = "loop"  # videos shorter than the sampler needs
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adam", "adamw", "lars"] = "sgd"
+    lr: float = 0.03
+    weight_decay: float = 1.0e-4
+    momentum: float = 0.9  # SGD and LARS
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam and AdamW
+    clip_grad: float = 0.0  # max global gradient norm; 0 disables clipping
+    accum_steps: int = 1  # micro-batches per optimiser step
+    amp: bool = False  # fp16 + GradScaler on CUDA, bf16 autocast on CPU
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["cosine", "step", "constant"] = "cosine"
+    steps: int = 1000  # optimiser steps in the whole run
+    warmup_steps: int = 0
+    milestones: list[int] = field(default_factory=list)  # "step": multiply by gamma at these steps
+    gamma: float = 0.1
+
+
+@dataclass
+class LogConfig:
+    every: int = 10  # steps between log records
+    tensorboard: bool = True
+    progress: bool = True  # tqdm bar (rank 0)
+
+
+@dataclass
+class CkptConfig:
+    every: int = 200  # steps between checkpoints (and one at the end)
+    keep: int = 3  # newest checkpoints kept; 0 keeps all
+    resume: str = "auto"  # auto (newest in out_dir/checkpoints) | none | a checkpoint path
+
+
+@dataclass
+class DistConfig:
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    sync_bn: bool = False
+
+
+@dataclass
+class RunConfig:
+    method: str  # a key of vidssl.methods.METHODS
+    seed: int = 0
+    out_dir: str = "runs/default"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model: dict[str, Any] = field(default_factory=dict)  # the method's own Config, checked against it
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    ckpt: CkptConfig = field(default_factory=CkptConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss (or the weights) became NaN or infinite; the last good checkpoint is kept."""
+
+
+def resolve_config(data: dict[str, Any]) -> tuple[RunConfig, Any]:
+    """A checked ``RunConfig`` and the method's Config; ``RunConfig.model`` is filled with every default."""
+    cfg = from_dict(RunConfig, data)
+    if cfg.method not in METHODS:
+        raise ConfigError(f"method: unknown method {cfg.method!r}{_nearest(cfg.method, list(METHODS))}")
+    model_cfg = from_dict(METHODS[cfg.method].Config, cfg.model, "model")
+    positive = {"data.batch_size": cfg.data.batch_size, "optim.accum_steps": cfg.optim.accum_steps,
+                "schedule.steps": cfg.schedule.steps, "log.every": cfg.log.every, "ckpt.every": cfg.ckpt.every}
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key}: must be at least 1, got {value}")
+    if cfg.data.workers < 0 or cfg.ckpt.keep < 0 or cfg.schedule.warmup_steps < 0:
+        raise ConfigError("data.workers, ckpt.keep and schedule.warmup_steps must not be negative")
+    return replace(cfg, model=to_dict(model_cfg)), model_cfg
+
+
+def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[RunConfig, Any]:
+    """``resolve_config`` of the YAML at ``path`` (or nothing) with ``key=value`` overrides applied."""
+    data = read_yaml(path) if path is not None else {}
+    return resolve_config(apply_overrides(data, overrides))
+
+
+def epoch_indices(n: int, *, seed: int, epoch: int, rank: int, world: int) -> np.ndarray:
+    """This rank's sample indices for ``epoch``: a seeded permutation of ``range(n)``, padded by wrapping
+    to a multiple of ``world`` and strided over ranks (DistributedSampler semantics). ``(ceil(n / world),)``.
+    """
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    total = math.ceil(n / world) * world
+    return np.resize(perm, total)[rank:total:world]
+
+
+def _batches(
+    dataset: Any, *, seed: int, local_batch: int, workers: int, pin: bool, epoch: int, start: int,
+    log: RunLogger,
+) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """Yield ``(epoch, batches consumed in that epoch, batch)`` forever, starting at batch ``start``."""
+    while True:
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        idx = epoch_indices(len(dataset), seed=seed, epoch=epoch, rank=dist.rank(), world=dist.world_size())
+        n_batches = len(idx) // local_batch
+        if n_batches == 0:
+            raise ValueError(f"data: {len(dataset)} samples give no full batch of {local_batch} per process")
+        # A private generator: worker seeds must not consume the global torch RNG, or a resumed run's
+        # augmentations would differ from an uninterrupted run's.
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + dist.rank())
+        loader = DataLoader(dataset, batch_size=local_batch, sampler=idx[start * local_batch:n_batches * local_batch]
+                            .tolist(), num_workers=workers, pin_memory=pin, drop_last=True, generator=gen)
+        # Files skipped in this process, and (with workers) those reported in the items' "skipped" field.
+        skipped: set[str] = set()
+        for i, batch in enumerate(loader, start=start + 1):
+            skipped.update(line for text in batch.get("skipped", ()) for line in str(text).splitlines())
+            yield epoch, i, batch
+        skipped.update(f"{path}: {reason}" for path, reason in getattr(dataset, "skipped", list)())
+        for line in sorted(skipped):
+            log.print(f"epoch {epoch}: skipped {line}")
+        epoch, start = epoch + 1, 0
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def build_dataset_for(cfg: RunConfig, method: nn.Module) -> Dataset:
+    """The dataset named by ``cfg.data`` with the method's frame sampler."""
+    from vidssl.data.datasets import build_dataset  # imported here: decoders are slow to import
+
+    d = cfg.data
+    make_sampler = getattr(method, "sampler", None)
+    sampler = make_sampler() if make_sampler is not None else None
+    return build_dataset(d.kind, d.source, sampler=sampler, size=(d.size[0], d.size[1]), seed=cfg.seed,
+                         backend=d.backend, short=d.short)
+
+
+@dataclass
+class TrainResult:
+    step: int  # optimiser steps done
+    out_dir: Path
+    step_seconds: list[float]  # wall time of each step run in this process
+    wait_seconds: list[float]  # time of each step spent waiting for data
+    samples_per_step: int  # global samples per optimiser step
+    last_loss: float
+
+
+def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
+    """Run (or resume) training as ``cfg`` says. ``dataset`` replaces the one ``cfg.data`` describes."""
+    device = dist.setup(cfg.device, cfg.dist.backend)
+    rank, world, main = dist.rank(), dist.world_size(), dist.is_main()
+    ckpt.set_seed(cfg.seed + rank)
+    _, model_cfg = resolve_config(to_dict(cfg))
+    raw: nn.Module = METHODS[cfg.method](model_cfg).to(device)
+    o, s = cfg.optim, cfg.schedule
+    optimizer = build_optimizer(raw, o.name, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum,
+                                betas=o.betas)
+    scaler = torch.amp.GradScaler(device.type, enabled=o.amp and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
+                              enabled=o.amp)
+    if cfg.data.batch_size % world:
+        raise ConfigError(f"data.batch_size: {cfg.data.batch_size} does not split over {world} processes")
+    out, ckpt_dir = Path(cfg.out_dir), Path(cfg.out_dir) / "checkpoints"
+    step, epoch, start, rng = 0, 0, 0, None
+    found = _find_resume(cfg, ckpt_dir)
+    if found is not None:
+        path, state = found
+        if state["config"]["method"] != cfg.method:
+            raise ckpt.CheckpointError(f"{path}: written by method {state['config']['method']!r}, not {cfg.method!r}")
+        raw.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        step, (epoch, start), rng = state["step"], state["data_position"], state["rng"]
+    if main:
+        prepare_run_dir(out, to_dict(cfg))
+    model = dist.wrap_model(raw, device, sync_bn=cfg.dist.sync_bn)
+    data_set = dataset if dataset is not None else build_dataset_for(cfg, raw)
+    log = RunLogger(out, enabled=main, tensorboard=cfg.log.tensorboard, progress=cfg.log.progress,
+                    total=s.steps, initial=step)
+    if found is not None:
+        log.print(f"resumed from {found[0]} at step {step} (epoch {epoch}, batch {start})")
+    data = _batches(data_set, seed=cfg.seed, local_batch=cfg.data.batch_size // world, workers=cfg.data.workers,
+                    pin=device.type == "cuda", epoch=epoch, start=start, log=log)
+    if rng is not None:  # last: building the model and the data must not move the restored generators
+        ckpt.set_rng_state(rng[rank % len(rng)])
+    after_step = getattr(raw, "after_step", None)
+    samples = cfg.data.batch_size * o.accum_steps
+    result = TrainResult(step, out, [], [], samples, math.nan)
+    interval: list[float] = []
+    try:
+        while step < s.steps:
+            t_start = time.perf_counter()
+            wait = 0.0
+            lr = lr_at(step, o.lr, name=s.name, steps=s.steps, warmup_steps=s.warmup_steps,
+                       milestones=s.milestones, gamma=s.gamma)
+            set_lr(optimizer, lr)
+            losses = []
+            for micro in range(o.accum_steps):
+                t0 = time.perf_counter()
+                epoch, pos, batch = next(data)
+                wait += time.perf_counter() - t0
+                last = micro == o.accum_steps - 1
+                sync = contextlib.nullcontext() if last or world == 1 else model.no_sync()  # type: ignore[operator]
+                with sync:
+                    with autocast:
+                        loss, metrics = model(_to_device(batch, device))
+                    losses.append(float(dist.all_reduce_mean(loss.detach().float()).item()))
+                    if not math.isfinite(losses[-1]):
+                        raise NonFiniteLoss(f"loss is {losses[-1]} at step {step} (epoch {epoch}); stopping, "
+                                            f"the last good checkpoint in {ckpt_dir} is kept")
+                    scaler.scale(loss / o.accum_steps).backward()
+            if o.clip_grad > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_([p for p in raw.parameters() if p.requires_grad], o.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            if after_step is not None:
+                after_step(step)  # the 0-based index of the step just taken
+            step += 1
+            result.step, result.last_loss = step, sum(losses) / len(losses)
+            interval.append(result.last_loss)
+            result.wait_seconds.append(wait)
+            result.step_seconds.append(time.perf_counter() - t_start)
+            log.advance()
+            if step % cfg.log.every == 0 or step == s.steps:
+                k = len(interval)
+                sec, w = sum(result.step_seconds[-k:]), sum(result.wait_seconds[-k:])
+                log.log(step, {"loss": sum(interval) / k, "lr": lr, "samples_per_s": samples * k / sec,
+                               "time/data_wait_s": w / k, "time/compute_s": (sec - w) / k,
+                               "time/data_fraction": w / sec, **{f"method/{n}": scalar(v) for n, v in metrics.items()}})
+                interval = []
+            if step % cfg.ckpt.every == 0 or step == s.steps:
+                _save(cfg, raw, optimizer, scaler, step, (epoch, pos), ckpt_dir, log)
+    finally:
+        log.close()
+    return result
+
+
+def _find_resume(cfg: RunConfig, ckpt_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    if cfg.ckpt.resume == "none":
+        return None
+    if cfg.ckpt.resume == "auto":
+        return ckpt.load_latest(ckpt_dir)
+    path = Path(cfg.ckpt.resume)
+    return path, ckpt.load_checkpoint(path)
+
+
+def _save(cfg: RunConfig, raw: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+          step: int, position: tuple[int, int], ckpt_dir: Path, log: RunLogger) -> None:
+    """Write a checkpoint of the state after ``step`` steps (rank 0), refusing to save non-finite weights."""
+    for name, p in raw.state_dict().items():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise NonFiniteLoss(f"{name} is not finite after step {step}; stopping without writing a checkpoint, "
+                                f"the last good one in {ckpt_dir} is kept")
+    rngs = dist.gather_objects(ckpt.rng_state())  # every rank's generators, so all resume exactly
+    if not dist.is_main():
+        return
+    encoder = raw.encoder()  # type: ignore[operator]
+    state = {"step": step, "data_position": list(position), "model": raw.state_dict(),
+             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
+             "config": to_dict(cfg), "encoder": encoder.state_dict(), "backbone": dict(encoder.config)}
+    path = ckpt.save_checkpoint(state, ckpt_dir, step, keep=cfg.ckpt.keep)
+    log.print(f"step {step}  saved {path}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="run config YAML (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="type-checked overrides, e.g. optim.lr=0.06 data.batch_size=64 ckpt.resume=none")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg, _ = load_run_config(args.config, args.overrides)
+        result = train(cfg)
+        if dist.is_main():
+            print(f"done: {result.step} steps, last loss {result.last_loss:.6g}, run directory {result.out_dir}")
+    except (ConfigError, NonFiniteLoss, ckpt.CheckpointError) as exc:
+        print(f"vidssl train: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    finally:
+        dist.cleanup()
+    return 0
