@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 # (command words, module). A module listed here owns its arguments and its behaviour.
 COMMANDS: list[tuple[tuple[str, ...], str]] = [
+    (("data", "index"), "vidssl.data.index"),
     (("train",), "vidssl.engine.train"),
     (("export",), "vidssl.engine.export"),
     (("eval", "davis-score"), "vidssl.eval.davis_metrics"),
