@@ -1,0 +1,129 @@
+"""JHMDB keypoint propagation and PCK: closed forms, decoding, the reader, the real clip end to end."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidssl.eval import jhmdb
+from vidssl.eval.jhmdb import (
+    JhmdbError,
+    decode_heatmaps,
+    joint_heatmaps,
+    normalised_distances,
+    pck,
+    read_joints,
+)
+
+
+def _box_joints() -> np.ndarray:
+    """Three joints whose extent is 30 x 40 px: diagonal 50, box 0.6 * 50 = 30 px."""
+    return np.array([[10.0, 20.0], [40.0, 60.0], [25.0, 30.0]])
+
+
+def test_pck_perfect_is_one_at_every_alpha() -> None:
+    gt = np.stack([_box_joints() + t for t in range(5)])  # (5, 3, 2)
+    d = normalised_distances(gt, gt, np.ones((5, 3), bool))
+    assert np.isnan(d[0]).all()  # frame 0 is the given one
+    per_joint, mean = pck([d, d])
+    np.testing.assert_array_equal(mean, np.ones(5))
+    np.testing.assert_array_equal(per_joint, np.ones((5, 3)))
+
+
+def test_pck_offset_exactly_at_threshold_counts() -> None:
+    gt = np.stack([_box_joints()] * 3)
+    pred = gt.copy()
+    pred[1:, 0, 0] += 3.0  # joint 0 off by 3 px = 0.1 * box: correct at alpha 0.1 (<=)
+    pred[1:, 1, 1] += 6.0 + 1e-9  # joint 1 just above 0.2 * box
+    pred[1:, 2] += [9.0, 12.0]  # joint 2 off by 15 px = 0.5 * box
+    d = normalised_distances(pred, gt, np.ones((3, 3), bool))
+    box = 0.6 * math.hypot(30.0, 40.0)
+    np.testing.assert_allclose(d[1:], [[3 / box, (6 + 1e-9) / box, 15 / box]] * 2)
+    per_joint, mean = pck([d], alphas=(0.1, 0.2, 0.3, 0.5))
+    np.testing.assert_array_equal(per_joint[:, 0], [1, 1, 1, 1])
+    np.testing.assert_array_equal(per_joint[:, 1], [0, 0, 1, 1])
+    np.testing.assert_array_equal(per_joint[:, 2], [0, 0, 0, 1])
+    np.testing.assert_allclose(mean, [1 / 3, 1 / 3, 2 / 3, 1])
+
+
+def test_pck_box_uses_visible_joints_only_and_pools_per_joint() -> None:
+    gt = np.stack([_box_joints()] * 2)
+    gt[1, 2] = [1000.0, 1000.0]  # far away but invisible: must not enter the box
+    vis = np.array([[True, True, True], [True, True, False]])
+    pred = gt.copy()
+    pred[1, 0, 0] += 6.0  # 6 / 30 = 0.2
+    d = normalised_distances(pred, gt, vis)
+    assert d[1, 0] == pytest.approx(0.2) and d[1, 1] == 0 and np.isnan(d[1, 2])
+    # a second clip where joint 0 is perfect: joint 0 pools 2 distances, joint 2 pools 1
+    d2 = normalised_distances(gt[:, :, :] * 0 + _box_joints(), gt * 0 + _box_joints(), np.ones((2, 3), bool))
+    per_joint, mean = pck([d, d2], alphas=(0.1,))
+    np.testing.assert_allclose(per_joint[0], [0.5, 1.0, 1.0])  # mean over joints, not over frames
+    assert mean[0] == pytest.approx(2.5 / 3)
+
+
+def test_heatmap_argmax_recovers_joint_at_cell_positions() -> None:
+    image, feat = (240, 320), (30, 40)  # stride 8
+    joints = np.array([[0.0, 0.0], [8.0 * 7, 8.0 * 3], [8.0 * 39, 8.0 * 29], [8.0 * 20 + 3.9, 8.0 * 10 - 3.9]])
+    heat = joint_heatmaps(joints, image, feat)
+    assert heat.shape == (4, 30, 40) and heat.max() == 1.0
+    assert heat[1, 3, 7] == 1.0 and heat[1, 3, 8] == pytest.approx(math.exp(-2.0))  # sigma 0.5 cells
+    assert heat[1, 4, 8] == pytest.approx(math.exp(-4.0)) and heat[1, 3, 9] == 0  # truncated at 3 sigma
+    xy, vis = decode_heatmaps(heat, image)
+    assert vis.all()
+    np.testing.assert_array_equal(xy[:3], joints[:3])
+    np.testing.assert_array_equal(xy[3], [160.0, 80.0])  # rounded to the nearest cell
+    # CRW's top-3 weighted decoding: peak 1 plus two neighbours at exp(-2) on one axis each
+    xy3, _ = decode_heatmaps(heat[1:2], image, topk=3)
+    assert np.abs(xy3[0] - joints[1]).max() < 8 * 2 * math.exp(-2.0) / (1 + 2 * math.exp(-2.0)) + 1e-9
+
+
+def test_heatmap_off_the_map_is_invisible() -> None:
+    heat = joint_heatmaps(np.array([[-40.0, 10.0], [10.0, 10.0]]), (64, 64), (8, 8))
+    assert heat[0].sum() == 0
+    xy, vis = decode_heatmaps(heat, (64, 64))
+    assert vis.tolist() == [False, True] and np.isnan(xy[0]).all()
+    d = normalised_distances(np.stack([xy, xy]), np.array([[[-40.0, 10.0], [16.0, 8.0]]] * 2),
+                             np.stack([vis, vis]))
+    assert np.isnan(d[1]).all()  # one visible joint has no extent: the frame is skipped
+
+
+def _write_mat(path: Path, pos_img: np.ndarray) -> None:
+    from scipy.io import savemat
+
+    savemat(str(path), {"pos_img": pos_img})
+
+
+def test_read_joints_converts_to_zero_based(tmp_path: Path) -> None:
+    pos = np.arange(2 * 15 * 4, dtype=np.float64).reshape(2, 15, 4) + 1
+    _write_mat(tmp_path / "j.mat", pos)
+    joints = read_joints(tmp_path / "j.mat", num_frames=4)
+    assert joints.shape == (4, 15, 2)
+    assert joints[2, 5, 0] == pos[0, 5, 2] - 1 and joints[2, 5, 1] == pos[1, 5, 2] - 1
+
+
+def test_read_joints_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(JhmdbError, match="missing.mat: joint file not found"):
+        read_joints(tmp_path / "missing.mat")
+    (tmp_path / "bad.mat").write_bytes(b"not a mat file at all" * 10)
+    with pytest.raises(JhmdbError, match="bad.mat: cannot read MAT file"):
+        read_joints(tmp_path / "bad.mat")
+    _write_mat(tmp_path / "short.mat", np.zeros((2, 15, 3)))
+    with pytest.raises(JhmdbError, match="short.mat: 'pos_img' has 3 frames but the clip has 40"):
+        read_joints(tmp_path / "short.mat", num_frames=40)
+    from scipy.io import savemat
+
+    savemat(str(tmp_path / "other.mat"), {"pos_world": np.zeros((2, 15, 3))})
+    with pytest.raises(JhmdbError, match="other.mat: no 'pos_img'"):
+        read_joints(tmp_path / "other.mat")
+
+
+def test_real_mat_file(shared_data: Path) -> None:
+    joints = read_joints(shared_data / "jhmdb" / "joint_positions.mat", num_frames=40)
+    assert joints.shape == (40, 15, 2)
+    assert joints[0, 0].tolist() == [285.5, 105.5]  # pos_img (286.5, 106.5), 1-based
+    clips = jhmdb.find_clips(shared_data / "jhmdb")
+    assert [c.name for c in clips] == ["Goal_Keeping_Tips_catch_f_cm_np1_fr_med_2"]
+    assert clips[0].mat == shared_data / "jhmdb" / "joint_positions.mat"

@@ -1,0 +1,250 @@
+"""JHMDB pose propagation: keypoints carried by label propagation, scored with PCK.
+
+The protocol of CRW (Jabri et al. 2020, https://arxiv.org/abs/2006.14613), itself UVC's and TimeCycle's,
+as their released code computes it (``code/data/jhmdb.py``, ``code/utils/test_utils.py:process_pose``,
+``code/eval/eval_pck.py`` of ajabri/videowalk). vidssl follows that code, except where noted:
+
+1. Ground truth: ``joint_positions.mat`` holds ``pos_img`` ``(2, 15, T)``, 1-based MATLAB pixel
+   coordinates; vidssl subtracts 1 (pixel centres at integers, as ``eval_pck.py``).
+2. Frame 0's 15 joints become 15 label channels at feature resolution: joint ``(x, y)`` maps to the
+   continuous cell coordinate ``(x w / W, y h / H)`` (cell i is taken to sit at pixel ``i W / w``, as
+   ``eval_pck.py`` maps back), and a Gaussian with ``sigma = 0.5`` cells and peak 1 is drawn around the
+   nearest cell, truncated at 3 sigma (a 3x3 patch). CRW draws the same Gaussian with ``int()`` truncation,
+   which misplaces joints less than 1.5 cells from the top/left edge by a cell; vidssl rounds correctly.
+   CRW's extra background channel is left out: channels propagate independently, so it changes nothing.
+3. The heat maps are propagated exactly like DAVIS masks (``vidssl.eval.propagation``).
+4. Decoding: each joint's location is the arg-max cell of its propagated heat map, mapped back to
+   pixels. CRW's code takes a value-weighted mean of the top-3 cells instead (``decode_topk=3`` here);
+   with ties among neighbours (always present for a fresh Gaussian) its result depends on the order
+   ``torch.topk`` returns ties in, so the plain arg-max (``decode_topk=1``) of the protocol is the default.
+   A joint whose heat map is zero everywhere (its frame-0 position lies off the map) is *not visible*,
+   as CRW's ``jnt_visible``, and is excluded from PCK and from the normalisation box.
+5. PCK@alpha: per frame t >= 1, the box is ``0.6 * ||max(xy) - min(xy)||`` over that frame's visible
+   ground-truth joints; a joint is correct when ``||pred - gt|| / box <= alpha``. Normalised distances are
+   pooled per joint over all frames of all clips, PCK is computed per joint, and the reported PCK is the
+   mean over the 15 joints (``eval_pck.py``'s ``computePCK``). Frames with a zero box are skipped.
+
+Resolution: vidssl encodes frames at their native size (320x240) as for DAVIS; CRW's default resizes
+JHMDB frames to 320x320 (``--cropSize 320``). ``size=(320, 320)`` reproduces that; keypoints are always
+reported and scored in the original pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HELP = "propagate JHMDB keypoints through an encoder's features and score PCK@0.1..0.5"
+
+NUM_JOINTS = 15
+SIGMA = 0.5  # Gaussian std in feature cells (CRW's JhmdbSet default, UVC's too)
+ALPHAS = (0.1, 0.2, 0.3, 0.4, 0.5)
+BOX_SCALE = 0.6  # the normalisation box is 0.6 x the diagonal of the visible joints' extent
+MAT_NAME = "joint_positions.mat"
+JOINT_NAMES = (  # JHMDB's puppet joint order
+    "neck", "belly", "face", "right shoulder", "left shoulder", "right hip", "left hip", "right elbow",
+    "left elbow", "right knee", "left knee", "right wrist", "left wrist", "right ankle", "left ankle",
+)
+
+
+class JhmdbError(ValueError):
+    """A JHMDB clip or file that cannot be used; ``str()`` is ``"<path>: <problem>"``."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_joints(path: str | Path, num_frames: int | None = None) -> np.ndarray:
+    """``pos_img`` of a JHMDB ``joint_positions.mat`` as ``(T, J, 2)`` float64 0-based ``(x, y)`` pixels.
+
+    ``num_frames``, when given, must equal T (a clip's frame count).
+    """
+    from scipy.io import loadmat
+
+    path = Path(path)
+    if not path.is_file():
+        raise JhmdbError(path, "joint file not found")
+    try:
+        mat = loadmat(str(path))
+    except Exception as exc:  # scipy raises ValueError, TypeError, OSError, ... for corrupt files
+        raise JhmdbError(path, f"cannot read MAT file ({type(exc).__name__}: {exc})") from exc
+    if "pos_img" not in mat:
+        raise JhmdbError(path, f"no 'pos_img' variable (found: {sorted(k for k in mat if not k.startswith('__'))})")
+    pos = np.asarray(mat["pos_img"], dtype=np.float64)
+    if pos.ndim != 3 or pos.shape[0] != 2 or pos.shape[2] < 1:
+        raise JhmdbError(path, f"'pos_img' must be (2, J, T), got shape {pos.shape}")
+    if not np.isfinite(pos).all():
+        raise JhmdbError(path, "'pos_img' has non-finite values")
+    if num_frames is not None and pos.shape[2] != num_frames:
+        raise JhmdbError(path, f"'pos_img' has {pos.shape[2]} frames but the clip has {num_frames}")
+    return pos.transpose(2, 1, 0) - 1.0  # MATLAB pixels are 1-based
+
+
+@dataclass(frozen=True)
+class JhmdbClip:
+    """One clip: a folder of frames ``00001.png ...`` and its ``joint_positions.mat``."""
+
+    name: str
+    frames: Path
+    mat: Path
+
+
+def _mat_for(root: Path, folder: Path) -> Path:
+    """The joint file of a frame folder: inside it (vidssl's synthetic data), in the official tree
+    (``Rename_Images/<action>/<clip>`` -> ``joint_positions/<action>/<clip>``) or beside it (one clip per
+    folder, as ``../shared/data/jhmdb``), first found wins."""
+    candidates = [folder / MAT_NAME]
+    rel = folder.relative_to(root).parts if folder.is_relative_to(root) else ()
+    if rel and rel[0] == "Rename_Images":
+        candidates.append(root.joinpath("joint_positions", *rel[1:], MAT_NAME))
+    candidates.append(folder.parent / MAT_NAME)
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise JhmdbError(folder, f"no {MAT_NAME} for this clip (looked for {', '.join(map(str, candidates))})")
+
+
+def _has_frames(folder: Path) -> bool:
+    return any(p.suffix.lower() in (".png", ".jpg", ".jpeg") for p in folder.iterdir() if p.is_file())
+
+
+def read_file_list(path: str | Path) -> list[JhmdbClip]:
+    """Clips from a CRW-style list: one ``<frame folder> <joint_positions.mat>`` per line; relative paths
+    are relative to the list's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise JhmdbError(path, "file list not found")
+    clips = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise JhmdbError(path, f"line {n}: expected '<frame folder> <mat file>', got {line!r}")
+        frames, mat = (p if Path(p).is_absolute() else path.parent / p for p in map(Path, parts))
+        clips.append(JhmdbClip(Path(parts[0]).name, Path(frames), Path(mat)))
+    if not clips:
+        raise JhmdbError(path, "file list is empty")
+    return clips
+
+
+def find_clips(root: str | Path, clips: Sequence[str] | None = None) -> list[JhmdbClip]:
+    """The clips under ``root``: the named sub-folders, or every folder of frames up to 3 levels down."""
+    root = Path(root)
+    if not root.is_dir():
+        raise JhmdbError(root, "JHMDB root folder not found")
+    if clips:
+        folders = [root / c for c in clips]
+        for f in folders:
+            if not f.is_dir():
+                raise JhmdbError(f, "clip folder not found")
+    else:
+        folders = [d for pattern in ("*", "*/*", "*/*/*") for d in root.glob(pattern) if d.is_dir() and _has_frames(d)]
+        folders.sort()
+        if not folders:
+            raise JhmdbError(root, "no folders of frames found")
+    return [JhmdbClip(str(f.relative_to(root)), f, _mat_for(root, f)) for f in folders]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Heat maps and decoding
+
+
+def joint_heatmaps(
+    joints: np.ndarray, image_size: tuple[int, int], feat_size: tuple[int, int], sigma: float = SIGMA
+) -> torch.Tensor:
+    """``(J, 2)`` pixel ``(x, y)`` -> ``(J, h, w)`` float32 Gaussian heat maps at feature resolution.
+
+    The peak (value 1) is the cell nearest to ``(x w / W, y h / H)``; values are ``exp(-d^2 / 2 sigma^2)``
+    for cell offsets up to 3 sigma on each axis. A joint whose patch lies wholly off the map gets zeros.
+    """
+    (big_h, big_w), (h, w) = image_size, feat_size
+    heat = torch.zeros(len(joints), h, w)
+    half = math.floor(3 * sigma)
+    offsets = torch.arange(-half, half + 1)
+    for j, (x, y) in enumerate(np.asarray(joints, dtype=np.float64)):
+        cx, cy = math.floor(x * w / big_w + 0.5), math.floor(y * h / big_h + 0.5)
+        ys, xs = cy + offsets, cx + offsets
+        g = torch.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2).float() / (2 * sigma * sigma))
+        keep_y, keep_x = (ys >= 0) & (ys < h), (xs >= 0) & (xs < w)
+        if keep_y.any() and keep_x.any():
+            heat[j][ys[keep_y][:, None], xs[keep_x][None, :]] = g[keep_y][:, keep_x]
+    return heat
+
+
+def decode_heatmaps(
+    heat: torch.Tensor, image_size: tuple[int, int], topk: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(J, h, w)`` heat maps -> ``(J, 2)`` pixel ``(x, y)`` and ``(J,)`` visibility.
+
+    ``topk=1``: the arg-max cell; ``topk>1``: the value-weighted mean of the top-k cells (CRW's
+    ``process_pose`` uses 3). Cell ``(i, j)`` maps to pixel ``(j W / w, i H / h)``, the inverse of
+    ``joint_heatmaps``. A heat map that is zero everywhere is not visible and decodes to NaN.
+    """
+    if heat.dim() != 3:
+        raise ValueError(f"heat maps must be (J, h, w), got {tuple(heat.shape)}")
+    j, h, w = heat.shape
+    flat = heat.detach().float().reshape(j, -1).cpu()
+    values, index = flat.topk(min(topk, flat.shape[1]), dim=1)  # (J, k)
+    weights = values / values.sum(dim=1, keepdim=True).clamp_min(1e-30)
+    col = ((index % w).double() * weights.double()).sum(1)
+    row = ((index // w).double() * weights.double()).sum(1)
+    xy = torch.stack([col * image_size[1] / w, row * image_size[0] / h], dim=1).numpy()
+    visible = (flat != 0).any(dim=1).numpy()
+    xy[~visible] = np.nan
+    return xy, visible
+
+
+# ----------------------------------------------------------------------------------------------------
+# PCK
+
+
+def normalised_distances(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """``(T, J)`` distances ``||pred - gt|| / box`` with NaN where not scored.
+
+    pred, gt ``(T, J, 2)`` pixels; visible ``(T, J)`` bool. The box of frame t is ``0.6 * ||max - min||``
+    of the visible ground-truth joints of that frame. Frame 0 (the given one), invisible joints and
+    frames with no extent (box 0) are NaN.
+    """
+    pred, gt, visible = np.asarray(pred, np.float64), np.asarray(gt, np.float64), np.asarray(visible, bool)
+    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[2] != 2 or visible.shape != gt.shape[:2]:
+        raise ValueError(f"expected pred, gt (T, J, 2) and visible (T, J); got {pred.shape}, {gt.shape}, "
+                         f"{visible.shape}")
+    out = np.full(visible.shape, np.nan)
+    for t in range(1, len(gt)):
+        vis = visible[t]
+        if not vis.any():
+            continue
+        pts = gt[t, vis]
+        box = BOX_SCALE * float(np.linalg.norm(pts.max(axis=0) - pts.min(axis=0)))
+        if box <= 0:
+            continue
+        out[t, vis] = np.linalg.norm(pred[t, vis] - gt[t, vis], axis=1) / box
+    return out
+
+
+def pck(distances: Sequence[np.ndarray], alphas: Sequence[float] = ALPHAS) -> tuple[np.ndarray, np.ndarray]:
+    """PCK from per-clip ``(T, J)`` normalised distances (NaN = not scored).
+
+    Distances are pooled per joint over all frames of all clips; returns per-joint PCK ``(A, J)`` (NaN for
+    a joint never scored) and the mean over joints ``(A,)``, as CRW's ``eval_pck.py``.
+    """
+    pooled = np.concatenate([np.asarray(d, np.float64) for d in distances], axis=0)  # (sum T, J)
+    scored = ~np.isnan(pooled)
+    per_joint = np.full((len(alphas), pooled.shape[1]), np.nan)
+    for a, alpha in enumerate(alphas):
+        hits = (np.nan_to_num(pooled, nan=np.inf) <= alpha).sum(axis=0)
+        count = scored.sum(axis=0)
+        per_joint[a] = np.where(count > 0, hits / np.maximum(count, 1), np.nan)
+    return per_joint, np.nanmean(per_joint, axis=1)
