@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import pickle
 from collections.abc import Callable
 
 import numpy as np
@@ -138,6 +139,12 @@ def test_short_loop_and_repeat_exact() -> None:
     assert DEFAULT_SHORT == "repeat"
     assert random_clip(3, rng(), 5).tolist() == [0, 1, 2, 2, 2]
     assert issubclass(ClipTooShort, ValueError)
+    err = pickle.loads(pickle.dumps(ClipTooShort("random_clip", 9, 3)))
+    assert (err.needed, err.available, str(err)) == (
+        9,
+        3,
+        "random_clip: needs 9 frames, only 3 available (short='skip')",
+    )
 
 
 def test_bad_arguments() -> None:

@@ -61,7 +61,12 @@ class ClipTooShort(ValueError):
         self.sampler = sampler
         self.needed = needed
         self.available = available
+        self.unit = unit
         super().__init__(f"{sampler}: needs {needed} {unit}, only {available} available (short='skip')")
+
+    def __reduce__(self) -> tuple[type[ClipTooShort], tuple[str, int, int, str]]:
+        # survive pickling between data-loader worker processes with all four fields
+        return (type(self), (self.sampler, self.needed, self.available, self.unit))
 
 
 # ---------------------------------------------------------------------------------------------------------
