@@ -1,0 +1,271 @@
+"""Datasets over raw videos, frame folders and still images.
+
+Items are dicts (collated by the default collate function):
+
+- ``"video"``: uint8 ``(C, T, H, W)``: every frame one sample needs, decoded once (still images are 1-frame
+  clips, so the same method code serves both);
+- ``"frame_indices"``: int64 ``(T,)``, the decoded frames (images: ``[0]``);
+- ``"label"``: int64 class index (images; ``-1`` for videos);
+- ``"index"``: the dataset index actually used (it differs from the one asked for after a skip);
+- ``"skipped"``: ``"path: reason"`` lines of files skipped while producing this item (``""`` if none), so that
+  skips in data-loader workers reach the main process, which reports them at the end of the epoch.
+
+Per-sample randomness (frame indices, crop offsets, the replacement of a bad file) is a pure function of
+``(seed, epoch, index)``: a resumed run, or another number of workers, sees exactly the same samples.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from vidssl.data.index import discover, read_manifest
+from vidssl.data.samplers import ClipTooShort
+from vidssl.data.video import VideoError, VideoReader, open_video
+
+Sampler = Callable[[int, np.random.Generator], np.ndarray]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def cover_crop(frames: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Resize ``(T, H, W, 3)`` frames so they cover ``size = (h, w)``, keeping the aspect ratio, then cut one
+    random ``size`` window (the same for every frame)."""
+    h, w = size
+    src_h, src_w = frames.shape[1:3]
+    scale = max(h / src_h, w / src_w)
+    new_h, new_w = max(h, round(src_h * scale)), max(w, round(src_w * scale))
+    if (new_h, new_w) != (src_h, src_w):
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        frames = np.stack([cv2.resize(f, (new_w, new_h), interpolation=interp) for f in frames])
+    top = int(rng.integers(0, new_h - h + 1))
+    left = int(rng.integers(0, new_w - w + 1))
+    return frames[:, top : top + h, left : left + w]
+
+
+class _EpochSeeded(Dataset):
+    """Shared machinery: per-sample generators from (seed, epoch, index, attempt) and skip-with-retry."""
+
+    def __init__(self, seed: int, max_retries: int) -> None:
+        self.seed = seed
+        self.epoch = 0
+        self.max_retries = max_retries
+        self._bad: dict[str, str] = {}  # path -> reason, per process (each worker keeps its own)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Samples depend on the epoch; call before iterating (workers are re-created each epoch)."""
+        self.epoch = epoch
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """Files found bad in this process (with workers, collect the items' ``"skipped"`` field instead)."""
+        return sorted(self._bad.items())
+
+    def _rng(self, index: int, attempt: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index, attempt])
+
+    def _path(self, index: int) -> str:
+        raise NotImplementedError
+
+    def _load(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        skipped: list[str] = []
+        current = index
+        for attempt in range(self.max_retries + 1):
+            rng = self._rng(index, attempt)
+            path = self._path(current)
+            if path in self._bad:  # known bad: do not try again, but report it with this item too
+                skipped.append(f"{path}: {self._bad[path]}")
+            else:
+                try:
+                    item = self._load(current, rng)
+                except (VideoError, ClipTooShort, OSError, ValueError) as exc:
+                    reason = getattr(exc, "problem", None) or str(exc)
+                    self._bad[path] = reason
+                    skipped.append(f"{path}: {reason}")
+                else:
+                    item["index"] = current
+                    item["skipped"] = "\n".join(skipped)
+                    return item
+            # Replace the bad sample by another one, drawn from the same per-sample generator.
+            current = int(rng.integers(0, len(self)))
+        raise RuntimeError(
+            f"no readable sample after {self.max_retries + 1} attempts starting at index {index}; "
+            f"skipped: {'; '.join(skipped)}"
+        )
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+class RawVideoDataset(_EpochSeeded):
+    """Clips from video files and frame folders (a directory tree, a manifest CSV, or a list of paths).
+
+    Args:
+        source: a directory (searched recursively with ``vidssl.data.index.discover``), a manifest CSV
+            (``vidssl data index``; rows with status ``error`` are left out) or a sequence of paths.
+        sampler: ``(num_frames, rng) -> indices``; all the frames one sample needs for all its views
+            (any shape, flattened into T in the order given).
+        size: output ``(H, W)``; frames are resized to cover it and one random window is cut per sample.
+            ``None`` keeps the native size (then batches need equal-sized videos).
+        short: the policy for videos shorter than the sampler needs (``loop``, ``repeat`` or ``skip``), passed
+            to samplers that take a ``short`` keyword.
+        cache_readers: open readers kept per worker (opening costs a probe; decoders hold memory, so few).
+    """
+
+    def __init__(
+        self,
+        source: str | Path | Sequence[str | Path],
+        sampler: Sampler,
+        *,
+        size: tuple[int, int] | None = (256, 256),
+        seed: int = 0,
+        backend: str = "auto",
+        short: Literal["loop", "repeat", "skip"] | None = None,
+        max_retries: int = 10,
+        cache_readers: int = 4,
+    ) -> None:
+        super().__init__(seed, max_retries)
+        self.paths = _video_paths(source)
+        if not self.paths:
+            raise ValueError(f"{source}: no videos or frame folders found")
+        if short is not None and "short" in inspect.signature(sampler).parameters:
+            self.sampler: Sampler = partial(sampler, short=short)
+        else:
+            self.sampler = sampler
+        self.size = size
+        self.backend = backend
+        self.cache_readers = cache_readers
+        self._readers: OrderedDict[str, VideoReader] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _path(self, index: int) -> str:
+        return self.paths[index]
+
+    def _reader(self, path: str) -> VideoReader:
+        reader = self._readers.pop(path, None)
+        if reader is None:
+            reader = open_video(path, backend=self.backend)
+        self._readers[path] = reader
+        while len(self._readers) > self.cache_readers:
+            self._readers.popitem(last=False)[1].close()
+        return reader
+
+    def _load(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+        path = self.paths[index]
+        reader = self._reader(path)
+        try:
+            indices = np.asarray(self.sampler(len(reader), rng), dtype=np.int64).reshape(-1)
+            frames = reader.get(indices)
+        except (VideoError, ClipTooShort):
+            self._readers.pop(path, None)
+            reader.close()
+            raise
+        if self.size is not None:
+            frames = cover_crop(frames, self.size, rng)
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (C, T, H, W)
+        return {"video": video, "frame_indices": torch.from_numpy(indices), "label": -1}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_readers"] = OrderedDict()  # open decoders do not cross process boundaries
+        return state
+
+
+def _video_paths(source: str | Path | Sequence[str | Path]) -> list[str]:
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        if path.is_file() and path.suffix.lower() == ".csv":
+            return [row.path for row in read_manifest(path) if row.status == "ok"]
+        if path.is_dir():
+            return [str(p) for p in discover(path)]
+        return [str(path)]
+    return [str(p) for p in source]
+
+
+class ImageFolderDataset(_EpochSeeded):
+    """Still images in the ImageFolder layout (``root/<class>/<image>``) as 1-frame clips with labels."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        size: tuple[int, int] | None = None,
+        seed: int = 0,
+        max_retries: int = 10,
+    ) -> None:
+        super().__init__(seed, max_retries)
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: image folder not found")
+        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        self.samples = [
+            (str(f), label)
+            for label, name in enumerate(self.classes)
+            for f in sorted((root / name).iterdir())
+            if f.suffix.lower() in IMAGE_SUFFIXES
+        ]
+        if not self.samples:
+            raise ValueError(f"{root}: no images found in class sub-folders")
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _path(self, index: int) -> str:
+        return self.samples[index][0]
+
+    def _load(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as image:
+                array = np.array(image.convert("RGB"))
+        except (OSError, SyntaxError) as exc:
+            raise VideoError(path, f"cannot read image ({exc})") from exc
+        frames = array[None]
+        if self.size is not None and frames.shape[1:3] != tuple(self.size):
+            frames = cover_crop(frames, self.size, rng)
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (3, 1, H, W)
+        return {"video": video, "frame_indices": torch.zeros(1, dtype=torch.int64), "label": label}
+
+
+def build_dataset(
+    kind: Literal["video", "images"],
+    source: str | Path,
+    *,
+    sampler: Sampler | None = None,
+    size: tuple[int, int] | None = None,
+    seed: int = 0,
+    backend: str = "auto",
+    short: Literal["loop", "repeat", "skip"] | None = None,
+) -> RawVideoDataset | ImageFolderDataset:
+    """The dataset a run config asks for.
+
+    ``source="synthetic"`` is the built-in synthetic training videos (generator seed 1), disjoint from the
+    synthetic evaluation videos (``vidssl.data.synthetic.default_data(seed=0)``).
+    """
+    if kind == "images":
+        return ImageFolderDataset(source, size=size, seed=seed)
+    if kind != "video":
+        raise ValueError(f"data.kind must be 'video' or 'images', got {kind!r}")
+    if sampler is None:
+        raise ValueError("a video dataset needs the method's sampler")
+    if str(source) == "synthetic":
+        from vidssl.data.synthetic import default_data
+
+        source = default_data(seed=1) / "videos"
+    return RawVideoDataset(source, sampler, size=size, seed=seed, backend=backend, short=short)
