@@ -174,7 +174,7 @@ def object_texture(rng: np.random.Generator, size: int) -> np.ndarray:
     image: np.ndarray = _random_colour(rng) + 35 * noise
     pattern = rng.integers(3)
     if pattern == 0:  # stripes in a second colour
-        mix = (0.5 + 0.5 * _stripes(rng, size, size, rng.uniform(8, 16)))[..., None]
+        mix: np.ndarray = (0.5 + 0.5 * _stripes(rng, size, size, rng.uniform(8, 16)))[..., None]
     elif pattern == 1:  # a rotated checkerboard
         a = _stripes(rng, size, size, rng.uniform(12, 24))
         mix = (0.5 + 0.5 * np.sign(a * np.roll(a.T, size // 7, axis=0)))[..., None]
@@ -318,8 +318,9 @@ def make_scene(
 ) -> Scene:
     """Draw a scene from ``seed``: background, camera path, objects and their paths, brightness curve.
 
-    Paths are redrawn (deterministically) until every object shows at least 60% of its area in frame 0
-    after occlusion, so a DAVIS reader counts all K objects from the first annotation.
+    Paths are redrawn (deterministically) until they make a useful video (see ``_paths_ok``): in
+    particular every object is well visible in frame 0, so a DAVIS reader counts all K objects from the
+    first annotation.
     """
     _check_args(num_frames, size, num_objects)
     h, w = size
@@ -339,12 +340,17 @@ def make_scene(
     depths = rng.permutation(num_objects)
 
     objects: tuple[SyntheticObject, ...] = ()
-    for _attempt in range(100):
+    for _attempt in range(1000):
         # Each object heads towards where the next one starts, so paths cross and objects occlude.
         starts = rng.uniform([0.15 * w, 0.15 * h], [0.85 * w, 0.85 * h], (num_objects, 2))
+        # One object starts partly outside the frame (its centre 0.2-0.5 radius inside an edge) and
+        # enters; the object heading for its start point leaves partly.
+        entering, side = int(rng.integers(num_objects)), int(rng.integers(4))
+        axis, inset = side % 2, rng.uniform(0.2, 0.5) * radii[entering]
+        starts[entering, axis] = inset if side < 2 else (w, h)[axis] - 1 - inset
         ends = np.roll(starts, -1, axis=0) + rng.normal(0, 20 * unit, (num_objects, 2))
         if num_objects == 1:
-            ends = rng.uniform([0, 0], [w, h], (1, 2))
+            ends = rng.uniform([0.2 * w, 0.2 * h], [0.8 * w, 0.8 * h], (1, 2))
         objects = tuple(
             SyntheticObject(
                 textures[k], shapes[k],
@@ -353,8 +359,11 @@ def make_scene(
             )
             for k in range(num_objects)
         )
-        if _first_frame_ok(objects, size):
+        if _paths_ok(objects, size, entering):
             break
+    else:
+        raise ValueError(f"seed {seed}: cannot place {num_objects} objects visibly in a {h}x{w} frame 0; "
+                         "use fewer objects or a larger size")
     return Scene(seed, (h, w), background, camera, objects, gain.astype(np.float64), float(noise_std))
 
 
@@ -366,16 +375,25 @@ def _warp_shape(obj: SyntheticObject, t: int, size: tuple[int, int]) -> np.ndarr
     return warped >= 0.5
 
 
-def _first_frame_ok(objects: Sequence[SyntheticObject], size: tuple[int, int]) -> bool:
-    """Whether every object keeps at least 60% of its area visible in frame 0."""
-    own = [_warp_shape(obj, 0, size) for obj in objects]
-    for k, obj in enumerate(objects):
-        area = float(obj.shape.sum() * abs(np.linalg.det(obj.affines[0, :, :2])))
-        nearer = [own[j] for j, other in enumerate(objects) if other.depth > obj.depth]
-        visible = own[k] & ~np.logical_or.reduce(nearer) if nearer else own[k]
-        if visible.sum() < 0.6 * area:
-            return False
-    return True
+def _paths_ok(objects: Sequence[SyntheticObject], size: tuple[int, int], entering: int) -> bool:
+    """Whether drawn paths make a useful video.
+
+    Every object shows at least half its area in frame 0 (after occlusion); the entering object has at
+    least 15% of its area outside frame 0; with two or more objects, some object is at least 20%
+    occluded in some frame.
+    """
+    num_frames = objects[0].affines.shape[0]
+    occluded = 0.0
+    for t in range(num_frames):
+        own = [_warp_shape(obj, t, size) for obj in objects]
+        for k, obj in enumerate(objects):
+            area = float(obj.shape.sum() * abs(np.linalg.det(obj.affines[t, :, :2])))
+            nearer = [own[j] for j, other in enumerate(objects) if other.depth > obj.depth]
+            visible = int((own[k] & ~np.logical_or.reduce(nearer)).sum()) if nearer else int(own[k].sum())
+            if t == 0 and (visible < 0.5 * area or (k == entering and own[k].sum() > 0.85 * area)):
+                return False
+            occluded = max(occluded, 1 - visible / max(float(own[k].sum()), 1.0))
+    return len(objects) < 2 or occluded >= 0.2
 
 
 def render_scene(scene: Scene, objects: Sequence[int] | None = None) -> SyntheticVideo:
