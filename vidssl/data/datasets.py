@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import cv2
 import numpy as np
@@ -140,7 +140,7 @@ class RawVideoDataset(_EpochSeeded):
         if not self.paths:
             raise ValueError(f"{source}: no videos or frame folders found")
         if short is not None and "short" in inspect.signature(sampler).parameters:
-            self.sampler: Sampler = partial(sampler, short=short)
+            self.sampler: Sampler = partial(cast(Any, sampler), short=short)
         else:
             self.sampler = sampler
         self.size = size
