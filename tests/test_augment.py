@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import kornia
 import pytest
 import torch
 import torch.nn.functional as F
 
 from vidssl.data.augment import (
     ClipAugment,
+    adjust_hue,
     crop_flip,
     imagenet_denormalize,
     imagenet_normalize,
@@ -134,6 +136,17 @@ def test_contrast_and_saturation_blend_with_gray() -> None:
         params = aug.sample_params(2, 1, 8, 8, torch.Generator().manual_seed(0))
         f = params.jitter[:, k].view(2, 1, 1, 1, 1)
         torch.testing.assert_close(aug.apply_params(x, params), (f * x + (1 - f) * target).clamp(0, 1))
+
+
+def test_hue_rotation_matches_kornia_hsv() -> None:
+    x = torch.rand(4, 3, 16, 16, dtype=torch.float64)
+    x[0, :, :4] = 0.5  # grey pixels keep their value
+    f = torch.tensor([0.0, 0.1, -0.25, 0.5], dtype=torch.float64)
+    ref = kornia.enhance.adjust_hue(x, f * 2 * math.pi)
+    torch.testing.assert_close(adjust_hue(x, f), ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(adjust_hue(x, f)[0], x[0], atol=1e-12, rtol=0)
+    red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+    torch.testing.assert_close(adjust_hue(red, torch.tensor([1 / 3])).flatten(), torch.tensor([0.0, 1.0, 0.0]))
 
 
 def test_grayscale_uses_luma_weights_and_blur_keeps_constants() -> None:
