@@ -80,10 +80,11 @@ class Tiny(nn.Module):
 
 
 class ClipSet(Dataset):
-    """``n`` fixed random uint8 clips ``(3, 2, 16, 16)`` with the item format of vidssl's datasets."""
+    """``n`` fixed random uint8 clips ``(3, 2, size, size)`` with the item format of vidssl's datasets."""
 
-    def __init__(self, n: int = 24, seed: int = 0) -> None:
-        self.clips = torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (n, 3, 2, 16, 16), dtype=np.uint8))
+    def __init__(self, n: int = 24, seed: int = 0, size: int = 16) -> None:
+        shape = (n, 3, 2, size, size)
+        self.clips = torch.from_numpy(np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8))
         self.epochs: list[int] = []
 
     def set_epoch(self, epoch: int) -> None:

@@ -126,11 +126,11 @@ class RunLogger:
         """Record ``values`` for ``step`` (already floats) everywhere."""
         if not self.enabled:
             return
-        shown = "  ".join(f"{k} {v:.6g}" for k, v in values.items())
-        self.print(f"step {step}  {shown}")
-        if self.jsonl is not None:
+        if self.jsonl is not None:  # the file first: a line on stdout means the record is on disk
             self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
             self.jsonl.flush()
+        shown = "  ".join(f"{k} {v:.6g}" for k, v in values.items())
+        self.print(f"step {step}  {shown}")
         if self.writer is not None:
             for key, value in values.items():
                 self.writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
