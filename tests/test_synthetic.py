@@ -200,6 +200,10 @@ def test_bad_arguments_are_refused() -> None:
         render(0, num_frames=4, size=(96, 128), num_objects=0)
     with pytest.raises(ValueError, match="num_frames"):
         render(0, num_frames=1)
+    with pytest.raises(ValueError, match="non-negative"):
+        render(-1, num_frames=4, size=(64, 64))
+    with pytest.raises(ValueError, match="nowhere.*even"):
+        write_dataset(Path("nowhere"), size=(64, 63))
 
 
 def test_video_seeds_are_disjoint_across_dataset_seeds() -> None:
@@ -303,6 +307,11 @@ def test_existing_folder_is_not_overwritten_silently(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError, match="taken"):
         write_dataset(root, num_videos=1, num_frames=4, size=(64, 64), num_objects=1)
     assert (root / "mine.txt").read_text() == "user file"
+    write_dataset(root, num_videos=1, num_frames=4, size=(64, 64), num_objects=1, overwrite=True)
+    assert is_complete(root) and not (root / "mine.txt").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()  # an existing empty folder is fine to write into
+    assert is_complete(write_dataset(empty, num_videos=1, num_frames=4, size=(64, 64), num_objects=1))
 
 
 def test_interrupted_write_leaves_nothing_that_looks_complete(

@@ -295,8 +295,10 @@ def _camera_path(rng: np.random.Generator, num_frames: int, size: tuple[int, int
 # Scene and rendering
 
 
-def _check_args(num_frames: int, size: tuple[int, int], num_objects: int) -> None:
+def _check_args(seed: int, num_frames: int, size: tuple[int, int], num_objects: int) -> None:
     h, w = size
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
     if num_frames < 2:
         raise ValueError(f"num_frames must be at least 2, got {num_frames}")
     if h < 32 or w < 32 or h % 2 or w % 2:
@@ -322,7 +324,7 @@ def make_scene(
     particular every object is well visible in frame 0, so a DAVIS reader counts all K objects from the
     first annotation.
     """
-    _check_args(num_frames, size, num_objects)
+    _check_args(seed, num_frames, size, num_objects)
     h, w = size
     rng = np.random.default_rng([seed, _SCENE_STREAM])
     unit = min(h, w) / 240
@@ -576,7 +578,10 @@ def write_dataset(
     never looks complete. The same arguments give byte-identical files.
     """
     root = Path(root)
-    _check_args(num_frames, size, num_objects)
+    try:
+        _check_args(seed, num_frames, size, num_objects)
+    except ValueError as exc:
+        raise ValueError(f"{root}: {exc}") from exc
     if num_videos < 1:
         raise ValueError(f"{root}: num_videos must be at least 1, got {num_videos}")
     if root.exists() and not overwrite and (not root.is_dir() or any(root.iterdir())):
@@ -595,11 +600,13 @@ def write_dataset(
         params = {"generator_version": GENERATOR_VERSION, "seed": seed, "num_videos": num_videos,
                   "num_frames": num_frames, "size": list(size), "num_objects": num_objects, "names": names}
         (tmp / COMPLETE_MARKER).write_text(json.dumps(params, indent=1) + "\n")
-        if root.exists():
-            if root.is_dir():
-                shutil.rmtree(root)
-            else:
-                root.unlink()
+        if root.is_dir() and not any(root.iterdir()):
+            root.rmdir()
+        elif root.is_dir() and overwrite:
+            shutil.rmtree(root)
+        elif root.exists() and overwrite:
+            root.unlink()
+        # Atomic; fails (OSError) if another writer filled ``root`` in the meantime.
         os.replace(tmp, root)
     finally:
         if tmp.exists():
@@ -624,8 +631,10 @@ def default_data(
     root = cache_dir("synthetic") / key
     if is_complete(root):
         return root
+    if root.exists():
+        shutil.rmtree(root, ignore_errors=True)  # an unfinished copy in our own cache
     try:
-        return write_dataset(root, seed, num_videos, num_frames, size, num_objects, overwrite=True)
+        return write_dataset(root, seed, num_videos, num_frames, size, num_objects)
     except OSError:
         # Another process may have renamed its finished copy into place first: use that one.
         if is_complete(root):
