@@ -1,0 +1,330 @@
+"""Label propagation through feature affinities: the evaluation protocol of CRW, VFS and DINO.
+
+For each target frame, every position attends to the positions of a small context (the first frame with
+its ground-truth labels plus the N most recent frames with their predicted soft labels) that lie within
+a spatial radius, keeps the top-k affinities over all context positions jointly, and takes the softmax-
+weighted sum of their labels (PROTOCOLS.md section 2; Jabri et al. 2020, https://arxiv.org/abs/2006.14613).
+
+The affinity is computed as local attention, never as the dense ``(N h w, h w)`` matrix (3.5 GB per frame
+at 480p): target positions are cut into square tiles, each tile is matched against the window of context
+positions it can see, the top-k is taken per context frame and then jointly over the frames' top-k's.
+That is exact (a joint top-k element is in its own frame's top-k) and its memory depends only on the tile
+and window sizes, not on the image size or the video length.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from vidssl.engine.config import ConfigError
+
+Window = Literal["circle", "square"]
+
+
+@dataclass
+class PropagationConfig:
+    """One label-propagation protocol; the defaults are CRW's (``configs/eval/crw.yaml`` explains them)."""
+
+    topk: int = 10
+    radius: float = 12.0
+    window: Window = "circle"  # circle: dy^2 + dx^2 < radius^2 (CRW); square: |dy|, |dx| <= radius (DINO)
+    temperature: float = 0.05
+    context: int = 20  # N most recent frames, besides the first frame
+    restrict_first: bool = False  # CRW leaves the first frame unrestricted; VFS and DINO restrict it
+    pad_with_first: bool = True  # CRW fills the not-yet-seen recent slots with copies of the first frame
+    label_downsample: Literal["bilinear", "nearest"] = "bilinear"
+    norm_mask: bool = False  # per-channel min-max of the upsampled soft labels before argmax (VFS, DINO)
+    tile: int = 12  # target tile side in feature cells: speed only, results do not depend on it
+
+    def __post_init__(self) -> None:
+        checks = {
+            "topk": self.topk >= 1,
+            "radius": self.radius > 0,
+            "temperature": self.temperature > 0,
+            "context": self.context >= 0,
+            "tile": self.tile >= 1,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"{key}: {getattr(self, key)!r} is out of range")
+
+
+def window_half_width(radius: float, window: Window) -> int:
+    """The largest cell offset along one axis that the neighbourhood can reach."""
+    if window == "circle":
+        return max(0, math.ceil(radius) - 1)  # strict: distance < radius, as CRW's MaskedAttention
+    return math.floor(radius)
+
+
+def neighbourhood_allowed(dy: torch.Tensor, dx: torch.Tensor, radius: float, window: Window) -> torch.Tensor:
+    """Whether a context cell at offset ``(dy, dx)`` from a target cell is within the neighbourhood."""
+    if window == "circle":
+        return (dy * dy + dx * dx).double() < radius * radius
+    return (dy.abs() <= radius) & (dx.abs() <= radius)
+
+
+@functools.lru_cache(maxsize=64)
+def _outside_mask(
+    tile: tuple[int, int], win: tuple[int, int, int, int], radius: float, window: Window
+) -> torch.Tensor:
+    """``(P, Pw)`` True where a window cell is outside a tile cell's neighbourhood. ``tile`` is the tile's
+    (rows, cols); ``win`` the tile origin's offset in the window and the window size: (oy, wh, ox, ww).
+    Interior tiles share one mask, so it is cached."""
+    oy, wh, ox, ww = win
+    qy, qx = torch.meshgrid(torch.arange(tile[0]) + oy, torch.arange(tile[1]) + ox, indexing="ij")
+    ky, kx = torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")
+    dy = ky.reshape(1, -1) - qy.reshape(-1, 1)
+    dx = kx.reshape(1, -1) - qx.reshape(-1, 1)
+    return ~neighbourhood_allowed(dy, dx, radius, window)
+
+
+def _window_logits(
+    query: torch.Tensor,
+    keys_cl: torch.Tensor,
+    labels_cl: torch.Tensor,
+    ty: tuple[int, int],
+    tx: tuple[int, int],
+    half: int,
+    radius: float,
+    window: Window,
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k within the neighbourhood, jointly over the restricted frames, for one target tile.
+
+    query ``(P, C)`` divided by the temperature; keys_cl ``(N, h, w, C)`` and labels_cl ``(N, h, w, K)``
+    channel-last ->
+    logits ``(P, k')`` and their labels ``(P, k', K)``.
+    """
+    n, h, w, c = keys_cl.shape
+    (y0, y1), (x0, x1) = ty, tx
+    wy0, wy1, wx0, wx1 = max(0, y0 - half), min(h, y1 + half), max(0, x0 - half), min(w, x1 + half)
+    keys = keys_cl[:, wy0:wy1, wx0:wx1].reshape(-1, c)  # (N Pw, C): one copy of the window
+    logits = query @ keys.t()  # (P, N Pw): one GEMM for all frames (query is already divided by t)
+    outside = _outside_mask((y1 - y0, x1 - x0), (y0 - wy0, wy1 - wy0, x0 - wx0, wx1 - wx0), radius, window)
+    p = query.shape[0]
+    logits.view(p, n, -1).masked_fill_(outside.to(logits.device)[:, None, :], float("-inf"))
+    values, index = logits.topk(min(k, logits.shape[-1]), dim=-1)  # (P, k')
+    labels = labels_cl[:, wy0:wy1, wx0:wx1].reshape(-1, labels_cl.shape[-1])  # (N Pw, K)
+    return values, labels[index]
+
+
+def _global_logits(
+    query: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor, k: int, chunk: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k over all positions of one unrestricted frame, ``chunk`` queries at a time.
+
+    query ``(P, C)`` divided by the temperature, feats ``(C, h, w)``, labels ``(K, h, w)`` ->
+    logits ``(P, k')`` and labels ``(P, k', K)``.
+    """
+    keys = feats.reshape(feats.shape[0], -1)  # (C, h w)
+    flat = labels.reshape(labels.shape[0], -1).t()  # (h w, K)
+    kk = min(k, keys.shape[1])
+    values = query.new_empty(query.shape[0], kk)
+    picked = query.new_empty(query.shape[0], kk, flat.shape[1])
+    for i in range(0, query.shape[0], chunk):
+        v, index = (query[i : i + chunk] @ keys).topk(kk, dim=-1)
+        values[i : i + chunk], picked[i : i + chunk] = v, flat[index]
+    return values, picked
+
+
+def propagate(
+    feat_t: torch.Tensor,
+    ctx_feats: torch.Tensor,
+    ctx_labels: torch.Tensor,
+    *,
+    topk: int,
+    radius: float,
+    temperature: float,
+    restrict_first: bool,
+    window: Window = "circle",
+    normalized: bool = False,
+    tile: int = 12,
+) -> torch.Tensor:
+    """Soft labels of one target frame from its context.
+
+    Args:
+        feat_t: ``(C, h, w)`` target features.
+        ctx_feats: ``(N, C, h, w)`` context features; entry 0 is the first frame. A channel-last view
+            (``x.permute(0, 3, 1, 2)`` of an ``(N, h, w, C)`` tensor) avoids one copy.
+        ctx_labels: ``(N, K, h, w)`` context soft labels (channel-last views welcome too).
+        topk: affinities kept per target position, jointly over all context positions.
+        radius: neighbourhood radius in feature cells (see ``window``).
+        temperature: logits are ``dot / temperature``.
+        restrict_first: whether context entry 0 is restricted to the neighbourhood too (VFS, DINO) or
+            sees the whole frame (CRW).
+        window: ``"circle"`` (distance < radius) or ``"square"`` (both offsets <= radius).
+        normalized: the features are already L2-normalised per position.
+        tile: target tile side in cells (speed and memory only).
+
+    Returns:
+        ``(K, h, w)`` soft labels: softmax over the top-k logits, weighted sum of their labels.
+    """
+    if feat_t.dim() != 3 or ctx_feats.dim() != 4 or ctx_labels.dim() != 4:
+        raise ValueError(
+            f"expected feat_t (C, h, w), ctx_feats (N, C, h, w), ctx_labels (N, K, h, w); got "
+            f"{tuple(feat_t.shape)}, {tuple(ctx_feats.shape)}, {tuple(ctx_labels.shape)}"
+        )
+    if ctx_feats.shape[1:] != feat_t.shape or ctx_labels.shape[0] != ctx_feats.shape[0] or (
+        ctx_labels.shape[2:] != feat_t.shape[1:]
+    ):
+        raise ValueError(
+            f"shapes do not agree: feat_t {tuple(feat_t.shape)}, ctx_feats {tuple(ctx_feats.shape)}, "
+            f"ctx_labels {tuple(ctx_labels.shape)}"
+        )
+    if ctx_feats.shape[0] == 0:
+        raise ValueError("the context is empty")
+    if not normalized:
+        feat_t, ctx_feats = F.normalize(feat_t, dim=0), F.normalize(ctx_feats, dim=1)
+    c, h, w = feat_t.shape
+    ctx_labels = ctx_labels.to(feat_t.dtype)
+    half = window_half_width(radius, window)
+    split = 0 if restrict_first else 1  # context entries [split:] are restricted
+    # dividing the queries by the temperature is P C work instead of N P Pw on the logits
+    query_cl = (feat_t / temperature).permute(1, 2, 0).contiguous()  # (h, w, C)
+    if split:  # the unrestricted first frame, for all positions at once
+        first_values, first_labels = _global_logits(query_cl.reshape(-1, c), ctx_feats[0], ctx_labels[0], topk)
+        first_values, first_labels = first_values.reshape(h, w, -1), first_labels.reshape(h, w, *first_labels.shape[1:])
+    keys_cl = ctx_feats[split:].permute(0, 2, 3, 1).contiguous()  # (N, h, w, C); free for channel-last input
+    labels_cl = ctx_labels[split:].permute(0, 2, 3, 1).contiguous()  # (N, h, w, K)
+    out = feat_t.new_empty(h, w, ctx_labels.shape[1])
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
+            query = query_cl[y0:y1, x0:x1].reshape(-1, c)  # (P, C)
+            values, labels = [], []
+            if split:
+                values.append(first_values[y0:y1, x0:x1].reshape(query.shape[0], -1))
+                labels.append(first_labels[y0:y1, x0:x1].reshape(query.shape[0], -1, out.shape[-1]))
+            if keys_cl.shape[0]:
+                v, lab = _window_logits(
+                    query, keys_cl, labels_cl, (y0, y1), (x0, x1), half, radius, window, topk
+                )
+                values.append(v)
+                labels.append(lab)
+            logits, cand = torch.cat(values, dim=1), torch.cat(labels, dim=1)  # (P, M), (P, M, K)
+            best, index = logits.topk(min(topk, logits.shape[1]), dim=1)  # joint top-k over all candidates
+            weights = best.softmax(dim=1)  # (P, k)
+            chosen = torch.gather(cand, 1, index.unsqueeze(-1).expand(-1, -1, cand.shape[-1]))  # (P, k, K)
+            out[y0:y1, x0:x1] = (weights.unsqueeze(-1) * chosen).sum(dim=1).reshape(y1 - y0, x1 - x0, -1)
+    return out.permute(2, 0, 1).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Labels between image and feature resolution
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(H, W)`` integer ids -> ``(K, H, W)`` float one-hot (K = num_classes)."""
+    return F.one_hot(labels.long(), num_classes).permute(2, 0, 1).float()
+
+
+def _fit(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(..., H, W)`` cropped at the bottom/right, or padded there by edge replication, to ``size``."""
+    x = x[..., : size[0], : size[1]]
+    pad_h, pad_w = size[0] - x.shape[-2], size[1] - x.shape[-1]
+    if pad_h or pad_w:
+        lead = x.shape[:-2]
+        x = F.pad(x.reshape(1, -1, *x.shape[-2:]), (0, pad_w, 0, pad_h), mode="replicate").reshape(*lead, *size)
+    return x
+
+
+def label_to_feature_res(
+    labels: torch.Tensor, size: tuple[int, int], stride: int, mode: Literal["bilinear", "nearest"] = "bilinear"
+) -> torch.Tensor:
+    """``(K, H, W)`` one-hot labels -> ``(K, h, w)`` at feature resolution.
+
+    Feature cell (i, j) covers pixels ``[s i, s i + s)``: the labels are cropped or edge-padded to
+    ``(s h, s w)`` (the image size need not be a multiple of the stride) and downsampled by exactly s.
+    ``bilinear`` (no antialiasing) is CRW's ``cv2.resize`` of the one-hot map; ``nearest`` is DINO's.
+    """
+    if labels.dim() != 3:
+        raise ValueError(f"labels must be (K, H, W), got {tuple(labels.shape)}")
+    h, w = size
+    fitted = _fit(labels.float(), (h * stride, w * stride)).unsqueeze(0)
+    if mode == "bilinear":
+        return F.interpolate(fitted, size=(h, w), mode="bilinear", align_corners=False, antialias=False)[0]
+    return F.interpolate(fitted, size=(h, w), mode="nearest-exact")[0]
+
+
+def upsample_labels(
+    soft: torch.Tensor, size: tuple[int, int], stride: int, norm_mask: bool = False
+) -> torch.Tensor:
+    """``(K, h, w)`` soft labels -> ``(H, W)`` long label ids at image size ``size``.
+
+    Bilinear upsampling by the stride (the inverse of ``label_to_feature_res``), crop or pad to the image,
+    optionally per-channel min-max normalisation over the image (VFS, DINO), then argmax.
+    """
+    if soft.dim() != 3:
+        raise ValueError(f"soft labels must be (K, h, w), got {tuple(soft.shape)}")
+    h, w = soft.shape[-2:]
+    up = F.interpolate(soft[None].float(), size=(h * stride, w * stride), mode="bilinear", align_corners=False)[0]
+    up = _fit(up, size)
+    if norm_mask:
+        flat = up.reshape(up.shape[0], -1)
+        low, high = flat.min(dim=1).values, flat.max(dim=1).values
+        span = high - low
+        # channels that are never positive, or flat, are left as they are (as DINO's norm_mask)
+        ok = (high > 0) & (span > 0)
+        scaled = (up - low[:, None, None]) / span.clamp_min(1e-12)[:, None, None]
+        up = torch.where(ok[:, None, None], scaled, up)
+    return up.argmax(dim=0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Streaming over a video
+
+
+def propagate_sequence(
+    encode_frame: Callable[[int], torch.Tensor],
+    first_labels: torch.Tensor,
+    num_frames: int,
+    cfg: PropagationConfig,
+) -> Iterator[torch.Tensor]:
+    """Propagate the first frame's labels through a video, one frame at a time.
+
+    ``encode_frame(t)`` gives frame t's ``(C, h, w)`` features; ``first_labels`` is ``(K, h, w)`` at
+    feature resolution. Yields ``(K, h, w)`` soft labels for frames 0 .. num_frames - 1 (frame 0: the
+    given labels), each as soon as it is made. Only the first frame and the ``cfg.context`` most recent
+    frames are kept, in one preallocated ring buffer, so memory does not grow with the video.
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+    first = F.normalize(encode_frame(0).float(), dim=0)
+    if first.dim() != 3 or first_labels.dim() != 3 or first_labels.shape[1:] != first.shape[1:]:
+        raise ValueError(
+            f"features {tuple(first.shape)} and first labels {tuple(first_labels.shape)} must be (C, h, w) "
+            "and (K, h, w) of one size"
+        )
+    first_labels = first_labels.to(first.device, first.dtype)
+    yield first_labels
+    n = cfg.context
+    # slot 0: the first frame, never dropped (as in CRW); slots 1..n: a ring of the most recent frames.
+    # Stored channel-last, which is the layout the local attention reads windows from.
+    feats = first.permute(1, 2, 0).expand(1 + n, -1, -1, -1).contiguous()  # (1 + n, h, w, C)
+    labels = first_labels.permute(1, 2, 0).expand(1 + n, -1, -1, -1).contiguous()  # (1 + n, h, w, K)
+    # CRW prepends n copies of the first frame to the video, so its recent slots start full of them
+    filled = n if cfg.pad_with_first else 0
+    slot = 0
+    for t in range(1, num_frames):
+        feat = F.normalize(encode_frame(t).float(), dim=0)
+        if feat.shape != first.shape:
+            raise ValueError(f"frame {t}: features {tuple(feat.shape)} differ from frame 0's {tuple(first.shape)}")
+        # the context order does not matter: the top-k is joint over all context positions
+        pred = propagate(
+            feat, feats[: 1 + filled].permute(0, 3, 1, 2), labels[: 1 + filled].permute(0, 3, 1, 2),
+            topk=cfg.topk, radius=cfg.radius, temperature=cfg.temperature, restrict_first=cfg.restrict_first,
+            window=cfg.window, normalized=True, tile=cfg.tile,
+        )
+        yield pred
+        if n:
+            feats[1 + slot] = feat.permute(1, 2, 0)
+            labels[1 + slot] = pred.permute(1, 2, 0)
+            slot = (slot + 1) % n
+            filled = min(n, filled + 1)
