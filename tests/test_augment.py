@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import kornia
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from vidssl.data.augment import (
     ClipAugment,
@@ -331,3 +334,16 @@ def test_patch_grid_scale_in_crw_range() -> None:
     area = (w * h / 64**2).mean().item()
     assert 0.65 < area < 0.92, area
     assert math.isclose(p.shape[1], 49)
+
+
+def test_real_davis_frame(shared_data: Path) -> None:
+    path = shared_data / "davis" / "JPEGImages" / "480p" / "blackswan" / "00000.jpg"
+    frame = torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy())  # (H, W, 3) uint8
+    clip = to_float(frame.permute(2, 0, 1)[None, :, None].expand(2, 3, 2, 480, 854))
+    torch.testing.assert_close(lab_to_rgb(rgb_to_lab(clip)), clip, atol=1e-4, rtol=0)
+    # float32 grid coordinates at 854 px wide put samples ~1e-4 px off the pixel centres
+    torch.testing.assert_close(identity_aug(480, 854, hflip=0.0)(clip), clip, atol=1e-4, rtol=0)
+    y = crop_flip(256)(clip, generator=torch.Generator().manual_seed(0))
+    assert y.shape == (2, 3, 2, 256, 256) and torch.equal(y[:, :, 0], y[:, :, 1])
+    p = patch_grid(y)
+    assert p.shape == (2, 49, 3, 2, 64, 64)

@@ -502,7 +502,7 @@ def patch_grid(
     # (B*T) frames with N crops each, rather than first copying out the overlapping windows (3x the pixels
     # of the frame at stride p/2); separable interpolation matrices were measured slower on CPU
     rows, cols = torch.meshgrid(torch.arange(nh) * stride, torch.arange(nw) * stride, indexing="ij")
-    origin = torch.stack([cols.flatten(), rows.flatten()], dim=1).to(boxes.dtype)  # (N, 2) = (x, y)
+    origin = torch.stack([cols.flatten(), rows.flatten()], dim=1).to(boxes)  # (N, 2) = (x, y)
     boxes = torch.cat([boxes[..., :2] + origin[None, :, None], boxes[..., 2:]], dim=-1).expand(b, n, t, 4)
     frames = clip.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
     out = _resized_crop(frames, boxes.permute(0, 2, 1, 3).reshape(b * t, n, 4), (patch, patch))
