@@ -22,7 +22,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def tiny(**kw: object) -> MoCo:
-    base: dict[str, object] = dict(backbone="resnet18_cifar", queue_size=16, crop_size=16, num_splits=2)
+    base: dict[str, object] = dict(backbone="resnet18", queue_size=16, crop_size=16, num_splits=2)
     base.update(kw)
     return MoCo(MoCoConfig(**base))  # type: ignore[arg-type]
 

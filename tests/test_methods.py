@@ -1,0 +1,127 @@
+"""The method contract (``vidssl/methods/__init__.py``), checked for every registered method.
+
+Each method needs a tiny config in ``TINY`` (small backbone, queue and crops) so a case runs in seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vidssl.methods import METHODS
+from vidssl.models.resnet import ResNet
+
+# Small values for each registered method's Config; a new method adds its entry here.
+TINY: dict[str, dict[str, Any]] = {
+    # the ImageNet stem at 32 px costs a quarter of the CIFAR stem at 16 px
+    "moco": dict(backbone="resnet18", queue_size=32, crop_size=32, num_splits=2, bn="split", max_gap=3),
+}
+
+VIDEO_FRAMES = 12  # length of the tiny source videos the sampler draws from
+SIZE = 40  # decoded frame size
+
+
+def _make(name: str, **extra: Any) -> nn.Module:
+    if name not in TINY:
+        pytest.fail(f"method {name!r} has no tiny config: add one to TINY in tests/test_methods.py")
+    cls = METHODS[name]
+    return cls(cls.Config(**{**TINY[name], **extra}))  # type: ignore[no-any-return]
+
+
+def _batch(method: nn.Module, batch_size: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A uint8 ``(B, 3, T, SIZE, SIZE)`` batch built as a dataset would: the sampler's frames of random videos."""
+    g = torch.Generator().manual_seed(seed)
+    if method.input == "images":  # still images are 1-frame clips
+        return {"video": torch.randint(0, 256, (batch_size, 3, 1, SIZE, SIZE), generator=g, dtype=torch.uint8)}
+    assert method.input == "video", f"input must be 'video' or 'images', got {method.input!r}"
+    rng = np.random.default_rng(seed)
+    sampler = method.sampler()
+    clips = []
+    for _ in range(batch_size):
+        video = torch.randint(0, 256, (3, VIDEO_FRAMES, SIZE, SIZE), generator=g, dtype=torch.uint8)
+        idx = np.asarray(sampler(VIDEO_FRAMES, rng))
+        assert idx.dtype.kind == "i" and idx.min() >= 0 and idx.max() < VIDEO_FRAMES, idx
+        clips.append(video[:, torch.from_numpy(idx.astype(np.int64))])
+    return {"video": torch.stack(clips)}
+
+
+def _trainable(m: nn.Module) -> dict[str, nn.Parameter]:
+    return {n: p for n, p in m.named_parameters() if p.requires_grad}
+
+
+def _frozen(m: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in m.named_parameters() if not p.requires_grad}
+
+
+CASES = [(name, extra) for name in METHODS for extra in ({}, {"input": "images"})]
+
+
+@pytest.fixture(params=CASES, ids=[f"{n}-{e.get('input', 'default')}" for n, e in CASES])
+def method(request: pytest.FixtureRequest) -> nn.Module:
+    torch.manual_seed(0)
+    name, extra = request.param
+    return _make(name, **extra)
+
+
+def test_contract_surface(method: nn.Module) -> None:
+    assert method.input in ("video", "images")
+    assert isinstance(method.encoder(), ResNet)
+    assert any(p is q for p in method.encoder().parameters() for q in _trainable(method).values())
+
+
+def test_training_step(method: nn.Module) -> None:
+    """Finite loss; gradients reach every trainable parameter; frozen ones change only in ``after_step``."""
+    method.train()
+    opt = torch.optim.SGD(list(_trainable(method).values()), lr=0.1)
+    frozen0 = _frozen(method)
+    loss, metrics = method(_batch(method))
+    assert loss.dim() == 0 and torch.isfinite(loss), loss
+    for key, value in metrics.items():
+        assert isinstance(key, str) and np.isfinite(float(value)), (key, value)
+    loss.backward()
+    for name, p in _trainable(method).items():
+        assert p.grad is not None, f"{name}: no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient"
+        assert p.grad.abs().sum() > 0, f"{name}: gradient is exactly zero"
+    for name, p in method.named_parameters():
+        if not p.requires_grad:
+            assert p.grad is None, f"{name}: frozen parameter received a gradient"
+    opt.step()
+    for name, value in _frozen(method).items():  # backward and the optimiser leave them alone
+        assert torch.equal(value, frozen0[name]), f"{name}: changed outside after_step"
+    if hasattr(method, "after_step"):
+        method.after_step(0)
+        if frozen0:
+            changed = [n for n, v in _frozen(method).items() if not torch.equal(v, frozen0[n])]
+            assert changed, "after_step left every frozen parameter unchanged"  # e.g. the EMA ran
+
+
+def test_state_dict_round_trip(method: nn.Module) -> None:
+    name = next(n for n, cls in METHODS.items() if isinstance(method, cls))
+    method.train()
+    # one step moves the state away from initialisation (queues, EMA, BN statistics)
+    loss, _ = method(_batch(method))
+    loss.backward()
+    with torch.no_grad():
+        for p in _trainable(method).values():
+            p -= 0.1 * p.grad if p.grad is not None else 0.0
+    if hasattr(method, "after_step"):
+        method.after_step(0)
+    torch.manual_seed(123)  # a different initialisation, overwritten by the state dict
+    fresh = _make(name, input=method.input)
+    fresh.load_state_dict(method.state_dict())
+    fresh.train()
+    batch = _batch(method, seed=7)
+    torch.manual_seed(5)
+    loss_a, _ = method(batch)
+    torch.manual_seed(5)
+    loss_b, _ = fresh(batch)
+    torch.testing.assert_close(loss_a, loss_b, rtol=0, atol=0)
+    x = torch.randn(2, 3, 32, 32)
+    method.eval()
+    fresh.eval()
+    torch.testing.assert_close(method.encoder()(x), fresh.encoder()(x), rtol=0, atol=0)
