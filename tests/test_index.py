@@ -95,6 +95,7 @@ def test_csv_input_relative_paths(tree: Path, tmp_path: Path) -> None:
         sources_from_csv(bad)
 
 
+@pytest.mark.slow  # building the CLI parser imports every command module (torch included)
 def test_cli(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "manifest.csv"
     assert main(["data", "index", str(tree), "--out", str(out), "--workers", "1", "--no-cache"]) == 0

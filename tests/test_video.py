@@ -100,7 +100,7 @@ def test_reader_reuse_forward_reads_continue(generated: dict[str, Path]) -> None
 
 @pytest.mark.parametrize("name", [n for n in SHARED_VIDEOS if n not in LARGE])
 def test_shared_videos_exact_pyav(shared_data: Path, name: str) -> None:
-    assert check_random_access(shared_data / "videos" / name, "pyav", singles=12, clips=4) == "pyav"
+    assert check_random_access(shared_data / "videos" / name, "pyav", singles=6, clips=3) == "pyav"
 
 
 @pytest.mark.slow

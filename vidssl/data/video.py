@@ -20,9 +20,11 @@ How exactness is kept while staying fast (PyAV backend):
   naming the frames; they are never replaced by other frames.
 
 Backends and what ``"auto"`` picks: arrays -> ``"array"``, folders -> ``"frames"``, files -> ``"pyav"``.
-decord is not the default because (measured here on the shared clips, one thread, a random 8-frame
-clip at stride 4) it was slower than the seek-and-forward PyAV reader on most files, much slower at 1080p,
-and its own random access returns wrong frames on ``h265_video.mp4``. The ``"decord"`` backend is kept
+decord is not the default because (measured on the shared clips, one thread, a random 8-frame
+clip at stride 4, a busy 2-core machine): per clip it was faster on some files (720p cockatoo 0.8 s vs
+1.3 s) and slower on others (1080p ntu 1.6 s vs 1.0 s, bt709 0.34 s vs 0.29 s), never by a factor that
+pays for its per-file seek check at open (0.2 to 10 s against 2 to 25 ms for PyAV), and its own random
+access returns wrong frames on ``h265_video.mp4`` and on open-GOP H.264. The ``"decord"`` backend is kept
 for users who ask for it: it probes the file with PyAV first (decord can crash on corrupt input), checks
 that decord decodes the requested stream with the same frame count, and checks its random access on a few
 probe frames against its own sequential decode; when any check fails it falls back to PyAV for that file
