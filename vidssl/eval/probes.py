@@ -1,0 +1,245 @@
+"""Still-image probes of a frozen encoder: weighted kNN and a linear classifier on pooled features.
+
+- kNN as in InstDisc (Wu et al. 2018, https://arxiv.org/abs/1805.01978) and lightly's benchmarks: cosine
+  similarity to every training feature, the k = 200 most similar vote for their class with weight
+  ``exp(sim / 0.1)``, the class with the largest summed weight wins.
+- Linear probe: a single ``nn.Linear`` trained on frozen, standardised features with Adam.
+
+Data is an ImageFolder tree read with PIL (``train/<class>/*.jpg`` and ``test/<class>/*.jpg``, the CIFAR
+layout of the shared data). ``vidssl eval knn --checkpoint CKPT --data ROOT`` runs both from the shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from vidssl.data.augment import imagenet_normalize, to_float
+from vidssl.models.resnet import ResNet, backbone_from_config, build_backbone, load_backbone_weights
+
+HELP = "kNN (and optionally linear) probe of an encoder on an ImageFolder train/test split, e.g. CIFAR-10"
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+# -------------------------------------------------------------------------------------------------------- kNN
+
+
+def knn_scores(
+    features: Tensor, bank: Tensor, bank_labels: Tensor, num_classes: int, k: int = 200, temperature: float = 0.1
+) -> Tensor:
+    """Weighted kNN class scores.
+
+    Args:
+        features: ``(B, D)`` queries; bank: ``(N, D)`` training features (both L2-normalised here).
+        bank_labels: ``(N,)`` long class indices in ``[0, num_classes)``.
+        k: neighbours (clamped to N); temperature: votes weigh ``exp(cos / temperature)``.
+    Returns:
+        ``(B, num_classes)`` summed vote weights.
+    """
+    if features.dim() != 2 or bank.dim() != 2 or features.shape[1] != bank.shape[1]:
+        raise ValueError(f"knn: features (B, D) and bank (N, D) must agree, got {tuple(features.shape)}, "
+                         f"{tuple(bank.shape)}")
+    if bank_labels.shape != (bank.shape[0],):
+        raise ValueError(f"knn: bank_labels must be ({bank.shape[0]},), got {tuple(bank_labels.shape)}")
+    sim = F.normalize(features, dim=1) @ F.normalize(bank, dim=1).t()  # (B, N) cosine similarity
+    top, idx = sim.topk(min(k, bank.shape[0]), dim=1)  # (B, k)
+    weights = (top / temperature).exp()
+    scores = torch.zeros(features.shape[0], num_classes, dtype=weights.dtype, device=weights.device)
+    return scores.scatter_add_(1, bank_labels[idx], weights)
+
+
+def knn_accuracy(
+    train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor,
+    k: int = 200, temperature: float = 0.1, chunk: int = 1024,
+) -> float:
+    """Top-1 accuracy in [0, 1] of :func:`knn_scores` over ``(M, D)`` test features, ``chunk`` rows at a time."""
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    correct = 0
+    for start in range(0, test_features.shape[0], chunk):
+        scores = knn_scores(test_features[start:start + chunk], train_features, train_labels, num_classes, k,
+                            temperature)
+        correct += int((scores.argmax(dim=1) == test_labels[start:start + chunk]).sum())
+    return correct / test_features.shape[0]
+
+
+# -------------------------------------------------------------------------------------------------------- linear
+
+
+@dataclass
+class LinearProbe:
+    """A trained linear classifier on standardised features: ``logits = fc((x - mean) / std)``."""
+
+    fc: nn.Linear
+    mean: Tensor  # (D,)
+    std: Tensor  # (D,)
+
+    def __call__(self, features: Tensor) -> Tensor:
+        """``(B, D)`` -> ``(B, num_classes)`` logits."""
+        return self.fc((features - self.mean) / self.std)
+
+
+def train_linear_probe(
+    features: Tensor, labels: Tensor, *, epochs: int = 100, lr: float = 1e-3, batch_size: int = 256,
+    weight_decay: float = 0.0, seed: int = 0,
+) -> LinearProbe:
+    """Fit ``nn.Linear(D, C)`` with Adam and cross-entropy on frozen ``(N, D)`` features, ``(N,)`` labels.
+
+    Features are standardised with the training mean and std, so one learning rate suits any encoder.
+    Deterministic given ``seed`` (its own generator for initialisation and shuffling).
+    """
+    if features.dim() != 2 or labels.shape != (features.shape[0],):
+        raise ValueError(f"linear probe: need (N, D) features and (N,) labels, got {tuple(features.shape)}, "
+                         f"{tuple(labels.shape)}")
+    features = features.detach().float()
+    mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
+    x = (features - mean) / std
+    g = torch.Generator().manual_seed(seed)
+    fc = nn.Linear(x.shape[1], int(labels.max()) + 1).to(x.device)
+    with torch.no_grad():  # nn.Linear's default init, drawn from our generator
+        bound = 1.0 / x.shape[1] ** 0.5
+        fc.weight.copy_(torch.empty_like(fc.weight, device="cpu").uniform_(-bound, bound, generator=g))
+        fc.bias.copy_(torch.empty_like(fc.bias, device="cpu").uniform_(-bound, bound, generator=g))
+    opt = torch.optim.Adam(fc.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(epochs):
+        for idx in torch.randperm(x.shape[0], generator=g).to(x.device).split(batch_size):
+            loss = F.cross_entropy(fc(x[idx]), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return LinearProbe(fc.eval().requires_grad_(False), mean, std)
+
+
+def linear_accuracy(probe: LinearProbe, features: Tensor, labels: Tensor) -> float:
+    """Top-1 accuracy in [0, 1] of ``probe`` on ``(M, D)`` features."""
+    with torch.no_grad():
+        return float((probe(features.float()).argmax(1) == labels).float().mean())
+
+
+# -------------------------------------------------------------------------------------------------------- data
+
+
+def read_image_folder(root: str | Path, size: int | None = None) -> tuple[Tensor, Tensor, list[str]]:
+    """Every image of ``root/<class>/*`` as uint8 ``(N, 3, H, W)``, labels ``(N,)`` and the sorted class names.
+
+    ``size=None`` needs all images the same size (CIFAR); otherwise each image is resized (shorter side to
+    ``size``, bilinear) and centre-cropped to ``size x size``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: image folder not found")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise ValueError(f"{root}: no class sub-folders (expected the ImageFolder layout root/<class>/*.jpg)")
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        for path in sorted((root / name).iterdir()):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(path) as im:
+                    img = im.convert("RGB")
+            except Exception as exc:  # PIL raises several types for corrupt files
+                raise ValueError(f"{path}: cannot read image ({exc})") from exc
+            if size is not None:
+                scale = size / min(img.size)
+                w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
+                img = img.resize((w, h), Image.Resampling.BILINEAR)
+                left, top = (w - size) // 2, (h - size) // 2
+                img = img.crop((left, top, left + size, top + size))
+            arr = np.asarray(img)
+            if images and arr.shape != images[0].shape:
+                raise ValueError(f"{path}: size {arr.shape[1]}x{arr.shape[0]} differs from the first image's "
+                                 f"{images[0].shape[1]}x{images[0].shape[0]}; pass a size to resize")
+            images.append(arr)
+            labels.append(label)
+    if not images:
+        raise ValueError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
+    stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
+    return stacked, torch.tensor(labels, dtype=torch.long), classes
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: nn.Module, images: Tensor, batch_size: int = 256, device: torch.device | str = "cpu"
+) -> Tensor:
+    """Pooled features ``(N, D)`` (float32, on ``device``) of uint8 ``(N, 3, H, W)`` images, ImageNet-normalised
+    as in training, with the encoder in eval mode."""
+    encoder = encoder.eval().to(device)
+    out = [
+        encoder(imagenet_normalize(to_float(chunk.to(device)))).float()
+        for chunk in images.split(batch_size)
+    ]
+    return torch.cat(out)
+
+
+def load_encoder(checkpoint: str | Path | None, backbone: str = "resnet18_cifar") -> ResNet:
+    """The encoder of a vidssl checkpoint (its own architecture), a torchvision state dict loaded into
+    ``backbone``, or a random ``backbone`` when ``checkpoint`` is None."""
+    if checkpoint is None:
+        return build_backbone(backbone)
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        raise ValueError(f"{path}: cannot read checkpoint ({exc})") from exc
+    if isinstance(state, dict) and isinstance(state.get("backbone"), dict) and "encoder" in state:
+        return load_backbone_weights(backbone_from_config(state["backbone"]), path)
+    return load_backbone_weights(build_backbone(backbone), path)
+
+
+# -------------------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, help="vidssl checkpoint or torchvision state dict; "
+                        "omitted: a random encoder (the chance-level baseline)")
+    parser.add_argument("--data", type=Path, required=True, help="folder with train/<class>/ and test/<class>/")
+    parser.add_argument("--backbone", default="resnet18_cifar", help="architecture for plain state dicts")
+    parser.add_argument("--k", type=int, default=200, help="neighbours (InstDisc / lightly: 200)")
+    parser.add_argument("--temperature", type=float, default=0.1, help="vote weight exp(sim / t) (0.1)")
+    parser.add_argument("--size", type=int, default=None, help="resize and centre-crop images to this size")
+    parser.add_argument("--linear", action="store_true", help="also train and report a linear probe")
+    parser.add_argument("--epochs", type=int, default=100, help="linear probe epochs")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        encoder = load_encoder(args.checkpoint, args.backbone)
+        x_train, y_train, classes = read_image_folder(args.data / "train", args.size)
+        x_test, y_test, test_classes = read_image_folder(args.data / "test", args.size)
+    except (OSError, ValueError) as exc:
+        print(f"vidssl eval knn: {exc}", file=sys.stderr)
+        return 1
+    if test_classes != classes:
+        print(f"vidssl eval knn: {args.data}: train and test class folders differ", file=sys.stderr)
+        return 1
+    y_train, y_test = y_train.to(args.device), y_test.to(args.device)
+    f_train = extract_features(encoder, x_train, args.batch_size, args.device)
+    f_test = extract_features(encoder, x_test, args.batch_size, args.device)
+    results = {"knn_top1": knn_accuracy(f_train, y_train, f_test, y_test, args.k, args.temperature),
+               "k": args.k, "temperature": args.temperature, "train": len(y_train), "test": len(y_test)}
+    print(f"kNN top-1 (k={args.k}, t={args.temperature}): {100 * results['knn_top1']:.2f}%  "
+          f"({len(y_train)} train, {len(y_test)} test images, {len(classes)} classes)")
+    if args.linear:
+        probe = train_linear_probe(f_train, y_train, epochs=args.epochs, batch_size=args.batch_size)
+        results["linear_top1"] = linear_accuracy(probe, f_test, y_test)
+        print(f"linear top-1 ({args.epochs} epochs): {100 * results['linear_top1']:.2f}%")
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
