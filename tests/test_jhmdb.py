@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from vidssl.eval.jhmdb import (
     pck,
     read_joints,
 )
+from vidssl.eval.propagation import PropagationConfig
 
 
 def _box_joints() -> np.ndarray:
@@ -127,3 +129,67 @@ def test_real_mat_file(shared_data: Path) -> None:
     clips = jhmdb.find_clips(shared_data / "jhmdb")
     assert [c.name for c in clips] == ["Goal_Keeping_Tips_catch_f_cm_np1_fr_med_2"]
     assert clips[0].mat == shared_data / "jhmdb" / "joint_positions.mat"
+
+
+def test_identical_frames_reproduce_the_keypoints() -> None:
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)  # random colours: every cell is distinct
+    frames = np.stack([frame] * 5)
+    joints = np.array([[8.0, 16.0], [40.0, 0.0], [56.0, 40.0]])  # on cells of the stride-8 grid
+    encode = jhmdb.build_frame_encoder("pixels")
+    pred, vis = jhmdb.propagate_keypoints(frames, joints, encode, PropagationConfig(context=3))
+    assert vis.all()
+    np.testing.assert_array_equal(pred, np.stack([joints] * 5))
+
+
+def _copy_first_pck(gt: np.ndarray, size: tuple[int, int], feat: tuple[int, int]) -> np.ndarray:
+    """PCK of predicting frame 0's joints, snapped to the feature grid, in every frame: by hand."""
+    (big_h, big_w), (h, w) = size, feat
+    snapped = np.stack([np.floor(gt[0, :, 0] * w / big_w + 0.5) * big_w / w,
+                        np.floor(gt[0, :, 1] * h / big_h + 0.5) * big_h / h], axis=1)
+    per_joint = np.zeros((5, gt.shape[1]))
+    for a, alpha in enumerate(jhmdb.ALPHAS):
+        for j in range(gt.shape[1]):
+            hits = []
+            for t in range(1, len(gt)):
+                extent = gt[t].max(axis=0) - gt[t].min(axis=0)
+                box = 0.6 * math.sqrt(extent[0] ** 2 + extent[1] ** 2)
+                hits.append(math.dist(snapped[j], gt[t, j]) / box <= alpha)
+            per_joint[a, j] = np.mean(hits)
+    return per_joint.mean(axis=1)
+
+
+@pytest.mark.slow
+def test_real_clip_identity_equals_copying_the_first_frame(shared_data: Path, tmp_path: Path) -> None:
+    clips = jhmdb.find_clips(shared_data / "jhmdb")
+    # the context size does not change what identity features copy; a short one keeps the test fast
+    cfg = PropagationConfig(context=2)
+    results, _, mean = jhmdb.evaluate_clips(clips, jhmdb.build_frame_encoder("identity"), cfg)
+    assert results[0].visible.all()
+    np.testing.assert_allclose(mean, _copy_first_pck(results[0].gt, (240, 320), (30, 40)), atol=1e-12)
+    assert mean[0] < mean[-1]
+    _, _, mean_px = jhmdb.evaluate_clips(clips, jhmdb.build_frame_encoder("pixels"), cfg)
+    assert ((mean_px >= 0) & (mean_px <= 1)).all() and (np.diff(mean_px) >= 0).all()
+
+
+def test_cli_on_synthetic_clip(tmp_path: Path) -> None:
+    from vidssl.cli import main
+    from vidssl.data.synthetic import write_dataset
+
+    root = write_dataset(tmp_path / "syn", seed=3, num_videos=1, num_frames=6, size=(64, 96), num_objects=2)
+    out = tmp_path / "out"
+    assert main(["eval", "jhmdb", "--root", str(root / "jhmdb"), "--encoder", "pixels", "--out", str(out),
+                 "--vis", "context=2", "topk=5"]) == 0
+    summary = json.loads((out / "pck.json").read_text())
+    assert len(summary["pck"]) == 5 and all(0 <= v <= 1 for v in summary["pck"])
+    assert summary["propagation"]["topk"] == 5
+    rows = (out / "pck.csv").read_text().splitlines()
+    assert rows[0].startswith("joint,PCK@0.1") and rows[-1].startswith("mean,")
+    assert len(list((out / "vis").rglob("*.png"))) == 6
+    # a frame count that disagrees with the joint file is an error naming the file
+    clip = next(p for p in (root / "jhmdb").iterdir() if p.is_dir())
+    sorted(clip.glob("*.png"))[-1].unlink()
+    with pytest.raises(JhmdbError, match=r"joint_positions.mat: 'pos_img' has 6 frames but the clip has 5"):
+        jhmdb.evaluate_clips(jhmdb.find_clips(root / "jhmdb"), jhmdb.build_frame_encoder("pixels"),
+                             PropagationConfig(context=1))
+    assert main(["eval", "jhmdb", "--root", str(root / "jhmdb"), "--encoder", "pixels", "--out", str(out)]) == 2

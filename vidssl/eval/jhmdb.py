@@ -31,13 +31,20 @@ reported and scored in the original pixels.
 
 from __future__ import annotations
 
+import argparse
+import csv
+import json
 import math
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from vidssl.eval.propagation import PropagationConfig, propagate_sequence
 
 HELP = "propagate JHMDB keypoints through an encoder's features and score PCK@0.1..0.5"
 
@@ -248,3 +255,221 @@ def pck(distances: Sequence[np.ndarray], alphas: Sequence[float] = ALPHAS) -> tu
         count = scored.sum(axis=0)
         per_joint[a] = np.where(count > 0, hits / np.maximum(count, 1), np.nan)
     return per_joint, np.nanmean(per_joint, axis=1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Encoders and propagation
+
+FrameEncoder = Callable[[np.ndarray], torch.Tensor]  # (H, W, 3) uint8 -> (C, h, w)
+
+
+def _builtin_encoder(spec: str, device: str, stride: int = 8) -> FrameEncoder:
+    """``identity``: every cell matches only its own position in every frame, so the first frame's labels
+    are copied (the "copy the first frame" baseline); ``pixels``: RGB averaged over each cell.
+
+    ``identity`` uses 4-d positional features ``(cos(pi y / h), sin(pi y / h), cos(pi x / w), sin(pi x / w))
+    / sqrt(2)``: their dot product ``(cos(pi dy / h) + cos(pi dx / w)) / 2`` is 1 exactly at the same cell and
+    smaller anywhere else on the map, as one-hot features would be, at 4 instead of ``h w`` channels.
+    """
+
+    def cells(frame: np.ndarray) -> tuple[int, int]:
+        return math.ceil(frame.shape[0] / stride), math.ceil(frame.shape[1] / stride)
+
+    if spec == "identity":
+        def identity(frame: np.ndarray) -> torch.Tensor:
+            h, w = cells(frame)
+            ay = torch.arange(h, device=device, dtype=torch.float64)[:, None].expand(h, w) * math.pi / h
+            ax = torch.arange(w, device=device, dtype=torch.float64)[None, :].expand(h, w) * math.pi / w
+            feats = torch.stack([ay.cos(), ay.sin(), ax.cos(), ax.sin()]) / math.sqrt(2)
+            return feats.float()
+        return identity
+    if spec == "pixels":
+        def pixels(frame: np.ndarray) -> torch.Tensor:
+            x = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1).float() / 255
+            return torch.nn.functional.avg_pool2d(x[None], stride, ceil_mode=True)[0] - 0.5
+        return pixels
+    raise ValueError(f"encoder {spec!r}: unknown (built-in here: identity, pixels)")
+
+
+def build_frame_encoder(spec: str, device: str = "cpu", size: tuple[int, int] | None = None) -> FrameEncoder:
+    """A frame -> ``(C, h, w)`` feature function for an encoder spec, frames optionally resized to
+    ``size = (H, W)`` first (bilinear, as CRW's ``cv2.resize``)."""
+    base = _builtin_encoder(spec, device)
+
+    def encode(frame: np.ndarray) -> torch.Tensor:
+        if size is not None and frame.shape[:2] != tuple(size):
+            import cv2
+
+            frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        with torch.no_grad():
+            return base(frame)
+    return encode
+
+
+def propagate_keypoints(
+    frames: np.ndarray, first_joints: np.ndarray, encode: FrameEncoder, cfg: PropagationConfig,
+    *, sigma: float = SIGMA, decode_topk: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Carry frame 0's joints through a clip.
+
+    frames ``(T, H, W, 3)`` uint8; first_joints ``(J, 2)`` pixel ``(x, y)``. Returns predicted joints
+    ``(T, J, 2)`` in pixels of the original frames (frame 0: frame 0's heat maps decoded) and their
+    visibility ``(T, J)`` (heat map not zero everywhere).
+    """
+    image_size = (frames.shape[1], frames.shape[2])
+    feats0 = encode(frames[0])
+    heat0 = joint_heatmaps(first_joints, image_size, (feats0.shape[1], feats0.shape[2]), sigma)
+    cache = {0: feats0}  # frame 0 is encoded once, for the heat-map size and the propagation
+
+    def encode_frame(t: int) -> torch.Tensor:
+        return cache.pop(t) if t in cache else encode(frames[t])
+
+    preds, visible = [], []
+    for soft in propagate_sequence(encode_frame, heat0.to(feats0.device), len(frames), cfg):
+        xy, vis = decode_heatmaps(soft, image_size, topk=decode_topk)
+        preds.append(xy)
+        visible.append(vis)
+    return np.stack(preds), np.stack(visible)
+
+
+@dataclass
+class ClipResult:
+    """One clip's predictions: ``pred`` and ``gt`` ``(T, J, 2)`` pixels, ``visible`` ``(T, J)``,
+    ``distances`` ``(T, J)`` normalised (NaN where not scored)."""
+
+    name: str
+    pred: np.ndarray
+    gt: np.ndarray
+    visible: np.ndarray
+    distances: np.ndarray
+
+
+def evaluate_clips(
+    clips: Sequence[JhmdbClip], encode: FrameEncoder, cfg: PropagationConfig, *, sigma: float = SIGMA,
+    decode_topk: int = 1, on_clip: Callable[[ClipResult, np.ndarray], None] | None = None,
+) -> tuple[list[ClipResult], np.ndarray, np.ndarray]:
+    """Propagate and score every clip; returns the clips' results, per-joint PCK ``(A, J)`` and PCK ``(A,)``.
+
+    ``on_clip(result, frames)`` is called after each clip (progress, overlays); frames are not kept.
+    """
+    from vidssl.data.video import open_video
+
+    results = []
+    for clip in clips:
+        with open_video(clip.frames, backend="frames") as reader:
+            frames = reader.get(range(len(reader)))
+        gt = read_joints(clip.mat, num_frames=len(frames))
+        pred, visible = propagate_keypoints(frames, gt[0], encode, cfg, sigma=sigma, decode_topk=decode_topk)
+        result = ClipResult(clip.name, pred, gt, visible, normalised_distances(pred, gt, visible))
+        results.append(result)
+        if on_clip is not None:
+            on_clip(result, frames)
+    per_joint, mean = pck([r.distances for r in results])
+    return results, per_joint, mean
+
+
+# ----------------------------------------------------------------------------------------------------
+# Output and command line
+
+
+def format_table(per_joint: np.ndarray, mean: np.ndarray, alphas: Sequence[float] = ALPHAS) -> str:
+    """PCK per joint and the mean over joints, one column per alpha, in percent."""
+    head = f"{'joint':<16}" + "".join(f"{'PCK@' + format(a, 'g'):>10}" for a in alphas)
+    rows = [head, "-" * len(head)]
+    for j, name in enumerate(JOINT_NAMES[: per_joint.shape[1]]):
+        rows.append(f"{name:<16}" + "".join(f"{100 * v:>10.2f}" for v in per_joint[:, j]))
+    rows.append("-" * len(head))
+    rows.append(f"{'mean':<16}" + "".join(f"{100 * v:>10.2f}" for v in mean))
+    return "\n".join(rows)
+
+
+def write_results(out: Path, results: Sequence[ClipResult], per_joint: np.ndarray, mean: np.ndarray,
+                  meta: dict[str, object]) -> tuple[Path, Path]:
+    """``pck.json`` (mean and per-joint PCK, per-clip PCK, settings) and ``pck.csv`` (joint x alpha)."""
+    out.mkdir(parents=True, exist_ok=True)
+    per_clip = {r.name: pck([r.distances])[1].tolist() for r in results}
+    summary = {
+        "alphas": list(ALPHAS),
+        "pck": mean.tolist(),
+        "per_joint": {JOINT_NAMES[j] if j < len(JOINT_NAMES) else str(j): per_joint[:, j].tolist()
+                      for j in range(per_joint.shape[1])},
+        "per_clip": per_clip,
+        **meta,
+    }
+    json_path, csv_path = out / "pck.json", out / "pck.csv"
+    json_path.write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["joint", *(f"PCK@{a:g}" for a in ALPHAS)])
+        for j in range(per_joint.shape[1]):
+            writer.writerow([JOINT_NAMES[j] if j < len(JOINT_NAMES) else j, *(f"{v:.6f}" for v in per_joint[:, j])])
+        writer.writerow(["mean", *(f"{v:.6f}" for v in mean)])
+    return json_path, csv_path
+
+
+def draw_keypoints(frame: np.ndarray, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8 with ground truth (green) and predicted (red) joints drawn on a copy."""
+    import cv2
+
+    out = np.ascontiguousarray(frame.copy())
+    for (gx, gy), (px, py) in zip(gt, pred, strict=True):
+        cv2.circle(out, (round(gx), round(gy)), 3, (0, 255, 0), 1, cv2.LINE_AA)
+        if np.isfinite(px) and np.isfinite(py):
+            cv2.circle(out, (round(px), round(py)), 3, (255, 0, 0), -1, cv2.LINE_AA)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", type=Path, default=None, help="JHMDB folder (clip folders of frames + .mat files)")
+    parser.add_argument("--clips", nargs="+", default=None, help="clip folders relative to --root (default: all)")
+    parser.add_argument("--list", type=Path, default=None,
+                        help="file list of '<frame folder> <joint_positions.mat>' lines (datasets/jhmdb.py writes "
+                             "lists/test_split1.txt)")
+    parser.add_argument("--encoder", required=True, help="encoder spec (identity, pixels, ...)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder for pck.json, pck.csv, overlays")
+    parser.add_argument("--config", type=Path, default=None, help="propagation YAML (default: CRW's settings)")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="resize frames before encoding (CRW: 320 320); default native")
+    parser.add_argument("--decode-topk", type=int, default=1, help="1: arg-max (default); 3: CRW's weighted top-3")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--vis", action="store_true", help="write keypoint overlays to OUT/vis/<clip>/")
+    parser.add_argument("overrides", nargs="*", help="propagation key=value overrides (topk=5 radius=12 ...)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vidssl.data.video import VideoError
+    from vidssl.engine.config import ConfigError, load_config, to_dict
+
+    start = time.perf_counter()
+    try:
+        cfg = load_config(PropagationConfig, args.config, args.overrides)
+        if args.list is not None:
+            clips = read_file_list(args.list)
+        elif args.root is not None:
+            clips = find_clips(args.root, args.clips)
+        else:
+            raise JhmdbError("--root/--list", "give a JHMDB folder (--root) or a file list (--list)")
+        encode = build_frame_encoder(args.encoder, args.device, tuple(args.size) if args.size else None)
+
+        def on_clip(result: ClipResult, frames: np.ndarray) -> None:
+            scores = pck([result.distances])[1]
+            print(f"{result.name}: {len(frames)} frames, PCK@0.1 {100 * scores[0]:.2f}, PCK@0.2 {100 * scores[1]:.2f}",
+                  file=sys.stderr)
+            if args.vis:
+                from PIL import Image
+
+                folder = args.out / "vis" / result.name
+                folder.mkdir(parents=True, exist_ok=True)
+                for t, frame in enumerate(frames):
+                    Image.fromarray(draw_keypoints(frame, result.pred[t], result.gt[t])).save(folder / f"{t:05d}.png")
+
+        results, per_joint, mean = evaluate_clips(clips, encode, cfg, decode_topk=args.decode_topk, on_clip=on_clip)
+        meta = {"encoder": args.encoder, "size": args.size, "decode_topk": args.decode_topk, "sigma": SIGMA,
+                "propagation": to_dict(cfg), "clips": len(results)}
+        paths = write_results(args.out, results, per_joint, mean, meta)
+    except (JhmdbError, ConfigError, VideoError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(per_joint, mean))
+    print(f"\n{len(results)} clips; written: {paths[0]}, {paths[1]}; {time.perf_counter() - start:.1f} s")
+    return 0
