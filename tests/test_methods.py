@@ -5,6 +5,7 @@ Each method needs a tiny config in ``TINY`` (small backbone, queue and crops) so
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,8 @@ from vidssl.models.resnet import ResNet
 TINY: dict[str, dict[str, Any]] = {
     # the ImageNet stem at 32 px costs a quarter of the CIFAR stem at 16 px
     "moco": dict(backbone="resnet18", queue_size=32, crop_size=32, num_splits=2, bn="split", max_gap=3),
+    # 3x3 nodes of 16 px per frame and 3-frame clips (cycles of length 2), on the 256-d stride-8 trunk
+    "crw": dict(backbone="resnet18_s8_l3", crop_size=32, patch_size=16, patch_stride=8, clip_len=3, dim=16),
 }
 
 VIDEO_FRAMES = 12  # length of the tiny source videos the sampler draws from
@@ -57,7 +60,13 @@ def _frozen(m: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in m.named_parameters() if not p.requires_grad}
 
 
-CASES = [(name, extra) for name in METHODS for extra in ({}, {"input": "images"})]
+def _accepts_images(name: str) -> bool:
+    """Whether a method's Config admits ``input: images`` (a walk over frames, e.g. CRW, does not)."""
+    return "images" in typing.get_args(typing.get_type_hints(METHODS[name].Config)["input"])
+
+
+CASES = [(name, extra) for name in METHODS for extra in ({}, {"input": "images"})
+         if not extra or _accepts_images(name)]
 
 
 @pytest.fixture(params=CASES, ids=[f"{n}-{e.get('input', 'default')}" for n, e in CASES])

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from vidssl.methods.crw import CRW
 from vidssl.methods.moco import MoCo
 
-METHODS: dict[str, Any] = {"moco": MoCo}
+METHODS: dict[str, Any] = {
+    "moco": MoCo,
+    "crw": CRW,
+}
