@@ -1,0 +1,125 @@
+"""Training throughput of every registered method: samples/s, the share of step time spent waiting for
+data, and peak memory, on the CPU (and the GPU when present). Prints a table and writes JSON.
+
+    python tools/bench_train.py [--steps 20 --warmup 5 --batch 16 --size 256 256 --workers 2]
+                                [--source shared|DIR|synthetic] [--set model.crop_size=112 ...] [--json out.json]
+
+Each (method, device) runs in its own process through the real training loop (``vidssl.engine.train``)
+with the method's default hyper-parameters and real decoding (default: the shared frame folders and
+videos), so peak RSS is that run's alone. Timings exclude the first ``--warmup`` steps (allocator,
+decoder and cudnn warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidssl.engine.config import apply_overrides
+from vidssl.engine.train import resolve_config, train
+from vidssl.methods import METHODS
+from vidssl.paths import data_root
+
+
+def bench_one(method: str, device: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One short run; returns the measured figures."""
+    with tempfile.TemporaryDirectory() as out:
+        data: dict[str, Any] = {
+            "method": method, "device": device, "out_dir": out, "seed": 0,
+            # still-image methods say so in their config (``input``); everything else reads video
+            "data": {"kind": getattr(METHODS[method].Config(), "input", "video"), "source": args.source,
+                     "size": list(args.size), "batch_size": args.batch, "workers": args.workers},
+            "schedule": {"name": "constant", "steps": args.warmup + args.steps},
+            "log": {"every": 10**9, "tensorboard": False, "progress": False},
+            "ckpt": {"every": 10**9, "keep": 1, "resume": "none"},
+        }
+        cfg, _ = resolve_config(apply_overrides(data, args.set))
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        result = train(cfg)
+    step_s = result.step_seconds[args.warmup:]
+    wait_s = result.wait_seconds[args.warmup:]
+    return {
+        "method": method, "device": device, "batch": cfg.data.batch_size, "size": list(cfg.data.size),
+        "model": cfg.model, "steps": len(step_s),
+        "samples_per_s": result.samples_per_step * len(step_s) / sum(step_s),
+        "step_ms": 1000 * sum(step_s) / len(step_s),
+        "data_wait_fraction": sum(wait_s) / sum(step_s),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
+        "cuda_max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
+    }
+
+
+def shared_sources(root: Path, into: Path) -> Path:
+    """A folder of links to the shared pretraining data: the 7 frame folders and the 10 videos (17 sources).
+
+    Never the DAVIS evaluation sequences (``davis/``), as for real pretraining.
+    """
+    for sub in ("frames", "videos"):
+        for path in sorted((root / sub).iterdir()):
+            (into / f"{sub}_{path.name}").symlink_to(path)
+    return into
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", nargs="*", default=sorted(METHODS), help="default: every registered method")
+    p.add_argument("--devices", nargs="*", default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--size", type=int, nargs=2, default=[256, 256], help="decoded frame size H W")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--source", default="shared",
+                   help="data.source; 'shared': the shared frame folders and videos (17 sources), linked")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="run-config overrides for every run")
+    p.add_argument("--json", type=Path, default=Path("bench_train.json"))
+    p.add_argument("--one", nargs=2, metavar=("METHOD", "DEVICE"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.one:  # child process: one run, JSON on the last stdout line
+        print(json.dumps(bench_one(args.one[0], args.one[1], args)))
+        return 0
+    passthrough = list(argv if argv is not None else sys.argv[1:])
+    links = tempfile.TemporaryDirectory()
+    if args.source == "shared":
+        root = data_root()
+        if root is None:
+            p.error("--source shared needs the shared data (set VIDSSL_DATA)")
+        args.source = str(shared_sources(root, Path(links.name)))
+        passthrough += ["--source", args.source]
+    rows = []
+    for method in args.methods:
+        for device in args.devices:
+            cmd = [sys.executable, __file__, *passthrough, "--one", method, device]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"{method} on {device} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+                continue
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    header = f"{'method':<10} {'device':<6} {'batch':>5} {'samples/s':>10} {'step ms':>9} {'data wait':>9} " \
+             f"{'peak RSS MB':>11} {'CUDA MB':>8}"
+    print(header)
+    for r in rows:
+        cuda = f"{r['cuda_max_allocated_mb']:.0f}" if r["cuda_max_allocated_mb"] is not None else "-"
+        print(f"{r['method']:<10} {r['device']:<6} {r['batch']:>5} {r['samples_per_s']:>10.1f} {r['step_ms']:>9.1f} "
+              f"{r['data_wait_fraction']:>9.1%} {r['peak_rss_mb']:>11.0f} {cuda:>8}")
+    meta = {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available()
+            else None, "source": args.source, "steps": args.steps, "warmup": args.warmup, "set": args.set}
+    args.json.write_text(json.dumps({"config": meta, "results": rows}, indent=2) + "\n")
+    links.cleanup()
+    print(f"wrote {args.json}")
+    return 0 if len(rows) == len(args.methods) * len(args.devices) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
