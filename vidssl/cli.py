@@ -16,6 +16,7 @@ COMMANDS: list[tuple[tuple[str, ...], str]] = [
     (("train",), "vidssl.engine.train"),
     (("export",), "vidssl.engine.export"),
     (("eval", "davis-score"), "vidssl.eval.davis_metrics"),
+    (("eval", "davis"), "vidssl.eval.davis"),
     (("eval", "jhmdb"), "vidssl.eval.jhmdb"),
     (("eval", "knn"), "vidssl.eval.probes"),
 ]

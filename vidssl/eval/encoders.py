@@ -1,0 +1,124 @@
+"""Frame encoders for label propagation: a trained or torchvision ResNet, a random one, raw Lab pixels,
+or no features at all (copy the first mask).
+
+Every encoder maps one ``(H, W, 3)`` uint8 RGB frame at its native resolution (no square resize: the
+test resolution alone moves published scores by several points, PROTOCOLS.md section 2) to ``(C, h, w)``
+features with ``h = ceil(H / stride)``. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidssl.models import ResNet, backbone_from_config, build_backbone, load_backbone_weights
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Lab normalisation of MAST (mean (50, 0, 0), std (50, 127, 127)): centred, so that the L2-normalised
+# colour vector keeps both lightness and chroma
+LAB_MEAN = (50.0, 0.0, 0.0)
+LAB_STD = (50.0, 127.0, 127.0)
+DEFAULT_BACKBONE = "resnet18_s8_l3"  # CRW's label-propagation trunk: layer4 removed, stride 8, 256-d
+BUILTIN = ("identity", "pixels", "random")
+
+
+@dataclass
+class FrameEncoder:
+    """``encode(frame (H, W, 3) uint8 RGB) -> (C, h, w)`` float features; ``encode is None`` means no
+    features: the first frame's mask is copied to every frame (the identity baseline)."""
+
+    name: str
+    stride: int
+    encode: Callable[[np.ndarray], torch.Tensor] | None
+    device: torch.device
+
+
+def _check_frame(frame: np.ndarray) -> None:
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {frame.shape} {frame.dtype}")
+
+
+def backbone_encoder(backbone: ResNet, device: torch.device | str, name: str = "resnet") -> FrameEncoder:
+    """A ResNet (in eval mode) on ImageNet-normalised RGB at native resolution."""
+    device = torch.device(device)
+    backbone = backbone.eval().to(device)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+
+    @torch.inference_mode()
+    def encode(frame: np.ndarray) -> torch.Tensor:
+        _check_frame(frame)
+        x = torch.from_numpy(frame).to(device).permute(2, 0, 1)[None].float().div_(255)
+        return backbone.forward_features((x - mean) / std)[0].float()  # (C, h, w)
+
+    return FrameEncoder(name, backbone.stride, encode, device)
+
+
+def pixel_encoder(device: torch.device | str, stride: int = 8) -> FrameEncoder:
+    """Raw Lab colour average-pooled over ``stride`` x ``stride`` cells: 3-d features, a strong baseline.
+
+    The frame is edge-padded to a multiple of the stride, so the grid is ``ceil(H / stride)`` like a
+    ResNet's.
+    """
+    device = torch.device(device)
+    mean = torch.tensor(LAB_MEAN, device=device).view(3, 1, 1)
+    std = torch.tensor(LAB_STD, device=device).view(3, 1, 1)
+
+    def encode(frame: np.ndarray) -> torch.Tensor:
+        _check_frame(frame)
+        lab = cv2.cvtColor(frame.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)  # L 0..100, a/b about +-127
+        x = (torch.from_numpy(lab).to(device).permute(2, 0, 1) - mean) / std
+        h, w = x.shape[-2:]
+        x = F.pad(x[None], (0, -w % stride, 0, -h % stride), mode="replicate")
+        return F.avg_pool2d(x, stride)[0]  # (3, ceil(H / s), ceil(W / s))
+
+    return FrameEncoder("pixels", stride, encode, device)
+
+
+def random_backbone(name: str = DEFAULT_BACKBONE, seed: int = 0) -> ResNet:
+    """A seeded random initialisation of a named backbone (the global RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_backbone(name)
+
+
+def _load_checkpoint_backbone(path: Path) -> ResNet | None:
+    """The backbone of a vidssl checkpoint (``encoder`` and ``backbone`` entries), or None if the file is a
+    plain state dict."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        raise ValueError(f"{path}: cannot read weights ({exc})") from exc
+    if not (isinstance(state, dict) and "encoder" in state and "backbone" in state):
+        return None
+    if not isinstance(state["backbone"], dict):
+        raise ValueError(f"{path}: the checkpoint's 'backbone' entry is not a backbone config")
+    backbone = backbone_from_config(state["backbone"])
+    return load_backbone_weights(backbone, path)
+
+
+def build_encoder(
+    spec: str, device: torch.device | str = "cpu", backbone: str = DEFAULT_BACKBONE, seed: int = 0
+) -> FrameEncoder:
+    """An encoder from a spec: ``identity``, ``pixels``, ``random`` (a seeded random ``backbone``), a vidssl
+    checkpoint (its own architecture) or a local torchvision weights file (loaded into ``backbone``)."""
+    if spec == "identity":
+        return FrameEncoder("identity", 8, None, torch.device(device))
+    if spec == "pixels":
+        return pixel_encoder(device)
+    if spec == "random":
+        return backbone_encoder(random_backbone(backbone, seed), device, f"random-{backbone}")
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"{spec}: not a weights file and not one of {', '.join(BUILTIN)}")
+    net = _load_checkpoint_backbone(path)
+    if net is None:
+        net = load_backbone_weights(build_backbone(backbone), path)
+    return backbone_encoder(net, device, path.stem)
