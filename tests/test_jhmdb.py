@@ -133,11 +133,13 @@ def test_real_mat_file(shared_data: Path) -> None:
 
 def test_identical_frames_reproduce_the_keypoints() -> None:
     rng = np.random.default_rng(0)
-    frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)  # random colours: every cell is distinct
+    # one random colour per 8x8 cell: every cell's features are distinct
+    frame = np.kron(rng.integers(0, 256, (6, 8, 3)), np.ones((8, 8, 1))).astype(np.uint8)
     frames = np.stack([frame] * 5)
     joints = np.array([[8.0, 16.0], [40.0, 0.0], [56.0, 40.0]])  # on cells of the stride-8 grid
-    encode = jhmdb.build_frame_encoder("pixels")
-    pred, vis = jhmdb.propagate_keypoints(frames, joints, encode, PropagationConfig(context=3))
+    encoder = jhmdb.build_frame_encoder("pixels")
+    # 4 context frames (the first + 3 recent) hold 4 exact copies of every cell: the top-3 are copies
+    pred, vis = jhmdb.propagate_keypoints(frames, joints, encoder, PropagationConfig(topk=3, context=3))
     assert vis.all()
     np.testing.assert_array_equal(pred, np.stack([joints] * 5))
 

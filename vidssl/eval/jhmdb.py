@@ -38,12 +38,14 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
+from vidssl.eval.encoders import DEFAULT_BACKBONE, FrameEncoder, build_encoder
 from vidssl.eval.propagation import PropagationConfig, propagate_sequence
 
 HELP = "propagate JHMDB keypoints through an encoder's features and score PCK@0.1..0.5"
@@ -260,54 +262,27 @@ def pck(distances: Sequence[np.ndarray], alphas: Sequence[float] = ALPHAS) -> tu
 # ----------------------------------------------------------------------------------------------------
 # Encoders and propagation
 
-FrameEncoder = Callable[[np.ndarray], torch.Tensor]  # (H, W, 3) uint8 -> (C, h, w)
-
-
-def _builtin_encoder(spec: str, device: str, stride: int = 8) -> FrameEncoder:
-    """``identity``: every cell matches only its own position in every frame, so the first frame's labels
-    are copied (the "copy the first frame" baseline); ``pixels``: RGB averaged over each cell.
-
-    ``identity`` uses 4-d positional features ``(cos(pi y / h), sin(pi y / h), cos(pi x / w), sin(pi x / w))
-    / sqrt(2)``: their dot product ``(cos(pi dy / h) + cos(pi dx / w)) / 2`` is 1 exactly at the same cell and
-    smaller anywhere else on the map, as one-hot features would be, at 4 instead of ``h w`` channels.
-    """
-
-    def cells(frame: np.ndarray) -> tuple[int, int]:
-        return math.ceil(frame.shape[0] / stride), math.ceil(frame.shape[1] / stride)
-
-    if spec == "identity":
-        def identity(frame: np.ndarray) -> torch.Tensor:
-            h, w = cells(frame)
-            ay = torch.arange(h, device=device, dtype=torch.float64)[:, None].expand(h, w) * math.pi / h
-            ax = torch.arange(w, device=device, dtype=torch.float64)[None, :].expand(h, w) * math.pi / w
-            feats = torch.stack([ay.cos(), ay.sin(), ax.cos(), ax.sin()]) / math.sqrt(2)
-            return feats.float()
-        return identity
-    if spec == "pixels":
-        def pixels(frame: np.ndarray) -> torch.Tensor:
-            x = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1).float() / 255
-            return torch.nn.functional.avg_pool2d(x[None], stride, ceil_mode=True)[0] - 0.5
-        return pixels
-    raise ValueError(f"encoder {spec!r}: unknown (built-in here: identity, pixels)")
-
-
-def build_frame_encoder(spec: str, device: str = "cpu", size: tuple[int, int] | None = None) -> FrameEncoder:
-    """A frame -> ``(C, h, w)`` feature function for an encoder spec, frames optionally resized to
-    ``size = (H, W)`` first (bilinear, as CRW's ``cv2.resize``)."""
-    base = _builtin_encoder(spec, device)
+def build_frame_encoder(
+    spec: str, device: str = "cpu", size: tuple[int, int] | None = None, backbone: str = DEFAULT_BACKBONE,
+    seed: int = 0,
+) -> FrameEncoder:
+    """``vidssl.eval.encoders.build_encoder``, with frames optionally resized to ``size = (H, W)`` before
+    encoding (bilinear, as CRW's ``cv2.resize``; CRW evaluates JHMDB at 320x320)."""
+    encoder = build_encoder(spec, device, backbone, seed)
+    if size is None or encoder.encode is None:
+        return encoder
+    inner = encoder.encode
 
     def encode(frame: np.ndarray) -> torch.Tensor:
-        if size is not None and frame.shape[:2] != tuple(size):
-            import cv2
-
+        if frame.shape[:2] != tuple(size):
             frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        with torch.no_grad():
-            return base(frame)
-    return encode
+        return inner(frame)
+
+    return replace(encoder, encode=encode)
 
 
 def propagate_keypoints(
-    frames: np.ndarray, first_joints: np.ndarray, encode: FrameEncoder, cfg: PropagationConfig,
+    frames: np.ndarray, first_joints: np.ndarray, encoder: FrameEncoder, cfg: PropagationConfig,
     *, sigma: float = SIGMA, decode_topk: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Carry frame 0's joints through a clip.
@@ -317,12 +292,21 @@ def propagate_keypoints(
     visibility ``(T, J)`` (heat map not zero everywhere).
     """
     image_size = (frames.shape[1], frames.shape[2])
-    feats0 = encode(frames[0])
+    if encoder.encode is None:  # the identity baseline: frame 0's heat maps in every frame
+        feat_size = (math.ceil(image_size[0] / encoder.stride), math.ceil(image_size[1] / encoder.stride))
+        heat0 = joint_heatmaps(first_joints, image_size, feat_size, sigma)
+        xy, vis = decode_heatmaps(heat0, image_size, topk=decode_topk)
+        return np.stack([xy] * len(frames)), np.stack([vis] * len(frames))
+    encode = encoder.encode
+    with torch.no_grad():
+        feats0 = encode(frames[0])
     heat0 = joint_heatmaps(first_joints, image_size, (feats0.shape[1], feats0.shape[2]), sigma)
-    cache = {0: feats0}  # frame 0 is encoded once, for the heat-map size and the propagation
 
     def encode_frame(t: int) -> torch.Tensor:
-        return cache.pop(t) if t in cache else encode(frames[t])
+        if t == 0:
+            return feats0  # encoded once, for the heat-map grid and the propagation
+        with torch.no_grad():
+            return encode(frames[t])
 
     preds, visible = [], []
     for soft in propagate_sequence(encode_frame, heat0.to(feats0.device), len(frames), cfg):
@@ -345,7 +329,7 @@ class ClipResult:
 
 
 def evaluate_clips(
-    clips: Sequence[JhmdbClip], encode: FrameEncoder, cfg: PropagationConfig, *, sigma: float = SIGMA,
+    clips: Sequence[JhmdbClip], encoder: FrameEncoder, cfg: PropagationConfig, *, sigma: float = SIGMA,
     decode_topk: int = 1, on_clip: Callable[[ClipResult, np.ndarray], None] | None = None,
 ) -> tuple[list[ClipResult], np.ndarray, np.ndarray]:
     """Propagate and score every clip; returns the clips' results, per-joint PCK ``(A, J)`` and PCK ``(A,)``.
@@ -359,7 +343,7 @@ def evaluate_clips(
         with open_video(clip.frames, backend="frames") as reader:
             frames = reader.get(range(len(reader)))
         gt = read_joints(clip.mat, num_frames=len(frames))
-        pred, visible = propagate_keypoints(frames, gt[0], encode, cfg, sigma=sigma, decode_topk=decode_topk)
+        pred, visible = propagate_keypoints(frames, gt[0], encoder, cfg, sigma=sigma, decode_topk=decode_topk)
         result = ClipResult(clip.name, pred, gt, visible, normalised_distances(pred, gt, visible))
         results.append(result)
         if on_clip is not None:
@@ -409,8 +393,6 @@ def write_results(out: Path, results: Sequence[ClipResult], per_joint: np.ndarra
 
 def draw_keypoints(frame: np.ndarray, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` uint8 with ground truth (green) and predicted (red) joints drawn on a copy."""
-    import cv2
-
     out = np.ascontiguousarray(frame.copy())
     for (gx, gy), (px, py) in zip(gt, pred, strict=True):
         cv2.circle(out, (round(gx), round(gy)), 3, (0, 255, 0), 1, cv2.LINE_AA)
@@ -425,7 +407,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", type=Path, default=None,
                         help="file list of '<frame folder> <joint_positions.mat>' lines (datasets/jhmdb.py writes "
                              "lists/test_split1.txt)")
-    parser.add_argument("--encoder", required=True, help="encoder spec (identity, pixels, ...)")
+    parser.add_argument("--encoder", required=True,
+                        help="vidssl checkpoint, torchvision weights file (see --backbone), random, pixels or identity")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="architecture for torchvision weights / random")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation seed of --encoder random")
     parser.add_argument("--out", type=Path, required=True, help="output folder for pck.json, pck.csv, overlays")
     parser.add_argument("--config", type=Path, default=None, help="propagation YAML (default: CRW's settings)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
@@ -449,7 +434,8 @@ def run(args: argparse.Namespace) -> int:
             clips = find_clips(args.root, args.clips)
         else:
             raise JhmdbError("--root/--list", "give a JHMDB folder (--root) or a file list (--list)")
-        encode = build_frame_encoder(args.encoder, args.device, tuple(args.size) if args.size else None)
+        encoder = build_frame_encoder(args.encoder, args.device, tuple(args.size) if args.size else None,
+                                      args.backbone, args.seed)
 
         def on_clip(result: ClipResult, frames: np.ndarray) -> None:
             scores = pck([result.distances])[1]
@@ -463,7 +449,7 @@ def run(args: argparse.Namespace) -> int:
                 for t, frame in enumerate(frames):
                     Image.fromarray(draw_keypoints(frame, result.pred[t], result.gt[t])).save(folder / f"{t:05d}.png")
 
-        results, per_joint, mean = evaluate_clips(clips, encode, cfg, decode_topk=args.decode_topk, on_clip=on_clip)
+        results, per_joint, mean = evaluate_clips(clips, encoder, cfg, decode_topk=args.decode_topk, on_clip=on_clip)
         meta = {"encoder": args.encoder, "size": args.size, "decode_topk": args.decode_topk, "sigma": SIGMA,
                 "propagation": to_dict(cfg), "clips": len(results)}
         paths = write_results(args.out, results, per_joint, mean, meta)
