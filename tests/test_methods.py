@@ -22,6 +22,10 @@ TINY: dict[str, dict[str, Any]] = {
     "moco": dict(backbone="resnet18", queue_size=32, crop_size=32, num_splits=2, bn="split", max_gap=3),
     # 3x3 nodes of 16 px per frame and 3-frame clips (cycles of length 2), on the 256-d stride-8 trunk
     "crw": dict(backbone="resnet18_s8_l3", crop_size=32, patch_size=16, patch_stride=8, clip_len=3, dim=16),
+    # 8x8 stride-4 features, 5x5 windows; stage 2 with a short memory whose two long-term frames use the ROI
+    "mast": dict(crop_size=32, radius=2),
+    "mast_stage2": dict(crop_size=32, radius=2, long_term=(0, 2), short_term=(3, 1), target_offset=8, roi_after=3,
+                        search_radius=2),
 }
 
 VIDEO_FRAMES = 12  # length of the tiny source videos the sampler draws from

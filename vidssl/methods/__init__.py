@@ -16,9 +16,12 @@ from __future__ import annotations
 from typing import Any
 
 from vidssl.methods.crw import CRW
+from vidssl.methods.mast import MAST, MASTStage2
 from vidssl.methods.moco import MoCo
 
 METHODS: dict[str, Any] = {
     "moco": MoCo,
     "crw": CRW,
+    "mast": MAST,
+    "mast_stage2": MASTStage2,
 }
