@@ -302,7 +302,7 @@ def test_loop_writes_run_dir_checkpoints_and_tensorboard(
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny: type[Tiny], tmp_path: Path) -> None:
     cfg, _ = resolve_config(tiny_config(tmp_path, **{"model.nan_at": 5, "schedule.steps": 10}))
-    with pytest.raises(NonFiniteLoss, match="at step 5"):
+    with pytest.raises(NonFiniteLoss, match="at step 6"):  # the 6th forward is the first NaN
         train(cfg, dataset=ClipSet())
     names = [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")]
     assert names == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
@@ -330,6 +330,32 @@ def test_gradient_accumulation_matches_one_big_batch(tiny: type[Tiny], tmp_path:
     for key in a:
         if a[key].is_floating_point():
             torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def logged_losses(run_dir: Path) -> dict[int, float]:
+    """Per-step loss from ``metrics.jsonl`` (a later record of a step, after a resume, wins)."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records}
+
+
+def test_resume_at_an_epoch_boundary_continues_exactly(
+    tiny: type[Tiny], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 8 clips, batch 4: checkpoints every 2 steps fall exactly at epoch ends (data position (e, 2))
+    over = {"schedule.name": "constant", "ckpt.keep": 0}
+    full, _ = resolve_config(tiny_config(tmp_path / "full", **over))
+    train(full, dataset=ClipSet(n=8))
+    first, _ = resolve_config(tiny_config(tmp_path / "split", **over, **{"schedule.steps": 4}))
+    train(first, dataset=ClipSet(n=8))
+    state = ckpt.load_checkpoint(tmp_path / "split" / "checkpoints" / "ckpt_00000004.pt")
+    assert state["data_position"] == [1, 2]
+    rest, _ = resolve_config(tiny_config(tmp_path / "split", **over))
+    train(rest, dataset=ClipSet(n=8))
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "schedule.steps: 4 -> 6" in out  # a changed config is reported
+    want, got = logged_losses(tmp_path / "full"), logged_losses(tmp_path / "split")
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]
+    assert got == pytest.approx(want, abs=1e-6)
 
 
 # ---- export and CLI -------------------------------------------------------------------------------------

@@ -196,7 +196,7 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
     device = dist.setup(cfg.device, cfg.dist.backend)
     rank, world, main = dist.rank(), dist.world_size(), dist.is_main()
     ckpt.set_seed(cfg.seed + rank)
-    _, model_cfg = resolve_config(to_dict(cfg))
+    cfg, model_cfg = resolve_config(to_dict(cfg))  # also fills the model section with its defaults
     raw: nn.Module = METHODS[cfg.method](model_cfg).to(device)
     o, s = cfg.optim, cfg.schedule
     optimizer = build_optimizer(raw, o.name, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum,
@@ -225,6 +225,9 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
                     total=s.steps, initial=step)
     if found is not None:
         log.print(f"resumed from {found[0]} at step {step} (epoch {epoch}, batch {start})")
+        changed = _changed(found[1]["config"], to_dict(cfg))
+        if changed:
+            log.print("config differs from the checkpoint's: " + ", ".join(changed))
     data = _batches(data_set, seed=cfg.seed, local_batch=cfg.data.batch_size // world, workers=cfg.data.workers,
                     pin=device.type == "cuda", epoch=epoch, start=start, log=log)
     if rng is not None:  # last: building the model and the data must not move the restored generators
@@ -252,7 +255,7 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
                         loss, metrics = model(_to_device(batch, device))
                     losses.append(float(dist.all_reduce_mean(loss.detach().float()).item()))
                     if not math.isfinite(losses[-1]):
-                        raise NonFiniteLoss(f"loss is {losses[-1]} at step {step} (epoch {epoch}); stopping, "
+                        raise NonFiniteLoss(f"loss is {losses[-1]} at step {step + 1} (epoch {epoch}); stopping, "
                                             f"the last good checkpoint in {ckpt_dir} is kept")
                     scaler.scale(loss / o.accum_steps).backward()
             if o.clip_grad > 0:
@@ -281,6 +284,14 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
     finally:
         log.close()
     return result
+
+
+def _changed(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts, as ``key: old -> new``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [c for k in keys for c in _changed(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new or prefix == "ckpt.resume." else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
 
 
 def _find_resume(cfg: RunConfig, ckpt_dir: Path) -> tuple[Path, dict[str, Any]] | None:
