@@ -18,6 +18,7 @@ COMMANDS: list[tuple[tuple[str, ...], str]] = [
     (("eval", "davis-score"), "vidssl.eval.davis_metrics"),
     (("eval", "davis"), "vidssl.eval.davis"),
     (("eval", "jhmdb"), "vidssl.eval.jhmdb"),
+    (("eval", "vip"), "vidssl.eval.vip"),
     (("eval", "knn"), "vidssl.eval.probes"),
 ]
 
