@@ -46,7 +46,7 @@ class Tiny(nn.Module):
     def __init__(self, cfg: TinyConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone = ResNet(18)
+        self.backbone = ResNet(18, strides=(1, 2, 2), num_layers=3)  # no layer4: 4x smaller checkpoints
         for name, p in self.backbone.named_parameters():
             p.requires_grad = name.startswith(("conv1", "bn1"))
         self.head = nn.Linear(64, 4)
@@ -293,7 +293,7 @@ def test_loop_writes_run_dir_checkpoints_and_tensorboard(
     assert records[0]["lr"] == pytest.approx(lr_at(1, 0.05, name="cosine", steps=6, warmup_steps=2))
     assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == [f"ckpt_0000000{s}.pt" for s in (2, 4, 6)]
     state = ckpt.load_checkpoint(run / "checkpoints" / "ckpt_00000006.pt")
-    assert state["step"] == 6 and state["backbone"]["depth"] == 18 and state["config"]["method"] == "tiny"
+    assert state["step"] == 6 and state["backbone"]["num_layers"] == 3 and state["config"]["method"] == "tiny"
     # 10 samples, batch 4 -> 2 batches per epoch; 6 steps end exactly at the end of epoch 2
     assert state["data_position"] == [2, 2] and data.epochs == [0, 1, 2]
     out = capsys.readouterr().out
@@ -308,6 +308,20 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny: type[Tiny], 
     assert names == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
     state = ckpt.load_checkpoint(tmp_path / "checkpoints" / names[-1])
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_non_finite_weights_are_never_checkpointed(tiny: type[Tiny], tmp_path: Path) -> None:
+    class Poisoned(Tiny):
+        def after_step(self, step: int) -> None:
+            super().after_step(step)
+            if step == 2:  # the loss of step 3 was finite, the weights after it are not
+                self.target.bias.data.fill_(float("inf"))
+
+    METHODS["tiny"] = Poisoned
+    cfg, _ = resolve_config(tiny_config(tmp_path, **{"ckpt.every": 1, "ckpt.keep": 0}))
+    with pytest.raises(NonFiniteLoss, match=r"target\.bias is not finite after step 3"):
+        train(cfg, dataset=ClipSet())
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")] == ["ckpt_00000001.pt", "ckpt_00000002.pt"]
 
 
 def test_gradient_accumulation_matches_one_big_batch(tiny: type[Tiny], tmp_path: Path) -> None:
@@ -369,7 +383,8 @@ def test_export_loads_into_torchvision_strict(tiny: type[Tiny], tmp_path: Path) 
     net.load_state_dict(torch.load(tmp_path / "enc.pth", weights_only=True), strict=True)
     trained = ckpt.load_checkpoint(ck)["encoder"]
     assert torch.equal(net.conv1.weight, trained["conv1.weight"])
-    assert torch.equal(net.layer4[1].conv2.weight, trained["layer4.1.conv2.weight"])
+    assert torch.equal(net.layer3[1].conv2.weight, trained["layer3.1.conv2.weight"])
+    assert "layer4.0.conv1.weight" not in trained  # torchvision's layer4 comes from a seeded initialisation
     assert cli.main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x.pth")]) == 1
 
 
