@@ -26,6 +26,8 @@ TINY: dict[str, dict[str, Any]] = {
     "mast": dict(crop_size=32, radius=2),
     "mast_stage2": dict(crop_size=32, radius=2, long_term=(0, 2), short_term=(3, 1), target_offset=8, roi_after=3,
                         search_radius=2),
+    # 8x8 stride-4 features, 5x5 windows, a triplet
+    "corrflow": dict(crop_size=32, window=5),
 }
 
 VIDEO_FRAMES = 12  # length of the tiny source videos the sampler draws from

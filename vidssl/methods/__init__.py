@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vidssl.methods.corrflow import CorrFlow
 from vidssl.methods.crw import CRW
 from vidssl.methods.mast import MAST, MASTStage2
 from vidssl.methods.moco import MoCo
@@ -24,4 +25,5 @@ METHODS: dict[str, Any] = {
     "crw": CRW,
     "mast": MAST,
     "mast_stage2": MASTStage2,
+    "corrflow": CorrFlow,
 }
