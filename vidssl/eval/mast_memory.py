@@ -279,8 +279,14 @@ def mast_propagate(
 
     ``encode_frame(t)`` gives frame t's ``(C, h, w)`` features; ``first_mask`` is the ``(H, W)`` long label map
     of frame 0. Yields ``(H, W)`` long label maps for frames 0 .. num_frames - 1 (frame 0: ``first_mask``):
-    the copy at feature resolution, bilinearly upsampled, arg-max (``benchmark.py``). Labels enter the memory
-    read at every ``stride``-th pixel, one-hot. Only the frames some later target references are kept.
+    the copy at feature resolution, bilinearly upsampled, arg-max (``benchmark.py``). Only the frames some later
+    target references are kept (features and hard labels).
+
+    The memory's labels are one-hot, as the authors', but taken differently: frame 0's at the pixel nearest
+    each cell's centre, a prediction's as the arg-max of its copy per cell. The code reads every 4th pixel
+    (``[::4]``) of the upsampled arg-max map; under ``align_corners=False`` upsampling that pixel mixes in the
+    cells above and to the left, so a convex object's top-left corner cell is lost every frame and hard labels
+    erode along the top edge (a 6x6 square moving 1 cell per frame loses its corner in the first frame).
     """
     if first_mask.dim() != 2:
         raise ValueError(f"mast_propagate: first_mask must be (H, W), got {tuple(first_mask.shape)}")
@@ -290,7 +296,7 @@ def mast_propagate(
     memory: dict[int, tuple[Tensor, Tensor]] = {}  # frame -> (features (C, h, w), labels (h, w) long)
     feat0 = encode_frame(0).float()
     h, w = feat0.shape[-2:]
-    lab0 = first_mask.to(feat0.device)[::stride, ::stride]
+    lab0 = first_mask.to(feat0.device)[stride // 2::stride, stride // 2::stride]  # the pixel nearest each cell's centre
     if lab0.shape != (h, w):
         raise ValueError(f"mast_propagate: mask {size} at stride {stride} gives {tuple(lab0.shape)}, features "
                          f"are {h}x{w}")
@@ -310,9 +316,8 @@ def mast_propagate(
                 offset = roi_offsets(feat[None], f_r[None], dil, cfg.search_radius, scale)
             refs.append((f_r[None], onehot, offset))
         soft = memory_copy(feat[None], refs, cfg.radius, scale, cfg.tile)  # (1, K, h, w)
-        labels = F.interpolate(soft, size=size, mode="bilinear", align_corners=False)[0].argmax(0)
-        yield labels
-        memory[t] = (feat, labels[::stride, ::stride])
+        yield F.interpolate(soft, size=size, mode="bilinear", align_corners=False)[0].argmax(0)
+        memory[t] = (feat, soft[0].argmax(0))  # hard labels, at feature resolution
         # a later target u > t references long-term frames and frames >= u - max(short_term)
         for old in [x for x in memory if x not in cfg.long_term and x < t + 1 - max(cfg.short_term)]:
             del memory[old]

@@ -1,0 +1,214 @@
+"""MAST: the copy maths against dense references, channel dropout, stage 2's layout, the evaluation memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vidssl.eval.mast_memory import (
+    MastMemoryConfig,
+    mast_propagate,
+    mast_references,
+    memory_copy,
+    roi_dilation,
+    roi_offsets,
+)
+from vidssl.methods.mast import (
+    MAST,
+    MASTConfig,
+    MASTStage2,
+    MASTStage2Config,
+    drop_ab_channel,
+    local_affinity_copy,
+    memory_tuple,
+)
+
+
+def dense_copy(feat_t: torch.Tensor, refs: list[tuple[torch.Tensor, torch.Tensor]], radius: int,
+               scale: float) -> torch.Tensor:
+    """Reference: the dense (hw x hw) affinity per reference, masked to |dy|, |dx| <= R, one joint softmax."""
+    b, _, h, w = feat_t.shape
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    pos = torch.stack([yy.flatten(), xx.flatten()], 1)  # (hw, 2)
+    near = ((pos[:, None] - pos[None]).abs() <= radius).all(-1)  # (hw target, hw reference)
+    logits, values = [], []
+    for f, v in refs:
+        a = torch.einsum("bci,bcj->bij", feat_t.flatten(2), f.flatten(2)) * scale
+        logits.append(a.masked_fill(~near, float("-inf")))
+        values.append(v.flatten(2))  # (B, V, hw)
+    p = F.softmax(torch.cat(logits, 2), dim=2)  # (B, hw, refs * hw)
+    return torch.einsum("bij,bvj->bvi", p, torch.cat(values, 2)).view(b, -1, h, w)
+
+
+def distinct_features(h: int, w: int, sharp: float = 10.0) -> torch.Tensor:
+    """One-hot per position, scaled: ``(1, h*w, h, w)``; a position matches only itself."""
+    return sharp * torch.eye(h * w).view(h * w, h, w)[None]
+
+
+def test_copy_reconstructs_values_when_reference_is_target() -> None:
+    h, w, s = 6, 7, 4
+    feat = distinct_features(h, w)
+    values = torch.randn(1, 2, h * s, w * s)
+    out = local_affinity_copy(feat, feat, values, radius=3, scale=1.0)  # logits 100 on the diagonal, 0 elsewhere
+    torch.testing.assert_close(out, values[:, :, ::s, ::s], atol=1e-6, rtol=0)
+    # softer affinities blend neighbours: the error grows as the sharpness falls
+    soft = local_affinity_copy(feat, feat, values, radius=3, scale=0.02)
+    assert (soft - values[:, :, ::s, ::s]).abs().max() > 0.1
+
+
+def test_local_affinity_matches_dense_reference_in_window() -> None:
+    g = torch.Generator().manual_seed(0)
+    feat_t, feat_r = torch.randn(2, 2, 8, 9, 11, generator=g)
+    values = torch.randn(2, 3, 9, 11, generator=g)
+    for radius in (1, 3, 12):
+        got = local_affinity_copy(feat_t, feat_r, values, radius)
+        want = dense_copy(feat_t, [(feat_r, values)], radius, 8 ** -0.5)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_memory_copy_joint_softmax_and_bands() -> None:
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(4, 1, 6, 10, 9, generator=g)
+    values = torch.randn(3, 1, 2, 10, 9, generator=g)
+    refs = [(feats[i], values[i]) for i in range(3)]
+    want = dense_copy(feats[3], refs, 2, 0.3)
+    for tile in (None, 1, 3, 100):  # the bands change memory, not the result
+        got = memory_copy(feats[3], [(f, v, None) for f, v in refs], 2, 0.3, tile=tile)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # a zero ROI offset is the local window read bilinearly at whole cells: the same copy
+    zero = torch.zeros(1, 2, 10, 9)
+    got = memory_copy(feats[3], [(f, v, zero) for f, v in refs], 2, 0.3, tile=4)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_drop_ab_channel_zeroes_one_chroma_channel_in_every_frame() -> None:
+    lab = torch.randn(4, 3, 3, 5, 5) + 2.0  # no zeros by chance
+    channel = torch.tensor([1, 2, 2, 1])
+    out = drop_ab_channel(lab, channel)
+    for b, ch in enumerate(channel.tolist()):
+        assert torch.equal(out[b, ch], torch.zeros(3, 5, 5))  # every frame of the sample
+        kept = [c for c in range(3) if c != ch]
+        torch.testing.assert_close(out[b, kept], lab[b, kept] * 1.5)
+    with pytest.raises(ValueError, match="channel"):
+        drop_ab_channel(lab, torch.tensor([0, 1, 2, 1]))
+
+
+def test_stage1_forward_target_is_the_dropped_channel() -> None:
+    torch.manual_seed(0)
+    model = MAST(MASTConfig(crop_size=32, radius=2))
+    video = torch.randint(0, 256, (2, 3, 2, 40, 40), dtype=torch.uint8)
+    loss, metrics = model({"video": video})
+    assert loss.dim() == 0 and torch.isfinite(loss) and float(metrics["l1"]) > 0
+    idx = model.sampler()(100, np.random.default_rng(0))
+    assert idx.shape == (2,) and idx[1] - idx[0] in (2, 5, 8)
+    with pytest.raises(ValueError, match="reference and a target"):
+        model({"video": video[:, :, :1]})
+    with pytest.raises(ValueError, match="gaps"):
+        MASTConfig(gaps=(2, 5), gap_probs=(1.0,))
+
+
+def test_stage2_sampler_layout_and_memory_shapes() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        idx = memory_tuple(100, rng)
+        start = idx[0]
+        assert idx.tolist() == [start + o for o in (0, 5, 15, 17, 19, 20)]  # {0, 5}, t-5, t-3, t-1, target t
+    assert memory_tuple(8, rng, target_offset=20).max() == 7  # short video: the default "repeat" policy
+    with pytest.raises(ValueError, match="must increase"):
+        memory_tuple(100, rng, long_term=(0, 5), short_term=(16, 1), target_offset=20)
+    torch.manual_seed(0)
+    cfg = MASTStage2Config(crop_size=32, radius=2, long_term=(0, 2), short_term=(3, 1), target_offset=8,
+                           roi_after=3, search_radius=2)
+    model = MASTStage2(cfg)
+    assert model.reference_distances() == [8, 6, 3, 1]  # frames 0 and 2 use the ROI (more than 3 back)
+    idx = model.sampler()(12, rng)
+    assert idx.shape == (5,) and (idx - idx[0]).tolist() == [0, 2, 5, 7, 8]
+    feats = torch.randn(2, 5, 16, 8, 8)
+    assert model.copy(feats, torch.randn(2, 1, 5, 32, 32)).shape == (2, 1, 8, 8)
+    with pytest.raises(ValueError, match="frames"):
+        model.copy(feats[:, :3], torch.randn(2, 1, 3, 32, 32))
+
+
+def test_stage2_init_from_stage1_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    stage1 = MAST(MASTConfig(crop_size=32))
+    path = tmp_path / "step.pt"
+    torch.save({"model": stage1.state_dict(), "step": 1}, path)
+    torch.manual_seed(1)
+    stage2 = MASTStage2(MASTStage2Config(init_from=str(path)))
+    for (n, a), b in zip(stage1.backbone.state_dict().items(), stage2.backbone.state_dict().values(), strict=True):
+        assert torch.equal(a, b), n
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        MASTStage2(MASTStage2Config(init_from=str(tmp_path / "missing.pt")))
+
+
+def test_mast_references_every_target() -> None:
+    # benchmark.py (--ref 0), predicting frame i + 1:
+    # sorted(set([x for x in [0, 5] if x <= i] + [x for x in range(i, i - 6, -2) if x > 0]))
+    def authors(t: int) -> list[int]:
+        i = t - 1
+        return sorted({x for x in (0, 5) if x <= i} | {x for x in range(i, i - 6, -2) if x > 0})
+
+    expected = {1: [0], 2: [0, 1], 3: [0, 2], 4: [0, 1, 3], 5: [0, 2, 4], 6: [0, 1, 3, 5], 7: [0, 2, 4, 5, 6],
+                8: [0, 3, 5, 7], 9: [0, 4, 5, 6, 8], 10: [0, 5, 7, 9], 30: [0, 5, 25, 27, 29]}
+    for t, refs in expected.items():
+        assert mast_references(t) == refs == authors(t), t
+    for t in range(1, 60):
+        assert mast_references(t) == authors(t)
+    with pytest.raises(ValueError):
+        mast_references(0)
+    assert [roi_dilation(d) for d in (16, 29, 30, 44, 45, 200)] == [2, 2, 3, 3, 4, 4]
+
+
+def test_roi_search_finds_a_displaced_patch() -> None:
+    g = torch.Generator().manual_seed(0)
+    h, w, dy, dx = 40, 40, 12, -10  # beyond any local window, inside the coarse reach 12 * 2
+    big = F.normalize(torch.randn(1, 32, h + 2 * 24, w + 2 * 24, generator=g), dim=1) * 6.0
+    feat_t = big[:, :, 24:24 + h, 24:24 + w]
+    feat_r = big[:, :, 24 - dy:24 - dy + h, 24 - dx:24 - dx + w]  # content at p in t is at p + (dy, dx) in r
+    offset = roi_offsets(feat_t, feat_r, dilation=2, search_radius=12, scale=1.0)  # (1, 2, h, w): (dx, dy)
+    centre = offset[0, :, 12:28, 12:28]
+    torch.testing.assert_close(centre[0], torch.full_like(centre[0], float(dx)), atol=0.05, rtol=0)
+    torch.testing.assert_close(centre[1], torch.full_like(centre[1], float(dy)), atol=0.05, rtol=0)
+    # the fine window around the ROI copies the displaced values; a local window (radius 3) cannot
+    values = torch.randn(1, 1, h, w, generator=g)
+    roi = memory_copy(feat_t, [(feat_r, values, offset)], radius=3, scale=1.0, tile=8)
+    want = values[0, 0, 12 + dy:28 + dy, 12 + dx:28 + dx]
+    torch.testing.assert_close(roi[0, 0, 12:28, 12:28], want, atol=5e-3, rtol=0)
+    local = memory_copy(feat_t, [(feat_r, values, None)], radius=3, scale=1.0)
+    assert (local[0, 0, 12:28, 12:28] - want).abs().max() > 0.5
+
+
+@pytest.mark.slow
+def test_mast_propagate_tracks_a_moving_object_frame_by_frame() -> None:
+    """A 6x6 object moving 1 cell per frame over a flat background: its labels follow it for 20 frames (frame 0
+    enters the memory through the ROI once it is 16 frames back); every frame is encoded exactly once."""
+    h, w, s, n, size = 12, 32, 4, 20, 6
+    c = size * size + 1  # one channel per object cell, one for the background
+
+    def scene(t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = torch.zeros(c, h, w)
+        feats[-1] = 1.0
+        mask = torch.zeros(h, w, dtype=torch.long)
+        x0 = 2 + t
+        feats[:, 3:3 + size, x0:x0 + size] = torch.eye(c)[:-1].T.reshape(c, size, size)
+        mask[3:3 + size, x0:x0 + size] = 1
+        return feats, mask
+
+    encoded: list[int] = []
+
+    def encode(t: int) -> torch.Tensor:
+        encoded.append(t)
+        return scene(t)[0]
+
+    first = scene(0)[1].repeat_interleave(s, 0).repeat_interleave(s, 1)  # (H, W)
+    cfg = MastMemoryConfig(radius=6, temperature=0.05, tile=6)
+    maps = list(mast_propagate(encode, first, n, s, cfg))
+    assert encoded == list(range(n))
+    for t, labels in enumerate(maps):
+        assert labels.shape == (h * s, w * s)
+        assert torch.equal(labels[s // 2::s, s // 2::s], scene(t)[1]), t  # read at the cells' centres
