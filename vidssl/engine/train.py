@@ -152,9 +152,11 @@ def _batches(
             raise ValueError(f"data: {len(dataset)} samples give no full batch of {local_batch} per process")
         # A private generator: worker seeds must not consume the global torch RNG, or a resumed run's
         # augmentations would differ from an uninterrupted run's.
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + dist.rank())
-        loader = DataLoader(dataset, batch_size=local_batch, sampler=idx[start * local_batch:n_batches * local_batch]
-                            .tolist(), num_workers=workers, pin_memory=pin, drop_last=True, generator=gen)
+        seq = np.random.SeedSequence([seed, epoch, dist.rank()])
+        gen = torch.Generator().manual_seed(int(seq.generate_state(1)[0]))
+        todo = idx[start * local_batch:n_batches * local_batch].tolist()  # resume mid-epoch: skip done batches
+        loader = DataLoader(dataset, batch_size=local_batch, sampler=todo, num_workers=workers, pin_memory=pin,
+                            drop_last=True, generator=gen)
         # Files skipped in this process, and (with workers) those reported in the items' "skipped" field.
         skipped: set[str] = set()
         for i, batch in enumerate(loader, start=start + 1):
@@ -309,8 +311,8 @@ def _save(cfg: RunConfig, raw: nn.Module, optimizer: torch.optim.Optimizer, scal
     named = [(n, t.detach()) for n, t in raw.state_dict().items() if t.is_floating_point()]
     # One fused norm per tensor: NaN or inf anywhere makes it non-finite (and it is ~1000x faster than
     # torch.isfinite(t).all() per tensor on CPU).
-    norms = torch._foreach_norm([t for _, t in named]) if named else []
-    bad = [n for (n, _), v in zip(named, norms, strict=True) if not math.isfinite(float(v))]
+    norms = torch.stack(torch._foreach_norm([t for _, t in named])).float().cpu().tolist() if named else []
+    bad = [n for (n, _), v in zip(named, norms, strict=True) if not math.isfinite(v)]
     if bad:
         raise NonFiniteLoss(f"{bad[0]} is not finite after step {step}; stopping without writing a checkpoint, "
                             f"the last good one in {ckpt_dir} is kept")
