@@ -416,7 +416,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="resize frames before encoding (CRW: 320 320); default native")
     parser.add_argument("--decode-topk", type=int, default=1, help="1: arg-max (default); 3: CRW's weighted top-3")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--vis", action="store_true", help="write keypoint overlays to OUT/vis/<clip>/")
     parser.add_argument("overrides", nargs="*", help="propagation key=value overrides (topk=5 radius=12 ...)")
 
