@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from vidssl.eval.davis import run
+from vidssl.eval.davis_io import davis_palette, read_indexed_png, write_indexed_png
 from vidssl.eval.mast_memory import (
     MastMemoryConfig,
     mast_propagate,
@@ -212,3 +216,31 @@ def test_mast_propagate_tracks_a_moving_object_frame_by_frame() -> None:
     for t, labels in enumerate(maps):
         assert labels.shape == (h * s, w * s)
         assert torch.equal(labels[s // 2::s, s // 2::s], scene(t)[1]), t  # read at the cells' centres
+
+
+def test_eval_davis_mast_mode_end_to_end(tmp_path: Path) -> None:
+    """``vidssl eval davis --config configs/eval/mast.yaml``: a tiny DAVIS folder, a random Lab encoder; the
+    predictions are written at the ground-truth size and scored (frame 0 is the ground truth itself)."""
+    root, seq, n = tmp_path / "davis", "square", 4
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text(f"{seq}\n")
+    rng = np.random.default_rng(0)
+    for t in range(n):
+        image = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        mask = np.zeros((40, 48), dtype=np.uint8)
+        mask[10:26, 8 + t:24 + t] = 1
+        (root / "JPEGImages" / "480p" / seq).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / "JPEGImages" / "480p" / seq / f"{t:05d}.jpg")
+        write_indexed_png(root / "Annotations" / "480p" / seq / f"{t:05d}.png", mask, davis_palette())
+    out = tmp_path / "out"
+    args = argparse.Namespace(
+        davis_root=root, out=out, encoder="random", backbone="resnet18_s8_l3",
+        config=Path(__file__).resolve().parents[1] / "configs" / "eval" / "mast.yaml", overrides=["radius=3", "tile=4"],
+        sequences=None, resolution="480p", overlays=False, overlay_video=False, device="cpu", seed=0,
+    )
+    assert run(args) == 0
+    first = read_indexed_png(out / seq / "00000.png")
+    assert np.array_equal(first, read_indexed_png(root / "Annotations" / "480p" / seq / "00000.png"))
+    for t in range(n):
+        assert read_indexed_png(out / seq / f"{t:05d}.png").shape == (40, 48)
+    assert (out / "propagation.yaml").read_text().startswith("mode: mast")

@@ -34,8 +34,18 @@ from vidssl.data.augment import mast_normalize_lab, rgb_to_lab
 from vidssl.engine.config import ConfigError, from_dict, read_yaml
 
 __all__ = [
-    "MastMemoryConfig", "build_lab_encoder", "is_mast_config", "mast_propagate", "mast_references",
-    "memory_copy", "roi_dilation", "roi_offsets", "window_logits", "window_values",
+    "MastMemoryConfig",
+    "build_lab_encoder",
+    "is_mast_config",
+    "load_mast_config",
+    "mast_propagate",
+    "mast_references",
+    "memory_copy",
+    "propagate_frames",
+    "roi_dilation",
+    "roi_offsets",
+    "window_logits",
+    "window_values",
 ]
 
 Rows = tuple[int, int]
@@ -323,6 +333,31 @@ def mast_propagate(
             del memory[old]
 
 
+def propagate_frames(
+    encoder: Any, frames: Sequence[Path], first_mask: np.ndarray, cfg: MastMemoryConfig,
+    read_frame: Callable[[Path], np.ndarray],
+) -> Iterator[np.ndarray]:
+    """``vidssl eval davis``'s ``mode: mast``: yield each frame's ``(H, W)`` uint8 label map (frame 0: the mask).
+
+    ``encoder`` is a ``FrameEncoder`` (:func:`build_lab_encoder`); ``read_frame(path)`` gives ``(H, W, 3)``
+    uint8 RGB. Frames are read and encoded once each, in order.
+    """
+    size = first_mask.shape[:2]
+    if encoder.encode is None:  # the identity baseline: copy the first mask
+        yield from (first_mask for _ in frames)
+        return
+
+    def encode(t: int) -> Tensor:
+        image = read_frame(frames[t])
+        if image.shape[:2] != size:
+            raise ValueError(f"{frames[t]}: frame is {image.shape[1]}x{image.shape[0]}, the mask {size[1]}x{size[0]}")
+        return encoder.encode(image)
+
+    mask = torch.from_numpy(first_mask.astype(np.int64))
+    for labels in mast_propagate(encode, mask, len(frames), encoder.stride, cfg):
+        yield labels.to("cpu", torch.uint8).numpy()
+
+
 def lab_encoder(backbone: torch.nn.Module, stride: int, device: torch.device | str) -> Callable[[np.ndarray], Tensor]:
     """A MAST backbone (eval mode) on normalised Lab at native resolution: ``(H, W, 3)`` uint8 RGB -> ``(C, h, w)``."""
     device = torch.device(device)
@@ -332,7 +367,7 @@ def lab_encoder(backbone: torch.nn.Module, stride: int, device: torch.device | s
     def encode(frame: np.ndarray) -> Tensor:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {frame.shape} {frame.dtype}")
-        x = torch.from_numpy(frame).to(device).permute(2, 0, 1)[None].float().div_(255)
+        x = torch.tensor(frame, device=device).permute(2, 0, 1)[None].float().div_(255)  # copies (read-only frames)
         return backbone.forward_features(mast_normalize_lab(rgb_to_lab(x)))[0].float()  # type: ignore[operator]
 
     return encode
