@@ -25,9 +25,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from vidssl.engine.config import ConfigError, load_config, save_config
+from vidssl.eval import mast_memory
 from vidssl.eval.davis_io import LabelFileError, davis_palette, read_indexed_png, write_indexed_png
 from vidssl.eval.davis_metrics import DavisResult, evaluate_davis, format_table, read_sequence_list, write_csvs
 from vidssl.eval.encoders import DEFAULT_BACKBONE, FrameEncoder, build_encoder
+from vidssl.eval.mast_memory import MastMemoryConfig
 from vidssl.eval.propagation import (
     PropagationConfig,
     label_to_feature_res,
@@ -71,9 +73,12 @@ def sequence_files(davis_root: Path, sequence: str, resolution: str = "480p") ->
 
 
 def propagate_video(
-    encoder: FrameEncoder, frames: Sequence[Path], first_mask: np.ndarray, cfg: PropagationConfig
+    encoder: FrameEncoder, frames: Sequence[Path], first_mask: np.ndarray, cfg: PropagationConfig | MastMemoryConfig
 ) -> Iterator[np.ndarray]:
     """Yield the ``(H, W)`` uint8 label map of every frame (frame 0: ``first_mask`` itself), streaming."""
+    if isinstance(cfg, MastMemoryConfig):  # `mode: mast`: MAST's memory, vidssl/eval/mast_memory.py
+        yield from mast_memory.propagate_frames(encoder, frames, first_mask, cfg, read_frame)
+        return
     size = (int(first_mask.shape[0]), int(first_mask.shape[1]))
     yield first_mask
     if encoder.encode is None:  # the identity baseline: copy the first mask
@@ -137,7 +142,7 @@ def evaluate_encoder(
     encoder: FrameEncoder,
     davis_root: str | Path,
     out_dir: str | Path,
-    cfg: PropagationConfig | None = None,
+    cfg: PropagationConfig | MastMemoryConfig | None = None,
     sequences: Sequence[str] | None = None,
     *,
     resolution: str = "480p",
@@ -218,8 +223,13 @@ def _resolve_config(path: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
-        cfg = load_config(PropagationConfig, _resolve_config(args.config), args.overrides)
-        encoder = build_encoder(args.encoder, args.device, args.backbone, args.seed)
+        cfg: PropagationConfig | MastMemoryConfig
+        if mast_memory.is_mast_config(_resolve_config(args.config)):  # `mode: mast`: MAST's memory on Lab input
+            cfg = mast_memory.load_mast_config(_resolve_config(args.config), args.overrides)
+            encoder = mast_memory.build_lab_encoder(args.encoder, args.device, args.seed)
+        else:
+            cfg = load_config(PropagationConfig, _resolve_config(args.config), args.overrides)
+            encoder = build_encoder(args.encoder, args.device, args.backbone, args.seed)
         result = evaluate_encoder(
             encoder, args.davis_root, args.out, cfg, args.sequences, resolution=args.resolution,
             overlays=args.overlays, overlay_video=args.overlay_video,
