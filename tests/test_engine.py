@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from vidssl import cli
 from vidssl.engine import checkpoint as ckpt
+from vidssl.engine import train as train_module
 from vidssl.engine.config import ConfigError, to_dict
 from vidssl.engine.optim import LARS, build_optimizer, lr_at, param_groups
 from vidssl.engine.train import NonFiniteLoss, epoch_indices, resolve_config, train
@@ -191,7 +192,9 @@ def test_param_groups_skip_frozen_and_split_norm_bias() -> None:
 
 # ---- configs --------------------------------------------------------------------------------------------
 
-def test_config_errors_name_key_and_nearest(tiny: type[Tiny], tmp_path: Path) -> None:
+def test_config_errors_name_key_and_nearest(
+    tiny: type[Tiny], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(ConfigError, match=r"'optim\.lrr'.*'lr'"):
         resolve_config(tiny_config(tmp_path, **{"optim.lrr": 0.1}))
     with pytest.raises(ConfigError, match=r"'model\.nosie'.*'noise'"):
@@ -204,6 +207,16 @@ def test_config_errors_name_key_and_nearest(tiny: type[Tiny], tmp_path: Path) ->
         resolve_config(tiny_config(tmp_path, **{"optim.name": "lamb"}))
     with pytest.raises(ConfigError, match=r"data\.batch_size: must be at least 1"):
         resolve_config(tiny_config(tmp_path, **{"data.batch_size": 0}))
+    @dataclass
+    class Checked(TinyConfig):
+        def __post_init__(self) -> None:
+            if self.ema >= 1:
+                raise ValueError(f"tiny: ema must be below 1, got {self.ema}")
+
+    monkeypatch.setattr(Tiny, "Config", Checked)
+    with pytest.raises(ConfigError, match=r"model: tiny: ema must be below 1, got 2\.0"):
+        resolve_config(tiny_config(tmp_path, **{"model.ema": 2}))
+    monkeypatch.setattr(Tiny, "Config", TinyConfig)
     cfg, model_cfg = resolve_config(tiny_config(tmp_path))
     assert cfg.model == {"noise": 0.1, "nan_at": -1, "ema": 0.9} and model_cfg == TinyConfig()
 
@@ -398,9 +411,14 @@ def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "KEY=VALUE" in capsys.readouterr().out
 
 
-def test_cli_train_reports_config_errors(tiny: type[Tiny], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_train_reports_config_and_data_errors(
+    tiny: type[Tiny], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(train_module, "build_dataset_for", lambda cfg, method: ClipSet())
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(tiny_config(tmp_path / "run")))
     assert cli.main(["train", "--config", str(path), "optim.momentun=0.5"]) == 2
     assert "did you mean 'momentum'" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "run")
+    assert cli.main(["train", "--config", str(path), "data.batch_size=64"]) == 1  # 24 clips: no full batch
+    assert "fewer than one batch of 64" in capsys.readouterr().err

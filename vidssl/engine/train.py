@@ -112,7 +112,12 @@ def resolve_config(data: dict[str, Any]) -> tuple[RunConfig, Any]:
     cfg = from_dict(RunConfig, data)
     if cfg.method not in METHODS:
         raise ConfigError(f"method: unknown method {cfg.method!r}{_nearest(cfg.method, list(METHODS))}")
-    model_cfg = from_dict(METHODS[cfg.method].Config, cfg.model, "model")
+    try:
+        model_cfg = from_dict(METHODS[cfg.method].Config, cfg.model, "model")
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # a method Config's own checks (__post_init__)
+        raise ConfigError(f"model: {exc}") from exc
     positive = {"data.batch_size": cfg.data.batch_size, "optim.accum_steps": cfg.optim.accum_steps,
                 "schedule.steps": cfg.schedule.steps, "log.every": cfg.log.every, "ckpt.every": cfg.ckpt.every}
     for key, value in positive.items():
@@ -149,7 +154,8 @@ def _batches(
         idx = epoch_indices(len(dataset), seed=seed, epoch=epoch, rank=dist.rank(), world=dist.world_size())
         n_batches = len(idx) // local_batch
         if n_batches == 0:
-            raise ValueError(f"data: {len(dataset)} samples give no full batch of {local_batch} per process")
+            raise ValueError(f"data: the dataset has {len(dataset)} samples, fewer than one batch of {local_batch} "
+                             f"per process (of {dist.world_size()}); lower data.batch_size or add data")
         # A private generator: worker seeds must not consume the global torch RNG, or a resumed run's
         # augmentations would differ from an uninterrupted run's.
         seq = np.random.SeedSequence([seed, epoch, dist.rank()])
@@ -339,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
         result = train(cfg)
         if dist.is_main():
             print(f"done: {result.step} steps, last loss {result.last_loss:.6g}, run directory {result.out_dir}")
-    except (ConfigError, NonFiniteLoss, ckpt.CheckpointError) as exc:
+    except (ConfigError, NonFiniteLoss, ckpt.CheckpointError, ValueError) as exc:  # a message, no traceback
         print(f"vidssl train: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     finally:
