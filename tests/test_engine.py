@@ -385,6 +385,21 @@ def test_resume_at_an_epoch_boundary_continues_exactly(
     assert got == pytest.approx(want, abs=1e-6)
 
 
+def test_bf16_autocast_on_cpu_by_option(tiny: type[Tiny], tmp_path: Path) -> None:
+    seen: list[torch.dtype] = []
+
+    class Spy(Tiny):
+        def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+            seen.append(self.backbone.conv1(batch["video"][:, :, 0].float()).dtype)
+            return super().forward(batch)
+
+    METHODS["tiny"] = Spy
+    for amp in (True, False):
+        cfg, _ = resolve_config(tiny_config(tmp_path / str(amp), **{"optim.amp": amp, "schedule.steps": 1}))
+        assert math.isfinite(train(cfg, dataset=ClipSet(n=4)).last_loss)
+    assert seen == [torch.bfloat16, torch.float32]
+
+
 # ---- export and CLI -------------------------------------------------------------------------------------
 
 def test_export_loads_into_torchvision_strict(tiny: type[Tiny], tmp_path: Path) -> None:
