@@ -45,7 +45,8 @@ class MoCoConfig:
     queue_size: int = 65536  # K; 4096 for CIFAR (PROTOCOLS.md section 3)
     momentum: float = 0.999  # m of the key encoder's EMA; 0.99 for CIFAR
     temperature: float | None = None  # None: the paper's value for the version (v1 0.07, v2 0.2)
-    bn: Literal["shuffle", "split", "none"] = "shuffle"  # shuffle-BN across processes, split BN on one device
+    # shuffle-BN across processes (on one process only a local permutation: use split there), split BN, or plain
+    bn: Literal["shuffle", "split", "none"] = "shuffle"
     num_splits: int = 8  # sub-batches of split BN (the MoCo CIFAR demo uses 8)
     input: Literal["video", "images"] = "video"
     max_gap: int = 30  # largest frame distance of a video positive pair (about one second at 30 fps)
@@ -85,12 +86,13 @@ class SplitBatchNorm(nn.BatchNorm2d):
         s = self.num_splits
         if n % s:
             raise ValueError(f"SplitBatchNorm: batch of {n} does not divide into num_splits={s}")
-        xs = x.view(s, n // s, c, h * w)
+        xs = x.float().view(s, n // s, c, h * w)  # statistics in fp32 also under autocast, as cuDNN's BN
         mean = xs.mean(dim=(1, 3), keepdim=True)  # (S, 1, C, 1)
         var = xs.var(dim=(1, 3), unbiased=False, keepdim=True)
         y = ((xs - mean) * torch.rsqrt(var + self.eps)).view(n, c, h, w)
         if self.affine:
             y = y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
+        y = y.to(x.dtype)
         tracked = self.num_batches_tracked
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
