@@ -19,6 +19,7 @@ from vidssl.methods.corrflow import CorrFlow
 from vidssl.methods.crw import CRW
 from vidssl.methods.mast import MAST, MASTStage2
 from vidssl.methods.moco import MoCo
+from vidssl.methods.timecycle import TimeCycle
 
 METHODS: dict[str, Any] = {
     "moco": MoCo,
@@ -26,4 +27,5 @@ METHODS: dict[str, Any] = {
     "mast": MAST,
     "mast_stage2": MASTStage2,
     "corrflow": CorrFlow,
+    "timecycle": TimeCycle,
 }

@@ -195,15 +195,17 @@ def local_copy(
     t = temperature if temperature is not None else math.sqrt(c)
     fr = F.pad(feat_r, (r, r, r, r))
     lr = F.pad(labels_r, (r, r, r, r))
-    offsets = [(dy, dx) for dy in range(window) for dx in range(window)]
-    # one displacement at a time: never materialises the (B, C, P*P, h, w) unfolded features
-    logits = torch.stack([(feat_t * fr[:, :, dy:dy + h, dx:dx + w]).sum(1) for dy, dx in offsets], dim=1) / t
+    # one window row at a time: the row's P offsets are a strided view (unfold along W), so the full
+    # (B, C, P*P, h, w) unfolded features are never materialised, and there are P steps rather than P*P
+    rows = [torch.einsum("bchw,bchwp->bphw", feat_t, fr[:, :, dy:dy + h].unfold(3, window, 1)) for dy in range(window)]
+    logits = torch.cat(rows, dim=1) / t  # (B, P*P, h, w), offset index dy * P + dx
     inside = F.pad(torch.ones(1, 1, h, w, device=feat_t.device), (r, r, r, r))
-    inside = torch.stack([inside[0, 0, dy:dy + h, dx:dx + w] for dy, dx in offsets]).bool()  # (P*P, h, w)
-    attn = F.softmax(logits.masked_fill(~inside, torch.finfo(logits.dtype).min), dim=1)  # (B, P*P, h, w)
+    inside = torch.cat([inside[:, 0, dy:dy + h].unfold(2, window, 1).permute(0, 3, 1, 2) for dy in range(window)], 1)
+    attn = F.softmax(logits.masked_fill(inside == 0, torch.finfo(logits.dtype).min), dim=1)  # (B, P*P, h, w)
     out = labels_r.new_zeros(labels_r.shape)
-    for k, (dy, dx) in enumerate(offsets):
-        out = out + attn[:, k:k + 1] * lr[:, :, dy:dy + h, dx:dx + w]
+    for dy in range(window):
+        out = out + torch.einsum("bphw,bkhwp->bkhw", attn[:, dy * window:(dy + 1) * window],
+                                 lr[:, :, dy:dy + h].unfold(3, window, 1))
     return out
 
 
