@@ -14,6 +14,7 @@ from collections.abc import Sequence
 COMMANDS: list[tuple[tuple[str, ...], str]] = [
     (("data", "index"), "vidssl.data.index"),
     (("train",), "vidssl.engine.train"),
+    (("demo",), "vidssl.demo"),
     (("export",), "vidssl.engine.export"),
     (("eval", "davis-score"), "vidssl.eval.davis_metrics"),
     (("eval", "davis"), "vidssl.eval.davis"),
