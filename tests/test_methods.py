@@ -28,8 +28,8 @@ TINY: dict[str, dict[str, Any]] = {
                         search_radius=2),
     # 8x8 stride-4 features, 5x5 windows, a triplet
     "corrflow": dict(crop_size=32, window=5),
-    # the transform regressor's two 4x4 convolutions need a patch of 7 stride-8 cells: 56 px of a 168 px crop
-    "timecycle": dict(crop_size=168, patch_size=56),
+    # a 3x3-cell patch (24 px) of a 72 px crop; 2x2 regressor convolutions fit it (the recipe's 4x4 need 7 cells)
+    "timecycle": dict(crop_size=72, patch_size=24, regressor_kernel=2),
 }
 
 VIDEO_FRAMES = 12  # length of the tiny source videos the sampler draws from

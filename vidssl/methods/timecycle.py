@@ -75,6 +75,7 @@ class TimeCycleConfig:
     skip_weight: float = 0.1  # ``lamda`` on the skip-cycle loss
     inlier_weight: float = 1.0  # the inlier (feature-similarity) term
     transform: Literal["learned", "procrustes"] = "learned"
+    regressor_kernel: int = 4  # the code's 4x4 convolutions; smaller only for tiny test configurations
     input: Literal["video"] = "video"  # tracking needs frames: still images are not supported
 
     def __post_init__(self) -> None:
@@ -82,6 +83,8 @@ class TimeCycleConfig:
             raise ValueError("timecycle: clip_len, frame_gap and pred_distance must be >= 1")
         if not 0 < self.patch_size < self.crop_size:
             raise ValueError(f"timecycle: need 0 < patch_size < crop_size, got {self.patch_size}, {self.crop_size}")
+        if self.regressor_kernel < 1:
+            raise ValueError(f"timecycle: regressor_kernel must be >= 1, got {self.regressor_kernel}")
         if self.temperature <= 0 or self.motion_grid < 4 or self.motion_topk < 1:
             raise ValueError("timecycle: temperature must be > 0, motion_grid >= 4 and motion_topk >= 1")
         if self.input != "video":
@@ -228,17 +231,19 @@ def patch_theta(
 
 
 class TransformRegressor(nn.Module):
-    """The code's transform head: affinity ``(B, h*w, q, q)`` -> conv 4x4 (128) -> conv 4x4 (64) -> linear ->
-    ``(tx, ty, angle)`` -> ``theta`` ``(B, 2, 3)`` at a fixed ``scale``. Needs q >= 7."""
+    """The code's transform head: affinity ``(B, h*w, q, q)`` -> conv k x k (128) -> conv k x k (64) -> linear
+    -> ``(tx, ty, angle)`` -> ``theta`` ``(B, 2, 3)`` at a fixed ``scale``. The code's k = 4 needs q >= 7."""
 
-    def __init__(self, positions: int, q: int, scale: float) -> None:
+    def __init__(self, positions: int, q: int, scale: float, kernel: int = 4) -> None:
         super().__init__()
-        if q < 7:
-            raise ValueError(f"TransformRegressor: the patch must span at least 7 feature cells, got {q}")
+        out = q - 2 * (kernel - 1)  # two valid convolutions
+        if out < 1:
+            raise ValueError(f"TransformRegressor: a patch of {q} feature cells is too small for two {kernel}x{kernel} "
+                             f"convolutions (needs at least {2 * kernel - 1})")
         self.scale = scale
-        self.conv1 = nn.Conv2d(positions, 128, kernel_size=4, bias=False)
-        self.conv2 = nn.Conv2d(128, 64, kernel_size=4, bias=False)
-        self.fc = nn.Linear(64 * (q - 6) ** 2, 3)
+        self.conv1 = nn.Conv2d(positions, 128, kernel_size=kernel, bias=False)
+        self.conv2 = nn.Conv2d(128, 64, kernel_size=kernel, bias=False)
+        self.fc = nn.Linear(64 * out ** 2, 3)
         for conv in (self.conv1, self.conv2):  # the code's initialisation
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
         nn.init.normal_(self.fc.weight, 0, 0.01)  # starts near the centred, unrotated patch
@@ -274,9 +279,9 @@ class TimeCycle(nn.Module):
         self.scale = cfg.patch_size / cfg.crop_size
         self.h = _feature_size(cfg.crop_size, self.backbone.stride)
         self.q = _feature_size(cfg.patch_size, self.backbone.stride)
-        self.regressor: TransformRegressor | None = (
-            TransformRegressor(self.h * self.h, self.q, self.scale) if cfg.transform == "learned" else None
-        )
+        self.regressor: TransformRegressor | None = None  # procrustes: the closed-form fit, no parameters
+        if cfg.transform == "learned":
+            self.regressor = TransformRegressor(self.h * self.h, self.q, self.scale, cfg.regressor_kernel)
         # one crop and flip for the whole clip (the code's fixed crop offset and ``toflip``)
         self.augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, ratio=(1.0, 1.0), hflip=0.5)
 
