@@ -101,6 +101,14 @@ def test_known_translation_recovered_from_hand_built_affinity() -> None:
     torch.testing.assert_close(theta_t, expected, atol=1e-5, rtol=0)
 
 
+def test_fit_rigid_gradients_stay_finite_on_a_uniform_affinity() -> None:
+    aff = torch.full((2, H * H, Q, Q), 1.0 / (H * H), requires_grad=True)  # every cell matches the centre
+    theta = fit_rigid(aff, (H, H), Q / H)
+    torch.testing.assert_close(theta, _theta_at((H - Q) // 2, (H - Q) // 2).expand(2, 2, 3), atol=1e-5, rtol=0)
+    theta.sum().backward()
+    assert aff.grad is not None and torch.isfinite(aff.grad).all()
+
+
 def test_cycle_loss_closed_forms() -> None:
     theta = theta_from_params(torch.tensor([[0.2, -0.1, 0.3], [0.0, 0.5, -0.2]]), 1 / 3)
     assert cycle_loss(theta, theta) == 0

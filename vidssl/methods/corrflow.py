@@ -329,7 +329,8 @@ class CorrFlow(nn.Module):
             l_long = l_long + ce(back, 0)
         loss = l_sim + self.cfg.long_weight * l_long
         with torch.no_grad():
-            acc = (F.interpolate(preds[0], size=labels.shape[2:], mode="bilinear").argmax(1) == labels[:, 1]).float()
+            up = F.interpolate(preds[0], size=labels.shape[2:], mode="bilinear", align_corners=False)
+            acc = (up.argmax(1) == labels[:, 1]).float()  # pixel accuracy of the first copy
         return loss, {"loss_sim": l_sim.detach(), "loss_long": l_long.detach(), "acc": acc.mean(), "p_true": p_true}
 
     @torch.no_grad()

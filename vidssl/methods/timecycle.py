@@ -162,9 +162,10 @@ def fit_rigid(aff: Tensor, frame_hw: tuple[int, int], scale: float) -> Tensor:
     ms, mt = source.mean(0), target.mean(1, keepdim=True)
     a, t = source - ms, target - mt  # centred
     cross = (a[:, 0] * t[..., 1] - a[:, 1] * t[..., 0]).sum(1)
-    dot = (a[:, 0] * t[..., 0] + a[:, 1] * t[..., 1]).sum(1)
-    angle = torch.atan2(cross, dot)  # the least-squares rotation
-    rot = theta_from_params(torch.stack([torch.zeros_like(angle)] * 2 + [angle], 1), 1.0)[:, :, :2]  # (B, 2, 2)
+    dot = (a[:, 0] * t[..., 0] + a[:, 1] * t[..., 1]).sum(1) + 1e-6  # eps: a collapsed match is no rotation
+    norm = torch.sqrt(dot ** 2 + cross ** 2)  # > 0, unlike atan2's gradient at (0, 0)
+    cos, sin = dot / norm, cross / norm  # the least-squares rotation
+    rot = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # (B, 2, 2)
     trans = mt[:, 0] - (rot @ ms.view(2, 1)).squeeze(-1)
     return torch.cat([scale * rot, trans.unsqueeze(-1)], dim=2)
 
@@ -312,7 +313,11 @@ class TimeCycle(nn.Module):
                                self.cfg.motion_topk, self.cfg.max_angle)
         patch = crop(x[:, :, t], theta_gt, self.cfg.patch_size)  # (B, 3, p, p) from the target frame
         frames = x[:, :, : t + 1].transpose(1, 2).flatten(0, 1)  # clip and target: (B*(T+1), 3, s, s)
-        feats = self.backbone.forward_features(frames).view(b, t + 1, -1, self.h, self.h)
+        feats = self.backbone.forward_features(frames)
+        if feats.shape[-1] != self.h:
+            raise ValueError(f"timecycle: {self.cfg.backbone} gives {feats.shape[-1]} feature cells for "
+                             f"crop_size {self.cfg.crop_size}, the regressor was built for {self.h}")
+        feats = feats.view(b, t + 1, -1, self.h, self.h)
         clip, target = feats[:, :t], feats[:, t]  # (B, T, C, h, h), (B, C, h, h)
         query0 = F.normalize(self.backbone.forward_features(patch), dim=1)  # (B, C, q, q)
 
