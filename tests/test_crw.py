@@ -162,7 +162,7 @@ def test_method_cycles_metrics_and_gradient_reach_encoder() -> None:
     video = torch.randint(0, 256, (2, 3, 3, 40, 40), dtype=torch.uint8)
     loss, metrics = model({"video": video})
     assert set(metrics) == {"acc", "loss_k1", "acc_k1", "loss_k2", "acc_k2"}
-    torch.testing.assert_close(loss, (metrics["loss_k1"] + metrics["loss_k2"]) / 2)  # type: ignore[operator]
+    torch.testing.assert_close(loss, (metrics["loss_k1"] + metrics["loss_k2"]) / 2)
     loss.backward()
     conv1 = model.encoder().conv1.weight.grad
     assert conv1 is not None and float(conv1.abs().sum()) > 0
