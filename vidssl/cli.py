@@ -12,12 +12,12 @@ from collections.abc import Sequence
 
 # (command words, module). A module listed here owns its arguments and its behaviour.
 COMMANDS: list[tuple[tuple[str, ...], str]] = [
-    (("data", "index"), "vidssl.data.index"),
-    (("train",), "vidssl.engine.train"),
     (("demo",), "vidssl.demo"),
+    (("train",), "vidssl.engine.train"),
     (("export",), "vidssl.engine.export"),
-    (("eval", "davis-score"), "vidssl.eval.davis_metrics"),
+    (("data", "index"), "vidssl.data.index"),
     (("eval", "davis"), "vidssl.eval.davis"),
+    (("eval", "davis-score"), "vidssl.eval.davis_metrics"),
     (("eval", "jhmdb"), "vidssl.eval.jhmdb"),
     (("eval", "vip"), "vidssl.eval.vip"),
     (("eval", "knn"), "vidssl.eval.probes"),
