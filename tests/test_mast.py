@@ -141,7 +141,7 @@ def test_stage2_init_from_stage1_checkpoint(tmp_path: Path) -> None:
     torch.manual_seed(0)
     stage1 = MAST(MASTConfig(crop_size=32))
     path = tmp_path / "step.pt"
-    torch.save({"model": stage1.state_dict(), "step": 1}, path)
+    torch.save({"encoder": stage1.backbone.state_dict(), "backbone": stage1.backbone.config, "step": 1}, path)
     torch.manual_seed(1)
     stage2 = MASTStage2(MASTStage2Config(init_from=str(path)))
     for (n, a), b in zip(stage1.backbone.state_dict().items(), stage2.backbone.state_dict().values(), strict=True):

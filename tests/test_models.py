@@ -97,3 +97,19 @@ def test_config_round_trip() -> None:
     net = build_backbone("resnet18_mast")
     again = backbone_from_config(net.config)
     assert again.config == net.config and again.stride == 4
+
+
+def test_load_encoder_rebuilds_checkpoint_architecture(tmp_path: Path) -> None:
+    from vidssl.models import load_encoder
+
+    net = build_backbone("resnet18_s8_l3")
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"encoder": net.state_dict(), "backbone": net.config, "step": 3}, ckpt)
+    again = load_encoder(ckpt, backbone="resnet50")  # the checkpoint's own recipe wins
+    assert again.config == net.config
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), net.state_dict().values(), strict=True))
+    plain = tmp_path / "tv.pth"
+    torch.save(torchvision_state_dict(net), plain)
+    with pytest.raises(ValueError, match="no backbone name given"):
+        load_encoder(plain)
+    assert load_encoder(plain, "resnet18_s8_l3").num_features == 256

@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=160, help="clips per measurement")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--memory-samples", type=int, default=2000)
+    parser.add_argument("--memory-only", action="store_true", help="skip the throughput table")
     parser.add_argument("--out", type=Path, default=Path("bench_data.json"))
     args = parser.parse_args()
     if args.videos is None or not args.videos.is_dir():
@@ -103,16 +104,19 @@ def main() -> None:
     paths = [p for p in discover(args.videos) if p.is_file()]
     print(f"{len(paths)} videos in {args.videos}, backend={args.backend}, cpus={os.cpu_count()}")
 
-    seq = sequential_rate(paths, args.backend)
-    print(f"sequential decode (ceiling): {seq['fps']:.1f} frames/s over {seq['frames']} frames")
+    seq: dict[str, float] = {}
     rows = []
-    for length in (4, 8):
+    if not args.memory_only:
+        seq = sequential_rate(paths, args.backend)
+        print(f"sequential decode (ceiling): {seq['fps']:.1f} frames/s over {seq['frames']} frames")
+    for length in () if args.memory_only else (4, 8):
         for stride in (1, 4):
             for workers in args.workers:
                 r = clip_rate(paths, length, stride, workers, args.samples, args.backend)
                 rows.append({"T": length, "stride": stride, "workers": workers, "fps": r["fps"],
                              "ratio_to_sequential": r["fps"] / seq["fps"]})
-    print(f"\n{'T':>3} {'stride':>6} {'workers':>7} {'frames/s':>9} {'/ sequential':>12}")
+    if rows:
+        print(f"\n{'T':>3} {'stride':>6} {'workers':>7} {'frames/s':>9} {'/ sequential':>12}")
     for row in rows:
         print(f"{row['T']:>3} {row['stride']:>6} {row['workers']:>7} {row['fps']:>9.1f} "
               f"{row['ratio_to_sequential']:>12.2f}")

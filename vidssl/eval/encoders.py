@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidssl.models import ResNet, backbone_from_config, build_backbone, load_backbone_weights
+from vidssl.models import ResNet, build_backbone, load_encoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -89,21 +89,6 @@ def random_backbone(name: str = DEFAULT_BACKBONE, seed: int = 0) -> ResNet:
         return build_backbone(name)
 
 
-def _load_checkpoint_backbone(path: Path) -> ResNet | None:
-    """The backbone of a vidssl checkpoint (``encoder`` and ``backbone`` entries), or None if the file is a
-    plain state dict."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise ValueError(f"{path}: cannot read weights ({exc})") from exc
-    if not (isinstance(state, dict) and "encoder" in state and "backbone" in state):
-        return None
-    if not isinstance(state["backbone"], dict):
-        raise ValueError(f"{path}: the checkpoint's 'backbone' entry is not a backbone config")
-    backbone = backbone_from_config(state["backbone"])
-    return load_backbone_weights(backbone, path)
-
-
 def build_encoder(
     spec: str, device: torch.device | str = "cpu", backbone: str = DEFAULT_BACKBONE, seed: int = 0
 ) -> FrameEncoder:
@@ -118,7 +103,4 @@ def build_encoder(
     path = Path(spec)
     if not path.is_file():
         raise ValueError(f"{spec}: not a weights file and not one of {', '.join(BUILTIN)}")
-    net = _load_checkpoint_backbone(path)
-    if net is None:
-        net = load_backbone_weights(build_backbone(backbone), path)
-    return backbone_encoder(net, device, path.stem)
+    return backbone_encoder(load_encoder(path, backbone), device, path.stem)

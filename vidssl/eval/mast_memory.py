@@ -377,7 +377,7 @@ def build_lab_encoder(spec: str, device: torch.device | str = "cpu", seed: int =
     """A ``vidssl.eval.encoders.FrameEncoder`` on Lab input: a vidssl checkpoint, or ``random`` (a seeded
     ``resnet18_mast``)."""
     from vidssl.eval.encoders import FrameEncoder, random_backbone  # late: encoders may import this module
-    from vidssl.models import backbone_from_config, load_backbone_weights
+    from vidssl.models import load_encoder
 
     if spec == "random":
         net = random_backbone("resnet18_mast", seed)
@@ -385,10 +385,7 @@ def build_lab_encoder(spec: str, device: torch.device | str = "cpu", seed: int =
         path = Path(spec)
         if not path.is_file():
             raise ValueError(f"{spec}: not a checkpoint file and not 'random' (MAST's memory needs an encoder)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not (isinstance(state, dict) and isinstance(state.get("backbone"), dict)):
-            raise ValueError(f"{path}: not a vidssl checkpoint (no 'backbone' entry)")
-        net = load_backbone_weights(backbone_from_config(state["backbone"]), path)
+        net = load_encoder(path)
     return FrameEncoder(f"mast-lab-{Path(spec).stem}", net.stride, lab_encoder(net, net.stride, device),
                         torch.device(device))
 

@@ -24,7 +24,8 @@ from PIL import Image
 from torch import Tensor, nn
 
 from vidssl.data.augment import imagenet_normalize, to_float
-from vidssl.models.resnet import ResNet, backbone_from_config, build_backbone, load_backbone_weights
+from vidssl.models.resnet import ResNet, build_backbone
+from vidssl.models.resnet import load_encoder as load_resnet_encoder
 
 HELP = "kNN (and optionally linear) probe of an encoder on an ImageFolder train/test split, e.g. CIFAR-10"
 
@@ -188,16 +189,7 @@ def load_encoder(checkpoint: str | Path | None, backbone: str = "resnet18_cifar"
     ``backbone``, or a random ``backbone`` when ``checkpoint`` is None."""
     if checkpoint is None:
         return build_backbone(backbone)
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise ValueError(f"{path}: cannot read checkpoint ({exc})") from exc
-    if isinstance(state, dict) and isinstance(state.get("backbone"), dict) and "encoder" in state:
-        return load_backbone_weights(backbone_from_config(state["backbone"]), path)
-    return load_backbone_weights(build_backbone(backbone), path)
+    return load_resnet_encoder(checkpoint, backbone)
 
 
 # -------------------------------------------------------------------------------------------------------- CLI

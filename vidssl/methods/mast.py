@@ -38,7 +38,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -49,7 +48,7 @@ from torch import Tensor, nn
 from vidssl.data.augment import mast_normalize_lab, rgb_to_lab, to_float
 from vidssl.data.samplers import DEFAULT_SHORT, ShortPolicy, _fit, _timeline, gap_tuple
 from vidssl.eval.mast_memory import memory_copy, roi_dilation, roi_offsets
-from vidssl.models.resnet import ResNet, build_backbone
+from vidssl.models.resnet import ResNet, build_backbone, load_backbone_weights
 
 __all__ = [
     "MAST", "MASTConfig", "MASTStage2", "MASTStage2Config", "drop_ab_channel", "local_affinity_copy", "memory_tuple",
@@ -244,7 +243,7 @@ class MASTStage2(_ChannelCopy):
     def __init__(self, cfg: MASTStage2Config) -> None:
         super().__init__(cfg)
         if cfg.init_from:
-            load_stage1(self.backbone, cfg.init_from)
+            load_backbone_weights(self.backbone, cfg.init_from)  # a stage-1 run checkpoint's encoder
 
     def sampler(self) -> Callable[..., np.ndarray]:
         """References and target in one tuple (:func:`memory_tuple`)."""
@@ -273,30 +272,4 @@ class MASTStage2(_ChannelCopy):
                 offset = roi_offsets(target, feats[:, i], dil, c.search_radius, scale)
             refs.append((feats[:, i], values[:, :, i], offset))
         return memory_copy(target, refs, c.radius, scale)
-
-
-def load_stage1(backbone: ResNet, path: str | Path) -> None:
-    """Load the backbone of a stage-1 checkpoint (a run checkpoint's ``model`` or ``encoder``) into ``backbone``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: init_from checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise ValueError(f"{path}: cannot read checkpoint ({exc})") from exc
-    if isinstance(state, dict) and "encoder" in state:
-        state = state["encoder"]
-    elif isinstance(state, dict) and "model" in state:
-        state = {k.removeprefix("backbone."): v for k, v in state["model"].items() if k.startswith("backbone.")}
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a checkpoint or a state dict, got {type(state).__name__}")
-    own = backbone.state_dict()
-    missing = [k for k in own if k not in state]
-    if missing:
-        raise ValueError(f"{path}: missing {len(missing)} backbone parameters, e.g. {missing[:3]}")
-    bad = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
-    if bad:
-        k = bad[0]
-        raise ValueError(f"{path}: {k} has shape {tuple(state[k].shape)}, expected {tuple(own[k].shape)}")
-    backbone.load_state_dict({k: state[k] for k in own})
 

@@ -7,6 +7,7 @@ from vidssl.models.resnet import (
     backbone_from_config,
     build_backbone,
     load_backbone_weights,
+    load_encoder,
     torchvision_state_dict,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "backbone_from_config",
     "build_backbone",
     "load_backbone_weights",
+    "load_encoder",
     "torchvision_state_dict",
 ]

@@ -142,25 +142,29 @@ def torchvision_state_dict(backbone: ResNet, seed: int = 0) -> dict[str, torch.T
     return full
 
 
-def load_backbone_weights(backbone: ResNet, path: str | Path) -> ResNet:
-    """Load a local torchvision state dict or a vidssl checkpoint (its ``encoder`` entry) into ``backbone``.
-
-    Keys the trunk does not have (``fc.*``, a dropped ``layer4``) are ignored; every trunk parameter must be
-    present with the right shape. Nothing is downloaded.
-    """
-    path = Path(path)
+def _read_weights(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
         raise ValueError(f"{path}: cannot read weights ({exc})") from exc
-    if isinstance(state, dict) and "encoder" in state:
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict or a vidssl checkpoint, got {type(state).__name__}")
+    return state
+
+
+def _trunk_state(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    if "encoder" in state:  # a vidssl checkpoint
         state = state["encoder"]
-    elif isinstance(state, dict) and "state_dict" in state:
+    elif "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+        raise ValueError(f"{path}: the weights entry is not a state dict")
+    return state
+
+
+def _load_into(backbone: ResNet, state: dict[str, Any], path: Path) -> ResNet:
     own = backbone.state_dict()
     missing = [k for k in own if k not in state]
     if missing:
@@ -170,6 +174,34 @@ def load_backbone_weights(backbone: ResNet, path: str | Path) -> ResNet:
             raise ValueError(f"{path}: {key} has shape {tuple(state[key].shape)}, expected {tuple(value.shape)}")
     backbone.load_state_dict({k: state[k] for k in own})
     return backbone
+
+
+def load_backbone_weights(backbone: ResNet, path: str | Path) -> ResNet:
+    """Load a local torchvision state dict or a vidssl checkpoint (its ``encoder`` entry) into ``backbone``.
+
+    Keys the trunk does not have (``fc.*``, a dropped ``layer4``) are ignored; every trunk parameter must be
+    present with the right shape. Nothing is downloaded.
+    """
+    path = Path(path)
+    return _load_into(backbone, _trunk_state(_read_weights(path), path), path)
+
+
+def load_encoder(path: str | Path, backbone: str | None = None) -> ResNet:
+    """The encoder stored in a local file, read once.
+
+    A vidssl checkpoint rebuilds its own architecture from its ``backbone`` entry; a plain (torchvision) state
+    dict is loaded into the named ``backbone``, which is then required.
+    """
+    path = Path(path)
+    state = _read_weights(path)
+    recipe = state.get("backbone")
+    if "encoder" in state and isinstance(recipe, dict):
+        net = backbone_from_config(recipe)
+    elif backbone is not None:
+        net = build_backbone(backbone)
+    else:
+        raise ValueError(f"{path}: not a vidssl checkpoint (no 'backbone' entry) and no backbone name given")
+    return _load_into(net, _trunk_state(state, path), path)
 
 
 class ClipEncoder(nn.Module):
