@@ -6,6 +6,7 @@ Standard library only, so the scripts run before vidssl is installed. Every fail
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
@@ -13,7 +14,9 @@ import sys
 import tarfile
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 CHUNK = 1 << 20
 
@@ -139,3 +142,19 @@ def fetch_archive(url: str | None, archive: Path | None, cache: Path, checksum: 
             download(url, archive)
     verify(archive, checksum, algorithm)
     return archive
+
+
+def run_cli(prepare: Callable[[Path, Any], Any], doc: str | None, argv: list[str] | None, *,
+            archive_help: str, many_archives: bool = False) -> int:
+    """The shared command line of the prepare scripts: ``--root`` and ``--archive``; errors exit 1."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, required=True, help="where the dataset goes")
+    parser.add_argument("--archive", type=Path, nargs="+" if many_archives else None, default=None,
+                        help=archive_help)
+    args = parser.parse_args(argv)
+    try:
+        prepare(args.root, args.archive)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -9,11 +9,10 @@ Result: ``ROOT/DAVIS/{JPEGImages,Annotations}/480p/<sequence>/`` and ``ROOT/DAVI
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from _common import DatasetError, fetch_archive, safe_extract
+from _common import DatasetError, fetch_archive, run_cli, safe_extract
 
 URL = "https://data.vision.ee.ethz.ch/csergi/share/davis/DAVIS-2017-trainval-480p.zip"
 # UNVERIFIED: DAVIS publishes no checksum for this archive and none could be computed here (no network).
@@ -48,16 +47,7 @@ def prepare(root: Path, archive: Path | None = None, checksum: str | None = SHA2
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, required=True, help="where the dataset goes")
-    parser.add_argument("--archive", type=Path, default=None, help="an already downloaded archive")
-    args = parser.parse_args(argv)
-    try:
-        prepare(args.root, args.archive)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli(prepare, __doc__, argv, archive_help="an already downloaded archive")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,10 @@ CRW evaluate on, one ``<frame folder> <joint file>`` per line relative to ``ROOT
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from _common import DatasetError, fetch_archive, safe_extract
+from _common import DatasetError, fetch_archive, run_cli, safe_extract
 
 BASE = "http://files.is.tue.mpg.de/jhmdb"
 # archive name -> md5. UNVERIFIED: JHMDB publishes no checksums and none could be computed here (no
@@ -82,17 +81,8 @@ def prepare(root: Path, archives: list[Path] | None = None, checksums: dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, required=True, help="where the dataset goes")
-    parser.add_argument("--archive", type=Path, nargs="+", default=None,
-                        help="already downloaded archives (by their published names); the others are downloaded")
-    args = parser.parse_args(argv)
-    try:
-        prepare(args.root, args.archive)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli(prepare, __doc__, argv, many_archives=True,
+                   archive_help="already downloaded archives (by their published names); the others are downloaded")
 
 
 if __name__ == "__main__":

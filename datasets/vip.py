@@ -12,11 +12,10 @@ checked, and rewritten without videos that lack frames or labels, which are repo
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from _common import DatasetError, fetch_archive, safe_extract
+from _common import DatasetError, fetch_archive, run_cli, safe_extract
 
 # UNVERIFIED: VIP publishes no checksum; fill in the sha256 of a known-good VIP_Fine.zip to check it.
 SHA256: str | None = None
@@ -61,16 +60,7 @@ def prepare(root: Path, archive: Path | None, checksum: str | None = SHA256) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, required=True, help="where the dataset goes")
-    parser.add_argument("--archive", type=Path, default=None, help="the downloaded VIP_Fine.zip")
-    args = parser.parse_args(argv)
-    try:
-        prepare(args.root, args.archive)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli(prepare, __doc__, argv, archive_help="the downloaded VIP_Fine.zip")
 
 
 if __name__ == "__main__":
