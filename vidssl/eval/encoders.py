@@ -55,7 +55,7 @@ def backbone_encoder(backbone: ResNet, device: torch.device | str, name: str = "
     @torch.inference_mode()
     def encode(frame: np.ndarray) -> torch.Tensor:
         _check_frame(frame)
-        x = torch.from_numpy(frame).to(device).permute(2, 0, 1)[None].float().div_(255)
+        x = torch.as_tensor(np.array(frame)).to(device).permute(2, 0, 1)[None].float().div_(255)
         return backbone.forward_features((x - mean) / std)[0].float()  # (C, h, w)
 
     return FrameEncoder(name, backbone.stride, encode, device)
