@@ -157,3 +157,21 @@ def test_real_videos_and_frames(shared_data: Path) -> None:
     for i in range(len(ds)):
         item = ds[i]
         assert item["video"].shape == (3, 4, 64, 64) and item["skipped"] == ""
+
+
+def test_heap_fragmentation_limit_is_applied_on_glibc() -> None:
+    import platform
+
+    from vidssl.data.datasets import limit_heap_fragmentation
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert limit_heap_fragmentation() is expected
+
+
+def test_dataset_survives_pickling(tree: Path) -> None:
+    import pickle
+
+    ds = RawVideoDataset(tree, partial(random_clip, length=2), size=None, seed=2)
+    first = ds[0]
+    again = pickle.loads(pickle.dumps(ds))  # what a spawned data-loader worker receives
+    assert torch.equal(again[0]["video"], first["video"])

@@ -16,6 +16,8 @@ Per-sample randomness (frame indices, crop offsets, the replacement of a bad fil
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -50,6 +52,25 @@ def cover_crop(frames: np.ndarray, size: tuple[int, int], rng: np.random.Generat
     top = int(rng.integers(0, new_h - h + 1))
     left = int(rng.integers(0, new_w - w + 1))
     return frames[:, top : top + h, left : left + w]
+
+
+def limit_heap_fragmentation(threshold: int = 128 * 1024) -> bool:
+    """Serve large allocations by mmap and trim the heap at ``threshold`` bytes (glibc only).
+
+    Decoded frames are large buffers of mixed sizes (1080p next to 180p); in glibc's default heap they
+    fragment it, and resident memory creeps up over thousands of samples (measured: +86 MiB over 2,000 clips
+    without this, +8 MiB with it; docs/benchmarks.md). Same effect as ``MALLOC_MMAP_THRESHOLD_`` and
+    ``MALLOC_TRIM_THRESHOLD_``. Process-wide; returns False where glibc's ``mallopt`` is not available.
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, threshold)) and bool(mallopt(m_trim_threshold, threshold))
 
 
 class _EpochSeeded(Dataset):
@@ -147,6 +168,7 @@ class RawVideoDataset(_EpochSeeded):
         self.backend = backend
         self.cache_readers = cache_readers
         self._readers: OrderedDict[str, VideoReader] = OrderedDict()
+        limit_heap_fragmentation()  # forked data-loader workers inherit it; spawned ones call it in __setstate__
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -182,6 +204,10 @@ class RawVideoDataset(_EpochSeeded):
         state = self.__dict__.copy()
         state["_readers"] = OrderedDict()  # open decoders do not cross process boundaries
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        limit_heap_fragmentation()
 
 
 def _video_paths(source: str | Path | Sequence[str | Path]) -> list[str]:
