@@ -28,7 +28,7 @@ from vidssl.engine.config import ConfigError, load_config, save_config
 from vidssl.eval import mast_memory
 from vidssl.eval.davis_io import LabelFileError, davis_palette, read_indexed_png, write_indexed_png
 from vidssl.eval.davis_metrics import DavisResult, evaluate_davis, format_table, read_sequence_list, write_csvs
-from vidssl.eval.encoders import DEFAULT_BACKBONE, FrameEncoder, build_encoder
+from vidssl.eval.encoders import FrameEncoder, add_encoder_arguments, build_encoder
 from vidssl.eval.mast_memory import MastMemoryConfig
 from vidssl.eval.propagation import (
     PropagationConfig,
@@ -198,19 +198,13 @@ def evaluate_encoder(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--davis-root", required=True, type=Path, help="DAVIS folder (JPEGImages, Annotations, ...)")
     parser.add_argument("--out", required=True, type=Path, help="results folder: <sequence>/<frame>.png, CSVs")
-    parser.add_argument(
-        "--encoder", required=True,
-        help="vidssl checkpoint, torchvision weights file (see --backbone), random, pixels or identity",
-    )
-    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="architecture for torchvision weights / random")
+    add_encoder_arguments(parser)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="propagation preset (crw, vfs, dino)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the preset (topk=5 radius=12 ...)")
     parser.add_argument("--sequences", nargs="+", default=None, help="default: ImageSets/2017/val.txt")
     parser.add_argument("--resolution", default="480p", help="sub-folder of JPEGImages and Annotations")
     parser.add_argument("--overlays", action="store_true", help="also write an overlay PNG per frame")
     parser.add_argument("--overlay-video", action="store_true", help="also write an overlay mp4 per sequence")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--seed", type=int, default=0, help="initialisation seed of --encoder random")
 
 
 def _resolve_config(path: Path) -> Path:

@@ -8,6 +8,7 @@ features with ``h = ceil(H / stride)``. Nothing is downloaded.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,3 +105,12 @@ def build_encoder(
     if not path.is_file():
         raise ValueError(f"{spec}: not a weights file and not one of {', '.join(BUILTIN)}")
     return backbone_encoder(load_encoder(path, backbone), device, path.stem)
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every propagation evaluator shares: ``--encoder``, ``--backbone``, ``--seed``, ``--device``."""
+    parser.add_argument("--encoder", required=True,
+                        help="vidssl checkpoint, torchvision weights file (see --backbone), random, pixels or identity")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="architecture for torchvision weights / random")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation seed of --encoder random")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])

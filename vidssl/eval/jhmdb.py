@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 import torch
 
-from vidssl.eval.encoders import DEFAULT_BACKBONE, FrameEncoder, build_encoder
+from vidssl.eval.encoders import DEFAULT_BACKBONE, FrameEncoder, add_encoder_arguments, build_encoder
 from vidssl.eval.propagation import PropagationConfig, propagate_sequence
 
 HELP = "propagate JHMDB keypoints through an encoder's features and score PCK@0.1..0.5"
@@ -407,16 +407,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", type=Path, default=None,
                         help="file list of '<frame folder> <joint_positions.mat>' lines (datasets/jhmdb.py writes "
                              "lists/test_split1.txt)")
-    parser.add_argument("--encoder", required=True,
-                        help="vidssl checkpoint, torchvision weights file (see --backbone), random, pixels or identity")
-    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="architecture for torchvision weights / random")
-    parser.add_argument("--seed", type=int, default=0, help="initialisation seed of --encoder random")
+    add_encoder_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder for pck.json, pck.csv, overlays")
     parser.add_argument("--config", type=Path, default=None, help="propagation YAML (default: CRW's settings)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="resize frames before encoding (CRW: 320 320); default native")
     parser.add_argument("--decode-topk", type=int, default=1, help="1: arg-max (default); 3: CRW's weighted top-3")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--vis", action="store_true", help="write keypoint overlays to OUT/vis/<clip>/")
     parser.add_argument("overrides", nargs="*", help="propagation key=value overrides (topk=5 radius=12 ...)")
 

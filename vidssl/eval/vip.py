@@ -37,7 +37,7 @@ import numpy as np
 
 from vidssl.data.video import list_frame_files
 from vidssl.eval.davis_io import LabelFileError, read_indexed_png, write_indexed_png
-from vidssl.eval.encoders import DEFAULT_BACKBONE, FrameEncoder, build_encoder
+from vidssl.eval.encoders import FrameEncoder, add_encoder_arguments, build_encoder
 from vidssl.eval.propagation import PropagationConfig
 
 HELP = "propagate VIP human-part labels through an encoder's features and score mean IoU"
@@ -186,15 +186,11 @@ def format_table(iou: np.ndarray, miou: float) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", type=Path, required=True, help="VIP folder (Images, Category_ids, lists)")
     parser.add_argument("--videos", nargs="+", default=None, help="default: lists/val_videos.txt")
-    parser.add_argument("--encoder", required=True,
-                        help="vidssl checkpoint, torchvision weights file (see --backbone), random, pixels or identity")
-    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="architecture for torchvision weights / random")
-    parser.add_argument("--seed", type=int, default=0, help="initialisation seed of --encoder random")
+    add_encoder_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder for miou.json, miou.csv")
     parser.add_argument("--config", type=Path, default=None, help="propagation YAML (default: CRW's settings)")
     parser.add_argument("--exclude-first", action="store_true", help="do not score frame 0 (CRW scores it)")
     parser.add_argument("--save-predictions", action="store_true", help="write OUT/pred/<video>/<frame>.png")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("overrides", nargs="*", help="propagation key=value overrides (topk=5 radius=12 ...)")
 
 
