@@ -175,3 +175,17 @@ def test_dataset_survives_pickling(tree: Path) -> None:
     first = ds[0]
     again = pickle.loads(pickle.dumps(ds))  # what a spawned data-loader worker receives
     assert torch.equal(again[0]["video"], first["video"])
+
+
+def test_list_source_expands_each_entry_in_order_without_repeats(tree: Path) -> None:
+    ds = RawVideoDataset([tree / "b", tree, str(tree / "a")], partial(random_clip, length=2), size=None)
+    assert [Path(p).name for p in ds.paths] == ["b", "a"]  # b first (listed first), then the folder's a; no repeat
+    with pytest.raises(FileNotFoundError, match="nothere"):
+        RawVideoDataset([tree, tree / "nothere"], partial(random_clip, length=2), size=None)
+
+
+def test_run_config_takes_a_list_of_sources(tree: Path) -> None:
+    from vidssl.engine.train import resolve_config
+
+    cfg, _ = resolve_config({"method": "crw", "data": {"source": [str(tree / "a"), str(tree / "b")]}})
+    assert cfg.data.source == [str(tree / "a"), str(tree / "b")]

@@ -437,3 +437,22 @@ def test_cli_train_reports_config_and_data_errors(
     assert not os.path.exists(tmp_path / "run")
     assert cli.main(["train", "--config", str(path), "data.batch_size=64"]) == 1  # 24 clips: no full batch
     assert "fewer than one batch of 64" in capsys.readouterr().err
+
+
+def test_max_minutes_stops_with_a_checkpoint_that_resumes(
+    tiny: type[Tiny], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole = train(resolve_config(tiny_config(tmp_path / "whole", **{"ckpt.every": 100}))[0], dataset=ClipSet(n=10))
+    cut = tiny_config(tmp_path / "cut", **{"ckpt.every": 100, "schedule.max_minutes": 1e-9})
+    first = train(resolve_config(cut)[0], dataset=ClipSet(n=10))
+    assert first.step == 1  # the limit is checked after each step: one step, then stop
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "cut" / "checkpoints")] == ["ckpt_00000001.pt"]
+    assert "stopping at step 1 of 6: schedule.max_minutes=1e-09 reached" in capsys.readouterr().out
+    cut["schedule"]["max_minutes"] = 0.0
+    rest = train(resolve_config(cut)[0], dataset=ClipSet(n=10))
+    assert rest.step == 6
+    a = ckpt.load_checkpoint(tmp_path / "whole" / "checkpoints" / "ckpt_00000006.pt")["model"]
+    b = ckpt.load_checkpoint(tmp_path / "cut" / "checkpoints" / "ckpt_00000006.pt")["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a) and whole.step == 6
+    with pytest.raises(ConfigError, match="max_minutes"):
+        resolve_config(tiny_config(tmp_path, **{"schedule.max_minutes": -1.0}))

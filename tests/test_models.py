@@ -113,3 +113,35 @@ def test_load_encoder_rebuilds_checkpoint_architecture(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no backbone name given"):
         load_encoder(plain)
     assert load_encoder(plain, "resnet18_s8_l3").num_features == 256
+
+
+def test_truncate_drops_layer4_and_keeps_the_first_stages() -> None:
+    from vidssl.models.resnet import truncate
+
+    torch.manual_seed(0)
+    net = build_backbone("resnet18_s8").eval()
+    short = truncate(net, 3)
+    assert short.num_features == 256 and short.stride == 8 and short.layer4 is None and not short.training
+    x = torch.randn(1, 3, 40, 48)
+    with torch.no_grad():
+        mid = net.layer3(net.layer2(net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x)))))))
+        assert torch.equal(short.forward_features(x), mid)
+    assert truncate(short, 3) is short
+    with pytest.raises(ValueError, match="can only drop layer4"):
+        truncate(net, 2)
+
+
+def test_build_encoder_layers_option(tmp_path: Path) -> None:
+    import numpy as np
+
+    from vidssl.eval.encoders import build_encoder
+
+    net = build_backbone("resnet18_s8")
+    path = tmp_path / "crw.pt"
+    torch.save({"encoder": net.state_dict(), "backbone": net.config}, path)
+    frame = np.random.default_rng(0).integers(0, 256, (33, 47, 3), dtype=np.uint8)
+    full, short = build_encoder(str(path)), build_encoder(str(path), layers=3)
+    assert full.encode is not None and short.encode is not None
+    assert full.encode(frame).shape == (512, 5, 6) and short.encode(frame).shape == (256, 5, 6)
+    random_short = build_encoder("random", backbone="resnet18_s8", layers=3)
+    assert random_short.encode is not None and random_short.encode(frame).shape[0] == 256

@@ -220,7 +220,8 @@ def _video_paths(source: str | Path | Sequence[str | Path]) -> list[str]:
         if path.is_dir():
             return [str(p) for p in discover(path)]
         return [str(path)]
-    return [str(p) for p in source]
+    # a list: each entry is expanded as above (folders searched, manifests read), in order, without repeats
+    return list(dict.fromkeys(p for entry in source for p in _video_paths(entry)))
 
 
 class ImageFolderDataset(_EpochSeeded):
@@ -271,7 +272,7 @@ class ImageFolderDataset(_EpochSeeded):
 
 def build_dataset(
     kind: Literal["video", "images"],
-    source: str | Path,
+    source: str | Path | Sequence[str | Path],
     *,
     sampler: Sampler | None = None,
     size: tuple[int, int] | None = None,
@@ -285,12 +286,14 @@ def build_dataset(
     synthetic evaluation videos (``vidssl.data.synthetic.default_data(seed=0)``).
     """
     if kind == "images":
+        if not isinstance(source, (str, Path)):
+            raise ValueError(f"data.source: still images come from one ImageFolder root, got a list {list(source)}")
         return ImageFolderDataset(source, size=size, seed=seed)
     if kind != "video":
         raise ValueError(f"data.kind must be 'video' or 'images', got {kind!r}")
     if sampler is None:
         raise ValueError("a video dataset needs the method's sampler")
-    if str(source) == "synthetic":
+    if isinstance(source, (str, Path)) and str(source) == "synthetic":
         from vidssl.data.synthetic import default_data
 
         source = default_data(seed=1) / "videos"

@@ -153,6 +153,15 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return out / world_size()
 
 
+def broadcast_flag(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """Rank 0's ``flag`` on every rank (``device`` must suit the backend: CUDA for NCCL)."""
+    if not is_distributed():
+        return flag
+    out = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.broadcast(out, src=0)
+    return bool(out.item())
+
+
 @torch.no_grad()
 def shuffle_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Shuffle a batch across all processes for MoCo's shuffle-BN.

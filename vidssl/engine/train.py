@@ -39,7 +39,8 @@ HELP = "pretrain an encoder with a self-supervised method (one process, or many 
 @dataclass
 class DataConfig:
     kind: Literal["video", "images"] = "video"
-    source: str = "synthetic"  # a folder, a manifest, or "synthetic" (the built-in generated videos)
+    # a folder, a manifest, a list of folders / files / manifests, or "synthetic" (the built-in generated videos)
+    source: str | list[str] = "synthetic"
     size: tuple[int, int] = (224, 224)  # (H, W) of each decoded frame
     batch_size: int = 32  # global batch of one forward pass, split over processes
     workers: int = 2  # DataLoader workers per process
@@ -66,6 +67,9 @@ class ScheduleConfig:
     warmup_steps: int = 0
     milestones: list[int] = field(default_factory=list)  # "step": multiply by gamma at these steps
     gamma: float = 0.1
+    # stop early (with a checkpoint) once this invocation has trained for this many minutes; 0: no limit.
+    # The learning-rate schedule still follows ``steps``, so a stopped run has not reached its end.
+    max_minutes: float = 0.0
 
 
 @dataclass
@@ -123,8 +127,9 @@ def resolve_config(data: dict[str, Any]) -> tuple[RunConfig, Any]:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key}: must be at least 1, got {value}")
-    if cfg.data.workers < 0 or cfg.ckpt.keep < 0 or cfg.schedule.warmup_steps < 0:
-        raise ConfigError("data.workers, ckpt.keep and schedule.warmup_steps must not be negative")
+    if cfg.data.workers < 0 or cfg.ckpt.keep < 0 or cfg.schedule.warmup_steps < 0 or cfg.schedule.max_minutes < 0:
+        raise ConfigError("data.workers, ckpt.keep, schedule.warmup_steps and schedule.max_minutes must not be "
+                          "negative")
     return replace(cfg, model=to_dict(model_cfg)), model_cfg
 
 
@@ -244,6 +249,7 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
     samples = cfg.data.batch_size * o.accum_steps
     result = TrainResult(step, out, [], [], samples, math.nan)
     interval: list[float] = []
+    deadline = time.monotonic() + 60 * s.max_minutes if s.max_minutes > 0 else math.inf
     try:
         while step < s.steps:
             t_start = time.perf_counter()
@@ -287,8 +293,14 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
                                "time/data_wait_s": w / k, "time/compute_s": (sec - w) / k,
                                "time/data_fraction": w / sec, **{f"method/{n}": scalar(v) for n, v in metrics.items()}})
                 interval = []
-            if step % cfg.ckpt.every == 0 or step == s.steps:
+            # every process must stop at the same step: rank 0's clock decides
+            out_of_time = deadline < math.inf and dist.broadcast_flag(time.monotonic() >= deadline, device)
+            if step % cfg.ckpt.every == 0 or step == s.steps or out_of_time:
                 _save(cfg, raw, optimizer, scaler, step, (epoch, pos), ckpt_dir, log)
+            if out_of_time and step < s.steps:
+                log.print(f"stopping at step {step} of {s.steps}: schedule.max_minutes={s.max_minutes:g} reached "
+                          f"(the checkpoint resumes the run)")
+                break
     finally:
         log.close()
     return result

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from vidssl.models import ResNet, build_backbone, load_encoder
+from vidssl.models.resnet import truncate
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -91,26 +92,40 @@ def random_backbone(name: str = DEFAULT_BACKBONE, seed: int = 0) -> ResNet:
 
 
 def build_encoder(
-    spec: str, device: torch.device | str = "cpu", backbone: str = DEFAULT_BACKBONE, seed: int = 0
+    spec: str, device: torch.device | str = "cpu", backbone: str = DEFAULT_BACKBONE, seed: int = 0,
+    layers: int | None = None,
 ) -> FrameEncoder:
     """An encoder from a spec: ``identity``, ``pixels``, ``random`` (a seeded random ``backbone``), a vidssl
-    checkpoint (its own architecture) or a local torchvision weights file (loaded into ``backbone``)."""
+    checkpoint (its own architecture) or a local torchvision weights file (loaded into ``backbone``).
+
+    ``layers=3`` drops a trunk's layer4 (CRW trains with it and evaluates without it); None keeps every stage.
+    """
     if spec == "identity":
         return FrameEncoder("identity", 8, None, torch.device(device))
     if spec == "pixels":
         return pixel_encoder(device)
     if spec == "random":
-        return backbone_encoder(random_backbone(backbone, seed), device, f"random-{backbone}")
-    path = Path(spec)
-    if not path.is_file():
-        raise ValueError(f"{spec}: not a weights file and not one of {', '.join(BUILTIN)}")
-    return backbone_encoder(load_encoder(path, backbone), device, path.stem)
+        net, name = random_backbone(backbone, seed), f"random-{backbone}"
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise ValueError(f"{spec}: not a weights file and not one of {', '.join(BUILTIN)}")
+        net, name = load_encoder(path, backbone), path.stem
+    if layers is not None:
+        try:
+            net = truncate(net, layers)
+        except ValueError as exc:
+            raise ValueError(f"--layers: {spec}: {exc}") from exc
+    return backbone_encoder(net, device, name)
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every propagation evaluator shares: ``--encoder``, ``--backbone``, ``--seed``, ``--device``."""
+    """The options every propagation evaluator shares: ``--encoder``, ``--backbone``, ``--seed``, ``--layers``,
+    ``--device``."""
     parser.add_argument("--encoder", required=True,
                         help="vidssl checkpoint, torchvision weights file (see --backbone), random, pixels or identity")
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="architecture for torchvision weights / random")
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed of --encoder random")
+    parser.add_argument("--layers", type=int, choices=[3, 4], default=None,
+                        help="residual stages to keep: 3 drops layer4 (CRW evaluates that way); default: all")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])

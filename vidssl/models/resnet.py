@@ -126,6 +126,20 @@ def backbone_from_config(config: dict[str, Any]) -> ResNet:
     )
 
 
+def truncate(backbone: ResNet, num_layers: int) -> ResNet:
+    """The same trunk with only its first ``num_layers`` residual stages (3 drops layer4, as CRW and VFS
+    evaluate label propagation); the weights are shared with ``backbone``'s first stages."""
+    config = dict(backbone.config)
+    if num_layers == config["num_layers"]:
+        return backbone
+    if num_layers != 3:
+        raise ValueError(f"can only drop layer4 (num_layers 3) of a {config['num_layers']}-stage trunk, "
+                         f"got num_layers={num_layers}")
+    net = backbone_from_config({**config, "num_layers": num_layers, "strides": tuple(config["strides"])[:num_layers]})
+    net.load_state_dict({k: v for k, v in backbone.state_dict().items() if not k.startswith("layer4.")})
+    return net.train(backbone.training)
+
+
 def torchvision_state_dict(backbone: ResNet, seed: int = 0) -> dict[str, torch.Tensor]:
     """The backbone's weights under torchvision's names, complete enough for ``strict=True`` loading.
 
