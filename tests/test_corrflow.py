@@ -72,6 +72,23 @@ def test_local_copy_equals_dense_reference_restricted_to_window(window: int) -> 
     torch.testing.assert_close(local_copy(ft, fr, lab, 15), _dense_window_copy(ft, fr, lab, 15, 8 ** 0.5))
 
 
+@pytest.mark.parametrize("band", [1, 2, 5, None])
+def test_local_copy_gradients_equal_dense_reference_for_any_band(band: int | None) -> None:
+    g = torch.Generator().manual_seed(3)
+    ft, fr = torch.randn(2, 8, 7, 9, generator=g), torch.randn(2, 8, 7, 9, generator=g)
+    lab = torch.softmax(torch.randn(2, 4, 7, 9, generator=g), dim=1)
+    weight = torch.randn(2, 4, 7, 9, generator=g)
+    grads = []
+    for fn in (lambda a, b, c: local_copy(a, b, c, 5, 0.7, band=band),
+               lambda a, b, c: _dense_window_copy(a, b, c, 5, 0.7)):
+        a, b_, c = (x.clone().requires_grad_() for x in (ft, fr, lab))
+        out = fn(a, b_, c)
+        (out * weight).sum().backward()
+        grads.append((out.detach(), a.grad, b_.grad, c.grad))
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_local_copy_reproduces_labels_when_reference_is_target() -> None:
     h, w, k = 6, 5, 16
     feats = 30.0 * torch.eye(h * w).T.reshape(1, h * w, h, w)  # a distinct one-hot code per position

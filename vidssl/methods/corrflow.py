@@ -170,7 +170,8 @@ def load_centroids(path: str | Path) -> Tensor:
 
 
 def local_copy(
-    feat_t: Tensor, feat_r: Tensor, labels_r: Tensor, window: int, temperature: float | None = None
+    feat_t: Tensor, feat_r: Tensor, labels_r: Tensor, window: int, temperature: float | None = None,
+    band: int | None = None,
 ) -> Tensor:
     """Copy reference labels to the target through a softmax affinity restricted to a local window.
 
@@ -180,9 +181,15 @@ def local_copy(
         labels_r: ``(B, K, h, w)`` reference labels (one-hot or soft).
         window: odd side P of the window centred on each target position (13 in CorrFlow).
         temperature: logits are ``<f_t(p), f_r(p + d)> / temperature``; None: ``sqrt(C)``.
+        band: target rows per step (speed and memory only; the result does not depend on it). None: 4.
     Returns:
         ``(B, K, h, w)``: ``sum_d softmax_d(logits) labels_r(p + d)`` over the P*P offsets ``d`` that fall
         inside the frame (offsets outside are excluded from the softmax, as the code's padding mask).
+
+    A band of target rows is multiplied with the reference rows its windows reach in one matrix product and
+    the P*P window entries are gathered from it; the weights go back through a second product. Autograd keeps
+    per band the (band * w, P*P) weights and a (band * w, (band + P - 1) (w + P - 1)) scatter of them, never a
+    (B, C, P*P, h, w) unfold of the features (11 GB at batch 4 of 128 px clips with a contiguous unfold).
     """
     if feat_t.dim() != 4 or feat_r.shape != feat_t.shape or labels_r.dim() != 4 or labels_r.shape[0] != feat_t.shape[0]:
         raise ValueError(f"local_copy: need feat_t, feat_r (B, C, h, w) and labels_r (B, K, h, w), got "
@@ -190,25 +197,32 @@ def local_copy(
     if labels_r.shape[2:] != feat_t.shape[2:] or window < 1 or window % 2 == 0:
         raise ValueError(f"local_copy: labels must match the features' {tuple(feat_t.shape[2:])} and window be odd, "
                          f"got {tuple(labels_r.shape[2:])}, {window}")
-    _, c, h, w = feat_t.shape
+    b, c, h, w = feat_t.shape
     r = window // 2
     t = temperature if temperature is not None else math.sqrt(c)
-    # one window row at a time: the row's P offsets are a strided view of the padded reference (unfold along W)
-    # and the products are summed at once, so autograd keeps views and the (B, P*P, h, w) weights only, never a
-    # (B, C, P*P, h, w) copy (11 GB at batch 4 of 128 px clips with a contiguous unfold); P steps, not P*P
+    wp = w + 2 * r  # padded width
     fr = F.pad(feat_r, (r, r, r, r))
-    ft = feat_t.unsqueeze(-1)
-    logits = torch.stack([(ft * fr[:, :, dy:dy + h].unfold(3, window, 1)).sum(1) for dy in range(window)], 1)
-    logits = logits.permute(0, 1, 4, 2, 3).reshape(-1, window * window, h, w) / t  # offset index dy * P + dx
-    inside = F.pad(torch.ones(1, 1, h, w, device=feat_t.device, dtype=torch.bool), (r, r, r, r))
-    inside = torch.cat([inside[:, 0, dy:dy + h].unfold(2, window, 1).permute(0, 3, 1, 2) for dy in range(window)], 1)
-    attn = F.softmax(logits.masked_fill(~inside, torch.finfo(logits.dtype).min), dim=1)  # outside: weight 0
-    attn = attn.view(-1, window, window, h, w).permute(0, 1, 3, 4, 2)  # (B, dy, h, w, dx)
     lr = F.pad(labels_r, (r, r, r, r))
-    out = labels_r.new_zeros(labels_r.shape)
-    for dy in range(window):
-        out = out + (attn[:, dy].unsqueeze(1) * lr[:, :, dy:dy + h].unfold(3, window, 1)).sum(-1)
-    return out
+    inside = F.pad(torch.ones(h, w, device=feat_t.device, dtype=torch.bool), (r, r, r, r)).flatten()
+    step = max(1, band if band is not None else 4)
+    # window offset (dy, dx) of target (y, x) in a band starting at row y0 sits at (y - y0 + dy) * wp + x + dx of
+    # the band's padded reference rows [y0, y0 + n + 2r)
+    d = torch.arange(window, device=feat_t.device)
+    offsets = (d.view(-1, 1) * wp + d.view(1, -1)).flatten()  # (P*P,), index dy * P + dx
+    out = []
+    for y0 in range(0, h, step):
+        n = min(step, h - y0)
+        targets = (torch.arange(n, device=feat_t.device).view(-1, 1) * wp + torch.arange(w, device=feat_t.device))
+        index = targets.flatten().view(-1, 1) + offsets  # (n * w, P*P) into the band's (n + 2r) * wp positions
+        region = fr[:, :, y0:y0 + n + 2 * r].flatten(2)  # (B, C, R)
+        dense = torch.bmm(feat_t[:, :, y0:y0 + n].flatten(2).transpose(1, 2), region)  # (B, n * w, R)
+        logits = dense.gather(2, index.expand(b, -1, -1)) / t  # (B, n * w, P*P)
+        valid = inside[y0 * wp:(y0 + n + 2 * r) * wp][index]  # (n * w, P*P)
+        attn = F.softmax(logits.masked_fill(~valid, torch.finfo(logits.dtype).min), dim=2)
+        spread = attn.new_zeros(dense.shape).scatter(2, index.expand(b, -1, -1), attn)  # (B, n * w, R)
+        values = lr[:, :, y0:y0 + n + 2 * r].flatten(2)  # (B, K, R)
+        out.append(torch.bmm(values, spread.transpose(1, 2)).view(b, -1, n, w))  # (B, K, n, w)
+    return torch.cat(out, dim=2)
 
 
 def drop_rgb_channels(x: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:

@@ -1,0 +1,105 @@
+"""The table of docs/results.md from the folders ``tools/cpu_results.sh`` writes: J&F, J and F of every
+evaluated encoder (``RUNS/eval/<name>/global_results-val.csv``), the training each one had
+(``RUNS/<name>/metrics.jsonl``), and per method the mean over seeds, the seed spread and the margin over
+the random initialisation.
+
+    python tools/results_table.py runs/cpu [--json runs/cpu/results.json]
+
+A method "beats random by more than the spread" when its mean J&F exceeds the random encoders' mean by more
+than the larger of the two seed spreads (max - min over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+BASELINES = ("identity", "pixels", "random")
+
+
+def read_global(path: Path) -> dict[str, float]:
+    with path.open(newline="") as fh:
+        row = next(csv.DictReader(fh))
+    return {key: float(value) for key, value in row.items()}
+
+
+def training(run: Path) -> dict[str, Any]:
+    """Steps, samples and minutes of a run, from its metrics log (empty for baselines)."""
+    log = run / "metrics.jsonl"
+    if not log.is_file():
+        return {}
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    if not records:
+        return {}
+    steps = records[-1]["step"]
+    seconds = sum(r.get("time/compute_s", 0.0) + r.get("time/data_wait_s", 0.0) for r in records) / len(records)
+    return {"steps": steps, "last_loss": records[-1]["loss"], "step_s": seconds}
+
+
+def collect(runs: Path) -> list[dict[str, Any]]:
+    rows = []
+    for csv_path in sorted((runs / "eval").glob("*/global_results-val.csv")):
+        name = csv_path.parent.name
+        match = re.fullmatch(r"(.+)_s(\d+)", name)
+        group, seed = (match.group(1), int(match.group(2))) if match else (name, None)
+        rows.append({"name": name, "group": group, "seed": seed, **read_global(csv_path),
+                     **training(runs / name)})
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[str, list[float]] = {}
+    for row in rows:
+        groups.setdefault(row["group"], []).append(row["J&F-Mean"])
+    random = groups.get("random", [])
+    r_mean = sum(random) / len(random) if random else float("nan")
+    r_spread = max(random) - min(random) if random else float("nan")
+    out = []
+    for group, values in groups.items():
+        mean, spread = sum(values) / len(values), max(values) - min(values)
+        margin = mean - r_mean
+        out.append({"group": group, "seeds": len(values), "mean": mean, "spread": spread, "margin": margin,
+                    "beats_random": group not in BASELINES and margin > max(spread, r_spread)})
+    return out
+
+
+def markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
+    lines = ["| encoder | seed | J&F | J-Mean | F-Mean | steps | s/step |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        seed = "" if r["seed"] is None else str(r["seed"])
+        steps = str(r.get("steps", ""))
+        step_s = f"{r['step_s']:.1f}" if "step_s" in r else ""
+        lines.append(f"| {r['group']} | {seed} | {r['J&F-Mean']:.4f} | {r['J-Mean']:.4f} | {r['F-Mean']:.4f} "
+                     f"| {steps} | {step_s} |")
+    lines += ["", "| encoder | seeds | mean J&F | spread | minus random | beats random by more than the spread |",
+              "|---|---|---|---|---|---|"]
+    for s in summary:
+        verdict = "" if s["group"] in BASELINES else ("yes" if s["beats_random"] else "no")
+        lines.append(f"| {s['group']} | {s['seeds']} | {s['mean']:.4f} | {s['spread']:.4f} | {s['margin']:+.4f} "
+                     f"| {verdict} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", type=Path, help="the RUNS folder of tools/cpu_results.sh")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows and the summary here")
+    args = p.parse_args(argv)
+    rows = collect(args.runs)
+    if not rows:
+        print(f"error: {args.runs}/eval: no global_results-val.csv found", file=sys.stderr)
+        return 2
+    summary = summarise(rows)
+    print(markdown(rows, summary))
+    if args.json is not None:
+        args.json.write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
