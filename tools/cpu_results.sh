@@ -38,9 +38,10 @@ train() {
 }
 
 evaluate() {
-    local specs=(identity pixels)
+    local specs=(identity)
     for seed in $SEEDS; do specs+=("random:$seed"); done
     for method in $METHODS; do for seed in $SEEDS; do specs+=("$method:$seed"); done; done
+    specs+=(pixels)
     for spec in "${specs[@]}"; do
         name=${spec/:/_s}
         out=$RUNS/eval/$name

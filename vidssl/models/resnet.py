@@ -128,7 +128,7 @@ def backbone_from_config(config: dict[str, Any]) -> ResNet:
 
 def truncate(backbone: ResNet, num_layers: int) -> ResNet:
     """The same trunk with only its first ``num_layers`` residual stages (3 drops layer4, as CRW and VFS
-    evaluate label propagation); the weights are shared with ``backbone``'s first stages."""
+    evaluate label propagation), with a copy of ``backbone``'s weights for those stages."""
     config = dict(backbone.config)
     if num_layers == config["num_layers"]:
         return backbone
