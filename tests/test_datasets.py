@@ -75,6 +75,18 @@ def test_cover_crop_keeps_aspect_and_crops_consistently() -> None:
     assert np.all(np.diff(out[0, 0, :, 2].astype(int)) > 0)  # x still increasing: no flip, no distortion
 
 
+def test_cover_crop_short_side_sets_the_scale() -> None:
+    frames = np.stack([_frame(i, 40, 80) for i in range(2)])
+    # short side 40 -> native scale: a 20 x 20 window is an exact piece of the frame
+    out = cover_crop(frames, (20, 20), np.random.default_rng(1), short_side=40)
+    top, left = int(out[0, 0, 0, 1]), int(out[0, 0, 0, 2])
+    assert np.array_equal(out, frames[:, top:top + 20, left:left + 20])
+    # short side 20 is the plain cover (scale 0.5); a short side that would not cover the window is raised
+    rng_a, rng_b = np.random.default_rng(2), np.random.default_rng(2)
+    assert np.array_equal(cover_crop(frames, (20, 20), rng_a, short_side=20), cover_crop(frames, (20, 20), rng_b))
+    assert cover_crop(frames, (30, 30), np.random.default_rng(3), short_side=10).shape == (2, 30, 30, 3)
+
+
 def test_bad_files_are_skipped_and_reported(tree: Path) -> None:
     (tree / "zz_text.mp4").write_text("this is not a video")
     (tree / "zz_empty.mp4").write_bytes(b"")

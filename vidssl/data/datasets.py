@@ -39,12 +39,18 @@ Sampler = Callable[[int, np.random.Generator], np.ndarray]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-def cover_crop(frames: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+def cover_crop(
+    frames: np.ndarray, size: tuple[int, int], rng: np.random.Generator, short_side: int | None = None
+) -> np.ndarray:
     """Resize ``(T, H, W, 3)`` frames so they cover ``size = (h, w)``, keeping the aspect ratio, then cut one
-    random ``size`` window (the same for every frame)."""
+    random ``size`` window (the same for every frame).
+
+    ``short_side`` sets the scale instead: frames are resized so their short side has that many pixels (or
+    more, where that would not cover ``size``), and the window is a part of the frame at that scale.
+    """
     h, w = size
     src_h, src_w = frames.shape[1:3]
-    scale = max(h / src_h, w / src_w)
+    scale = max(h / src_h, w / src_w, (short_side or 0) / min(src_h, src_w))
     new_h, new_w = max(h, round(src_h * scale)), max(w, round(src_w * scale))
     if (new_h, new_w) != (src_h, src_w):
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
@@ -139,6 +145,8 @@ class RawVideoDataset(_EpochSeeded):
             (any shape, flattened into T in the order given).
         size: output ``(H, W)``; frames are resized to cover it and one random window is cut per sample.
             ``None`` keeps the native size (then batches need equal-sized videos).
+        short_side: resize frames to this short side (at least covering ``size``) before cutting the window,
+            so the window is part of the frame at a chosen scale rather than all of it (see ``cover_crop``).
         short: the policy for videos shorter than the sampler needs (``loop``, ``repeat`` or ``skip``), passed
             to samplers that take a ``short`` keyword.
         cache_readers: open readers kept per worker (opening costs a probe; decoders hold memory, so few).
@@ -155,8 +163,10 @@ class RawVideoDataset(_EpochSeeded):
         short: Literal["loop", "repeat", "skip"] | None = None,
         max_retries: int = 10,
         cache_readers: int = 4,
+        short_side: int | None = None,
     ) -> None:
         super().__init__(seed, max_retries)
+        self.short_side = short_side
         self.paths = _video_paths(source)
         if not self.paths:
             raise ValueError(f"{source}: no videos or frame folders found")
@@ -196,7 +206,7 @@ class RawVideoDataset(_EpochSeeded):
             reader.close()
             raise
         if self.size is not None:
-            frames = cover_crop(frames, self.size, rng)
+            frames = cover_crop(frames, self.size, rng, self.short_side)
         video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (C, T, H, W)
         return {"video": video, "frame_indices": torch.from_numpy(indices), "label": -1}
 
@@ -279,6 +289,7 @@ def build_dataset(
     seed: int = 0,
     backend: str = "auto",
     short: Literal["loop", "repeat", "skip"] | None = None,
+    short_side: int | None = None,
 ) -> RawVideoDataset | ImageFolderDataset:
     """The dataset a run config asks for.
 
@@ -286,6 +297,8 @@ def build_dataset(
     synthetic evaluation videos (``vidssl.data.synthetic.default_data(seed=0)``).
     """
     if kind == "images":
+        if short_side is not None:
+            raise ValueError("data.short_side: applies to videos only")
         if not isinstance(source, (str, Path)):
             raise ValueError(f"data.source: still images come from one ImageFolder root, got a list {list(source)}")
         return ImageFolderDataset(source, size=size, seed=seed)
@@ -297,4 +310,4 @@ def build_dataset(
         from vidssl.data.synthetic import default_data
 
         source = default_data(seed=1) / "videos"
-    return RawVideoDataset(source, sampler, size=size, seed=seed, backend=backend, short=short)
+    return RawVideoDataset(source, sampler, size=size, seed=seed, backend=backend, short=short, short_side=short_side)

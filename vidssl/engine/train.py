@@ -41,7 +41,8 @@ class DataConfig:
     kind: Literal["video", "images"] = "video"
     # a folder, a manifest, a list of folders / files / manifests, or "synthetic" (the built-in generated videos)
     source: str | list[str] = "synthetic"
-    size: tuple[int, int] = (224, 224)  # (H, W) of each decoded frame
+    size: tuple[int, int] = (224, 224)  # (H, W) of each decoded frame: a window of the resized video
+    short_side: int | None = None  # resize videos to this short side first (the scale); None: just cover size
     batch_size: int = 32  # global batch of one forward pass, split over processes
     workers: int = 2  # DataLoader workers per process
     backend: str = "auto"  # video decoder
@@ -191,7 +192,7 @@ def build_dataset_for(cfg: RunConfig, method: nn.Module) -> Dataset:
     make_sampler = getattr(method, "sampler", None)
     sampler = make_sampler() if make_sampler is not None else None
     return build_dataset(d.kind, d.source, sampler=sampler, size=(d.size[0], d.size[1]), seed=cfg.seed,
-                         backend=d.backend, short=d.short)
+                         backend=d.backend, short=d.short, short_side=d.short_side)
 
 
 @dataclass
