@@ -1,0 +1,73 @@
+"""The result tools: effective rank (closed forms) and the results table (verdicts on made-up CSVs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tool(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_effective_rank_closed_forms() -> None:
+    fr = _tool("feature_rank")
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(16, 16, generator=g))[0]
+    # k orthogonal directions with equal energy, zero mean: effective rank k
+    for k in (1, 3, 8):
+        coeff = torch.zeros(16, 2 * k)
+        for i in range(k):
+            coeff[i, 2 * i], coeff[i, 2 * i + 1] = 1.0, -1.0
+        assert fr.effective_rank(basis @ coeff) == pytest.approx(k, rel=1e-6)
+    # energies 4:1 on two directions: exp(H(0.8, 0.2))
+    x = basis[:, :2] @ torch.tensor([[2.0, -2.0, 0.0, 0.0], [0.0, 0.0, 1.0, -1.0]])
+    h = -(0.8 * torch.log(torch.tensor(0.8)) + 0.2 * torch.log(torch.tensor(0.2)))
+    assert fr.effective_rank(x) == pytest.approx(float(torch.exp(h)), rel=1e-6)
+    same = torch.ones(4, 3, 5)  # every position identical: cosines 1
+    s = fr.stats(same)
+    assert s["mean_cosine"] == pytest.approx(1.0) and s["neighbour_cosine"] == pytest.approx(1.0)
+
+
+def _write(runs: Path, name: str, jf: float, steps: int | None = None) -> None:
+    out = runs / "eval" / name
+    out.mkdir(parents=True)
+    (out / "global_results-val.csv").write_text(
+        "J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay\n"
+        f"{jf},{jf + 0.01},0.5,0.1,{jf - 0.01},0.5,0.1\n")
+    if steps is not None:
+        (runs / name).mkdir()
+        (runs / name / "metrics.jsonl").write_text(
+            json.dumps({"step": steps, "loss": 1.5, "time/compute_s": 2.0, "time/data_wait_s": 0.5}) + "\n")
+
+
+def test_results_table_verdicts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rt = _tool("results_table")
+    _write(tmp_path, "identity", 0.27)
+    _write(tmp_path, "random_s0", 0.47)
+    _write(tmp_path, "random_s1", 0.50)  # random: mean 0.485, spread 0.03
+    _write(tmp_path, "good_s0", 0.55, 100)
+    _write(tmp_path, "good_s1", 0.56, 100)  # +0.07 > 0.03
+    _write(tmp_path, "close_s0", 0.50, 100)
+    _write(tmp_path, "close_s1", 0.51, 100)  # +0.02 < 0.03
+    _write(tmp_path, "noisy_s0", 0.50, 100)
+    _write(tmp_path, "noisy_s1", 0.62, 100)  # +0.075 but spread 0.12
+    assert rt.main([str(tmp_path), "--json", str(tmp_path / "r.json")]) == 0
+    summary = {s["group"]: s for s in json.loads((tmp_path / "r.json").read_text())["summary"]}
+    assert summary["good"]["beats_random"] and summary["good"]["margin"] == pytest.approx(0.07)
+    assert not summary["close"]["beats_random"] and not summary["noisy"]["beats_random"]
+    assert not summary["random"]["beats_random"] and summary["random"]["spread"] == pytest.approx(0.03)
+    out = capsys.readouterr().out
+    assert "| good | 0 | 0.5500 | 0.5600 | 0.5400 | 100 | 2.5 |" in out
+    assert rt.main([str(tmp_path / "nothing")]) == 2
