@@ -29,14 +29,16 @@ def read_global(path: Path) -> dict[str, float]:
 
 
 def training(run: Path) -> dict[str, Any]:
-    """Steps, samples and minutes of a run, from its metrics log (empty for baselines)."""
+    """Steps of a run (its newest checkpoint), last logged loss and mean seconds per step (empty for baselines)."""
     log = run / "metrics.jsonl"
     if not log.is_file():
         return {}
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     if not records:
         return {}
-    steps = records[-1]["step"]
+    # the newest checkpoint is what was evaluated; the log may end a few steps before it
+    saved = sorted((run / "checkpoints").glob("ckpt_*.pt"))
+    steps = int(saved[-1].stem.split("_")[1]) if saved else records[-1]["step"]
     seconds = sum(r.get("time/compute_s", 0.0) + r.get("time/data_wait_s", 0.0) for r in records) / len(records)
     return {"steps": steps, "last_loss": records[-1]["loss"], "step_s": seconds}
 
