@@ -69,5 +69,5 @@ def test_results_table_verdicts(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert not summary["close"]["beats_random"] and not summary["noisy"]["beats_random"]
     assert not summary["random"]["beats_random"] and summary["random"]["spread"] == pytest.approx(0.03)
     out = capsys.readouterr().out
-    assert "| good | 0 | 0.5500 | 0.5600 | 0.5400 | 100 | 2.5 |" in out
+    assert "| good | 0 | 0.550 | 0.560 | 0.540 | 100 | 2.5 |" in out
     assert rt.main([str(tmp_path / "nothing")]) == 2

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     for r in rows:
         cuda = f"{r['cuda_max_allocated_mb']:.0f}" if r["cuda_max_allocated_mb"] is not None else "-"
-        print(f"{r['method']:<10} {r['device']:<6} {r['batch']:>5} {r['samples_per_s']:>10.1f} {r['step_ms']:>9.1f} "
+        print(f"{r['method']:<10} {r['device']:<6} {r['batch']:>5} {r['samples_per_s']:>10.2f} {r['step_ms']:>9.1f} "
               f"{r['data_wait_fraction']:>9.1%} {r['peak_rss_mb']:>11.0f} {cuda:>8}")
     meta = {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available()

@@ -76,13 +76,13 @@ def markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
         seed = "" if r["seed"] is None else str(r["seed"])
         steps = str(r.get("steps", ""))
         step_s = f"{r['step_s']:.1f}" if "step_s" in r else ""
-        lines.append(f"| {r['group']} | {seed} | {r['J&F-Mean']:.4f} | {r['J-Mean']:.4f} | {r['F-Mean']:.4f} "
+        lines.append(f"| {r['group']} | {seed} | {r['J&F-Mean']:.3f} | {r['J-Mean']:.3f} | {r['F-Mean']:.3f} "
                      f"| {steps} | {step_s} |")
     lines += ["", "| encoder | seeds | mean J&F | spread | minus random | beats random by more than the spread |",
               "|---|---|---|---|---|---|"]
     for s in summary:
         verdict = "" if s["group"] in BASELINES else ("yes" if s["beats_random"] else "no")
-        lines.append(f"| {s['group']} | {s['seeds']} | {s['mean']:.4f} | {s['spread']:.4f} | {s['margin']:+.4f} "
+        lines.append(f"| {s['group']} | {s['seeds']} | {s['mean']:.4f} | {s['spread']:.3f} | {s['margin']:+.4f} "
                      f"| {verdict} |")
     return "\n".join(lines)
 
