@@ -71,6 +71,7 @@ def _collectives_worker(rank: int, world: int, port: int, out: str) -> None:
             "mean": dist.all_reduce_mean(torch.tensor([float(rank)])), "shuffled": shuffled, "idx": idx,
             "unshuffled": dist.unshuffle_batch(shuffled, idx), "x": x.detach(),
             "objects": dist.gather_objects({"rank": rank}),
+            "flag": torch.tensor([dist.broadcast_flag(rank == 0), dist.broadcast_flag(rank == 1)]),
         }
         torch.save(result, f"{out}/rank{rank}.pt")
     finally:
@@ -109,6 +110,7 @@ def test_collectives_across_two_processes(tmp_path: Path) -> None:
         torch.testing.assert_close(r[k]["no_grad"], full)
         assert r[k]["mean"].item() == pytest.approx(0.5)
         assert r[k]["objects"] == [{"rank": 0}, {"rank": 1}]
+        assert r[k]["flag"].tolist() == [True, False]  # rank 0's flag everywhere (max_minutes stops all ranks)
         # d/dx_k of sum_j (w * (j + 1) * gathered): the slice k of w times (1 + 2)
         w = torch.arange(full.numel(), dtype=torch.float64).view_as(full)
         torch.testing.assert_close(r[k]["grad"], 3 * w[3 * k:3 * k + 3])
@@ -126,6 +128,7 @@ def test_helpers_are_no_ops_without_a_group() -> None:
     assert torch.equal(dist.all_gather_no_grad(x), x) and not dist.all_gather_no_grad(x).requires_grad
     assert dist.all_reduce_mean(x) is x
     assert dist.gather_objects(7) == [7]
+    assert dist.broadcast_flag(True) and not dist.broadcast_flag(False)
     shuffled, idx = dist.shuffle_batch(x)
     assert sorted(shuffled[:, 0].tolist()) == sorted(x[:, 0].tolist())
     assert torch.equal(dist.unshuffle_batch(shuffled, idx), x.detach())

@@ -129,6 +129,8 @@ def test_truncate_drops_layer4_and_keeps_the_first_stages() -> None:
     assert truncate(short, 3) is short
     with pytest.raises(ValueError, match="can only drop layer4"):
         truncate(net, 2)
+    with pytest.raises(ValueError, match="has 3 residual stages, so it cannot keep 4"):
+        truncate(short, 4)
 
 
 def test_build_encoder_layers_option(tmp_path: Path) -> None:

@@ -132,6 +132,8 @@ def truncate(backbone: ResNet, num_layers: int) -> ResNet:
     config = dict(backbone.config)
     if num_layers == config["num_layers"]:
         return backbone
+    if num_layers > config["num_layers"]:
+        raise ValueError(f"the trunk has {config['num_layers']} residual stages, so it cannot keep {num_layers}")
     if num_layers != 3:
         raise ValueError(f"can only drop layer4 (num_layers 3) of a {config['num_layers']}-stage trunk, "
                          f"got num_layers={num_layers}")
