@@ -307,6 +307,7 @@ def test_loop_writes_run_dir_checkpoints_and_tensorboard(
     assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == [f"ckpt_0000000{s}.pt" for s in (2, 4, 6)]
     state = ckpt.load_checkpoint(run / "checkpoints" / "ckpt_00000006.pt")
     assert state["step"] == 6 and state["backbone"]["num_layers"] == 3 and state["config"]["method"] == "tiny"
+    assert state["encoder_input"] == "rgb"  # what `vidssl eval` feeds the encoder (MAST records "lab")
     # 10 samples, batch 4 -> 2 batches per epoch; 6 steps end exactly at the end of epoch 2
     assert state["data_position"] == [2, 2] and data.epochs == [0, 1, 2]
     out = capsys.readouterr().out

@@ -145,6 +145,55 @@ def test_encoder_from_checkpoint_and_torchvision_file(tmp_path: Path) -> None:
         build_encoder(str(plain), backbone="resnet18_s8")  # layer4 absent from the file
 
 
+def test_checkpoint_input_space_follows_the_training(tmp_path: Path) -> None:
+    """A MAST checkpoint's encoder is fed normalised Lab (what it trained on), everything else RGB; --input
+    overrides; a checkpoint from before the record follows from its method."""
+    from vidssl.data.augment import mast_normalize_lab, rgb_to_lab
+    from vidssl.eval.encoders import checkpoint_input
+
+    frame = np.random.default_rng(2).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    net = random_backbone("resnet18_s8_l3", seed=4).eval()
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        want_lab = net.forward_features(mast_normalize_lab(rgb_to_lab(x)))[0]
+        want_rgb = net.forward_features((x - mean) / std)[0]
+    assert not torch.allclose(want_lab, want_rgb, atol=1e-3)
+    base = {"encoder": net.state_dict(), "backbone": net.config}
+    files = {
+        "lab_recorded": {**base, "encoder_input": "lab", "config": {"method": "crw"}},  # the record wins
+        "mast_old": {**base, "config": {"method": "mast"}},
+        "stage2_old": {**base, "config": {"method": "mast_stage2"}},
+        "crw_old": {**base, "config": {"method": "crw"}},
+        "rgb_recorded": {**base, "encoder_input": "rgb", "config": {"method": "mast"}},
+    }
+    expect = {"lab_recorded": "lab", "mast_old": "lab", "stage2_old": "lab", "crw_old": "rgb", "rgb_recorded": "rgb"}
+    for name, state in files.items():
+        torch.save(state, tmp_path / f"{name}.pt")
+        path = str(tmp_path / f"{name}.pt")
+        assert checkpoint_input(path) == expect[name], name
+        got = build_encoder(path).encode(frame)  # type: ignore[misc]
+        torch.testing.assert_close(got, want_lab if expect[name] == "lab" else want_rgb)
+    forced = build_encoder(str(tmp_path / "mast_old.pt"), input="rgb")
+    torch.testing.assert_close(forced.encode(frame), want_rgb)  # type: ignore[misc]
+    rand_lab = build_encoder("random", seed=4, input="lab")
+    torch.testing.assert_close(rand_lab.encode(frame), want_lab)  # type: ignore[misc]
+    assert rand_lab.name.endswith("-lab")
+    torch.save({**base, "encoder_input": "hsv"}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="bad.pt: unknown encoder_input 'hsv'"):
+        build_encoder(str(tmp_path / "bad.pt"))
+    with pytest.raises(ValueError, match="--input"):
+        build_encoder("random", input="bgr")
+
+
+def test_training_checkpoints_record_the_encoder_input() -> None:
+    from vidssl.methods import METHODS
+
+    assert {name for name, cls in METHODS.items() if getattr(cls, "encoder_input", "rgb") == "lab"} == {
+        "mast", "mast_stage2"}
+
+
 @pytest.mark.slow
 def test_synthetic_videos_pixels_beat_identity(tmp_path: Path) -> None:
     from vidssl.data.synthetic import write_dataset

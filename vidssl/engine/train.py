@@ -341,7 +341,8 @@ def _save(cfg: RunConfig, raw: nn.Module, optimizer: torch.optim.Optimizer, scal
     encoder = raw.encoder()  # type: ignore[operator]
     state = {"step": step, "data_position": list(position), "model": raw.state_dict(),
              "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
-             "config": to_dict(cfg), "encoder": encoder.state_dict(), "backbone": dict(encoder.config)}
+             "config": to_dict(cfg), "encoder": encoder.state_dict(), "backbone": dict(encoder.config),
+             "encoder_input": getattr(raw, "encoder_input", "rgb")}
     path = ckpt.save_checkpoint(state, ckpt_dir, step, keep=cfg.ckpt.keep)
     log.print(f"step {step}  saved {path}")
 

@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
             encoder = mast_memory.build_lab_encoder(args.encoder, args.device, args.seed)
         else:
             cfg = load_config(PropagationConfig, _resolve_config(args.config), args.overrides)
-            encoder = build_encoder(args.encoder, args.device, args.backbone, args.seed, args.layers)
+            encoder = build_encoder(args.encoder, args.device, args.backbone, args.seed, args.layers, args.input)
         result = evaluate_encoder(
             encoder, args.davis_root, args.out, cfg, args.sequences, resolution=args.resolution,
             overlays=args.overlays, overlay_video=args.overlay_video,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vidssl.data.augment import mast_normalize_lab, rgb_to_lab
 from vidssl.models import ResNet, build_backbone, load_encoder
 from vidssl.models.resnet import truncate
 
@@ -29,6 +30,7 @@ LAB_MEAN = (50.0, 0.0, 0.0)
 LAB_STD = (50.0, 127.0, 127.0)
 DEFAULT_BACKBONE = "resnet18_s8_l3"  # CRW's label-propagation trunk: layer4 removed, stride 8, 256-d
 BUILTIN = ("identity", "pixels", "random")
+INPUTS = ("rgb", "lab")  # what a ResNet encoder is fed: ImageNet-normalised RGB or MAST-normalised Lab
 
 
 @dataclass
@@ -47,8 +49,13 @@ def _check_frame(frame: np.ndarray) -> None:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {frame.shape} {frame.dtype}")
 
 
-def backbone_encoder(backbone: ResNet, device: torch.device | str, name: str = "resnet") -> FrameEncoder:
-    """A ResNet (in eval mode) on ImageNet-normalised RGB at native resolution."""
+def backbone_encoder(
+    backbone: ResNet, device: torch.device | str, name: str = "resnet", input: str = "rgb"
+) -> FrameEncoder:
+    """A ResNet (in eval mode) at native resolution, fed ImageNet-normalised RGB (``input="rgb"``) or
+    MAST-normalised Lab (``input="lab"``: what MAST trains its encoder on)."""
+    if input not in INPUTS:
+        raise ValueError(f"encoder input must be one of {', '.join(INPUTS)}, got {input!r}")
     device = torch.device(device)
     backbone = backbone.eval().to(device)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
@@ -58,9 +65,32 @@ def backbone_encoder(backbone: ResNet, device: torch.device | str, name: str = "
     def encode(frame: np.ndarray) -> torch.Tensor:
         _check_frame(frame)
         x = torch.as_tensor(np.array(frame)).to(device).permute(2, 0, 1)[None].float().div_(255)
-        return backbone.forward_features((x - mean) / std)[0].float()  # (C, h, w)
+        x = mast_normalize_lab(rgb_to_lab(x)) if input == "lab" else (x - mean) / std
+        return backbone.forward_features(x)[0].float()  # (C, h, w)
 
     return FrameEncoder(name, backbone.stride, encode, device)
+
+
+def checkpoint_input(path: str | Path) -> str:
+    """The input a checkpoint's encoder was trained on: ``"rgb"`` or ``"lab"``.
+
+    vidssl checkpoints record it (``encoder_input``); for older ones it follows from the method that wrote
+    them (MAST's stages train on Lab). Plain state dicts (torchvision weights) are RGB.
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        return "rgb"
+    recorded = state.get("encoder_input")
+    if recorded is not None:
+        if recorded not in INPUTS:
+            raise ValueError(f"{path}: unknown encoder_input {recorded!r} (expected one of {', '.join(INPUTS)})")
+        return str(recorded)
+    method = state.get("config", {}).get("method") if isinstance(state.get("config"), dict) else None
+    if method is None:
+        return "rgb"
+    from vidssl.methods import METHODS  # late: the methods import the data layer
+
+    return str(getattr(METHODS.get(method), "encoder_input", "rgb"))
 
 
 def pixel_encoder(device: torch.device | str, stride: int = 8) -> FrameEncoder:
@@ -93,13 +123,17 @@ def random_backbone(name: str = DEFAULT_BACKBONE, seed: int = 0) -> ResNet:
 
 def build_encoder(
     spec: str, device: torch.device | str = "cpu", backbone: str = DEFAULT_BACKBONE, seed: int = 0,
-    layers: int | None = None,
+    layers: int | None = None, input: str = "auto",
 ) -> FrameEncoder:
     """An encoder from a spec: ``identity``, ``pixels``, ``random`` (a seeded random ``backbone``), a vidssl
     checkpoint (its own architecture) or a local torchvision weights file (loaded into ``backbone``).
 
     ``layers=3`` drops a trunk's layer4 (CRW trains with it and evaluates without it); None keeps every stage.
+    ``input``: ``auto`` feeds a checkpoint what it was trained on (:func:`checkpoint_input`: Lab for MAST, RGB
+    otherwise) and a random or torchvision ResNet RGB; ``rgb`` or ``lab`` force one.
     """
+    if input not in ("auto", *INPUTS):
+        raise ValueError(f"--input must be auto, {' or '.join(INPUTS)}, got {input!r}")
     if spec == "identity":
         return FrameEncoder("identity", 8, None, torch.device(device))
     if spec == "pixels":
@@ -111,12 +145,16 @@ def build_encoder(
         if not path.is_file():
             raise ValueError(f"{spec}: not a weights file and not one of {', '.join(BUILTIN)}")
         net, name = load_encoder(path, backbone), path.stem
+        if input == "auto":
+            input = checkpoint_input(path)
+    if input == "auto":
+        input = "rgb"
     if layers is not None:
         try:
             net = truncate(net, layers)
         except ValueError as exc:
             raise ValueError(f"--layers: {spec}: {exc}") from exc
-    return backbone_encoder(net, device, name)
+    return backbone_encoder(net, device, name if input == "rgb" else f"{name}-{input}", input)
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,4 +166,6 @@ def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed of --encoder random")
     parser.add_argument("--layers", type=int, choices=[3, 4], default=None,
                         help="residual stages to keep: 3 drops layer4 (CRW evaluates that way); default: all")
+    parser.add_argument("--input", default="auto", choices=["auto", *INPUTS],
+                        help="what the ResNet is fed: auto = what a checkpoint trained on (Lab for MAST), else RGB")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])

@@ -264,11 +264,11 @@ def pck(distances: Sequence[np.ndarray], alphas: Sequence[float] = ALPHAS) -> tu
 
 def build_frame_encoder(
     spec: str, device: str = "cpu", size: tuple[int, int] | None = None, backbone: str = DEFAULT_BACKBONE,
-    seed: int = 0, layers: int | None = None,
+    seed: int = 0, layers: int | None = None, input: str = "auto",
 ) -> FrameEncoder:
     """``vidssl.eval.encoders.build_encoder``, with frames optionally resized to ``size = (H, W)`` before
     encoding (bilinear, as CRW's ``cv2.resize``; CRW evaluates JHMDB at 320x320)."""
-    encoder = build_encoder(spec, device, backbone, seed, layers)
+    encoder = build_encoder(spec, device, backbone, seed, layers, input)
     if size is None or encoder.encode is None:
         return encoder
     inner = encoder.encode
@@ -431,7 +431,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise JhmdbError("--root/--list", "give a JHMDB folder (--root) or a file list (--list)")
         encoder = build_frame_encoder(args.encoder, args.device, tuple(args.size) if args.size else None,
-                                      args.backbone, args.seed, args.layers)
+                                      args.backbone, args.seed, args.layers, args.input)
 
         def on_clip(result: ClipResult, frames: np.ndarray) -> None:
             scores = pck([result.distances])[1]

@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from vidssl.data.augment import mast_normalize_lab, rgb_to_lab
 from vidssl.engine.config import ConfigError, from_dict, read_yaml
 
 __all__ = [
@@ -358,25 +357,10 @@ def propagate_frames(
         yield labels.to("cpu", torch.uint8).numpy()
 
 
-def lab_encoder(backbone: torch.nn.Module, stride: int, device: torch.device | str) -> Callable[[np.ndarray], Tensor]:
-    """A MAST backbone (eval mode) on normalised Lab at native resolution: ``(H, W, 3)`` uint8 RGB -> ``(C, h, w)``."""
-    device = torch.device(device)
-    backbone = backbone.eval().to(device)
-
-    @torch.inference_mode()
-    def encode(frame: np.ndarray) -> Tensor:
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {frame.shape} {frame.dtype}")
-        x = torch.tensor(frame, device=device).permute(2, 0, 1)[None].float().div_(255)  # copies (read-only frames)
-        return backbone.forward_features(mast_normalize_lab(rgb_to_lab(x)))[0].float()  # type: ignore[operator]
-
-    return encode
-
-
 def build_lab_encoder(spec: str, device: torch.device | str = "cpu", seed: int = 0) -> Any:
     """A ``vidssl.eval.encoders.FrameEncoder`` on Lab input: a vidssl checkpoint, or ``random`` (a seeded
     ``resnet18_mast``)."""
-    from vidssl.eval.encoders import FrameEncoder, random_backbone  # late: encoders may import this module
+    from vidssl.eval.encoders import backbone_encoder, random_backbone  # late: encoders may import this module
     from vidssl.models import load_encoder
 
     if spec == "random":
@@ -386,8 +370,7 @@ def build_lab_encoder(spec: str, device: torch.device | str = "cpu", seed: int =
         if not path.is_file():
             raise ValueError(f"{spec}: not a checkpoint file and not 'random' (MAST's memory needs an encoder)")
         net = load_encoder(path)
-    return FrameEncoder(f"mast-lab-{Path(spec).stem}", net.stride, lab_encoder(net, net.stride, device),
-                        torch.device(device))
+    return backbone_encoder(net, device, f"mast-lab-{Path(spec).stem}", input="lab")
 
 
 def load_mast_config(path: str | Path, overrides: Sequence[str] = ()) -> MastMemoryConfig:

@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(PropagationConfig, args.config, args.overrides)
         videos = find_videos(args.root, args.videos)
-        encoder = build_encoder(args.encoder, args.device, args.backbone, args.seed, args.layers)
+        encoder = build_encoder(args.encoder, args.device, args.backbone, args.seed, args.layers, args.input)
         hist, per_video = evaluate_videos(
             videos, encoder, cfg, score_first=not args.exclude_first,
             save_dir=args.out / "pred" if args.save_predictions else None,

@@ -8,7 +8,9 @@ A method is an ``nn.Module`` with:
 - ``forward(batch) -> (loss, metrics)``: ``batch["video"]`` is uint8 ``(B, C, T, H, W)`` on the device; the
   method augments on the device itself; ``metrics`` is a dict of floats or 0-dim tensors for logging;
 - ``after_step(step)``: optional work after the optimiser step (EMA, queue), never branched on by the loop;
-- ``encoder() -> vidssl.models.ResNet``: the backbone to export and evaluate.
+- ``encoder() -> vidssl.models.ResNet``: the backbone to export and evaluate;
+- ``encoder_input``: optional, the input the encoder was trained on: ``"rgb"`` (ImageNet-normalised RGB, the
+  default) or ``"lab"`` (MAST-normalised Lab). Checkpoints record it and ``vidssl eval`` feeds frames that way.
 """
 
 from __future__ import annotations

@@ -151,6 +151,8 @@ def memory_tuple(
 class _ChannelCopy(nn.Module):
     """What both stages share: Lab input, channel dropout, stride-4 features, the loss. ``copy`` differs."""
 
+    encoder_input = "lab"  # checkpoints record it: the evaluation feeds this encoder normalised Lab, not RGB
+
     def __init__(self, cfg: MASTConfig) -> None:
         super().__init__()
         self.cfg = cfg
