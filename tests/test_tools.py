@@ -63,8 +63,16 @@ def test_results_table_verdicts(tmp_path: Path, capsys: pytest.CaptureFixture[st
     _write(tmp_path, "close_s1", 0.51, 100)  # +0.02 < 0.03
     _write(tmp_path, "noisy_s0", 0.50, 100)
     _write(tmp_path, "noisy_s1", 0.62, 100)  # +0.075 but spread 0.12
+    _write(tmp_path, "random_lab_s0", 0.40)
+    _write(tmp_path, "random_lab_s1", 0.42)  # random on Lab input: mean 0.41, spread 0.02
+    for seed, jf in ((0, 0.46), (1, 0.47)):  # a MAST run (Lab input): +0.055 over random_lab, -0.02 over random
+        _write(tmp_path, f"labby_s{seed}", jf, 100)
+        (tmp_path / f"labby_s{seed}" / "config.yaml").write_text("method: mast\n")
     assert rt.main([str(tmp_path), "--json", str(tmp_path / "r.json")]) == 0
     summary = {s["group"]: s for s in json.loads((tmp_path / "r.json").read_text())["summary"]}
+    assert summary["labby"]["reference"] == "random_lab" and summary["labby"]["beats_random"]
+    assert summary["labby"]["margin"] == pytest.approx(0.055)
+    assert summary["good"]["reference"] == "random" and summary["random_lab"]["reference"] == "random_lab"
     assert summary["good"]["beats_random"] and summary["good"]["margin"] == pytest.approx(0.07)
     assert not summary["close"]["beats_random"] and not summary["noisy"]["beats_random"]
     assert not summary["random"]["beats_random"] and summary["random"]["spread"] == pytest.approx(0.03)

@@ -40,6 +40,8 @@ train() {
 evaluate() {
     local specs=(identity)
     for seed in $SEEDS; do specs+=("random:$seed"); done
+    # MAST's encoder trains on Lab and is evaluated on Lab: its random initialisation is compared on Lab too
+    case " $METHODS " in *" mast "*) for seed in $SEEDS; do specs+=("random_lab:$seed"); done ;; esac
     for method in $METHODS; do for seed in $SEEDS; do specs+=("$method:$seed"); done; done
     specs+=(pixels)
     for spec in "${specs[@]}"; do
@@ -49,6 +51,7 @@ evaluate() {
         case $spec in
             identity|pixels) args=(--encoder "$spec") ;;
             random:*) args=(--encoder random --seed "${spec#random:}") ;;  # resnet18_s8_l3, as the runs
+            random_lab:*) args=(--encoder random --seed "${spec#random_lab:}" --input lab) ;;
             *) ckpt=$(latest "$RUNS/$name"); args=(--encoder "$ckpt") ;;
         esac
         echo "[cpu_results] eval $name: ${args[*]}"

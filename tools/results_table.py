@@ -6,7 +6,9 @@ the random initialisation.
     python tools/results_table.py runs/cpu [--json runs/cpu/results.json]
 
 A method "beats random by more than the spread" when its mean J&F exceeds the random encoders' mean by more
-than the larger of the two seed spreads (max - min over seeds).
+than the larger of the two seed spreads (max - min over seeds). The random encoders it is compared with are
+fed the same input as the method's encoder: ``random_lab`` (random init on MAST-normalised Lab) for MAST,
+whose encoder trains and is evaluated on Lab, ``random`` (ImageNet-normalised RGB) for the others.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BASELINES = ("identity", "pixels", "random")
+BASELINES = ("identity", "pixels", "random", "random_lab")
 
 
 def read_global(path: Path) -> dict[str, float]:
@@ -43,30 +45,49 @@ def training(run: Path) -> dict[str, Any]:
     return {"steps": steps, "last_loss": records[-1]["loss"], "step_s": seconds}
 
 
+def encoder_input(run: Path) -> str:
+    """``rgb`` or ``lab``: what the run's method trains its encoder on (``rgb`` for baselines)."""
+    config = run / "config.yaml"
+    if not config.is_file():
+        return "lab" if run.name.startswith("random_lab") else "rgb"
+    import yaml
+
+    from vidssl.methods import METHODS  # the tool runs in vidssl's environment
+
+    method = yaml.safe_load(config.read_text()).get("method")
+    return str(getattr(METHODS.get(method), "encoder_input", "rgb"))
+
+
 def collect(runs: Path) -> list[dict[str, Any]]:
     rows = []
     for csv_path in sorted((runs / "eval").glob("*/global_results-val.csv")):
         name = csv_path.parent.name
         match = re.fullmatch(r"(.+)_s(\d+)", name)
         group, seed = (match.group(1), int(match.group(2))) if match else (name, None)
-        rows.append({"name": name, "group": group, "seed": seed, **read_global(csv_path),
-                     **training(runs / name)})
+        rows.append({"name": name, "group": group, "seed": seed, "input": encoder_input(runs / name),
+                     **read_global(csv_path), **training(runs / name)})
     return rows
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[str, list[float]] = {}
+    inputs: dict[str, str] = {}
     for row in rows:
         groups.setdefault(row["group"], []).append(row["J&F-Mean"])
-    random = groups.get("random", [])
-    r_mean = sum(random) / len(random) if random else float("nan")
-    r_spread = max(random) - min(random) if random else float("nan")
+        inputs[row["group"]] = row.get("input", "rgb")
     out = []
     for group, values in groups.items():
+        # the random initialisation fed what this encoder is fed (Lab for MAST), when it was evaluated
+        reference = "random_lab" if inputs[group] == "lab" and "random_lab" in groups else "random"
+        if group in BASELINES:
+            reference = group if group.startswith("random") else "random"
+        random = groups.get(reference, [])
+        r_mean = sum(random) / len(random) if random else float("nan")
+        r_spread = max(random) - min(random) if random else float("nan")
         mean, spread = sum(values) / len(values), max(values) - min(values)
         margin = mean - r_mean
-        out.append({"group": group, "seeds": len(values), "mean": mean, "spread": spread, "margin": margin,
-                    "beats_random": group not in BASELINES and margin > max(spread, r_spread)})
+        out.append({"group": group, "seeds": len(values), "mean": mean, "spread": spread, "reference": reference,
+                    "margin": margin, "beats_random": group not in BASELINES and margin > max(spread, r_spread)})
     return out
 
 
@@ -78,12 +99,12 @@ def markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
         step_s = f"{r['step_s']:.1f}" if "step_s" in r else ""
         lines.append(f"| {r['group']} | {seed} | {r['J&F-Mean']:.3f} | {r['J-Mean']:.3f} | {r['F-Mean']:.3f} "
                      f"| {steps} | {step_s} |")
-    lines += ["", "| encoder | seeds | mean J&F | spread | minus random | beats random by more than the spread |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| encoder | seeds | mean J&F | spread | random it is compared with | minus random "
+              "| beats random by more than the spread |", "|---|---|---|---|---|---|---|"]
     for s in summary:
         verdict = "" if s["group"] in BASELINES else ("yes" if s["beats_random"] else "no")
-        lines.append(f"| {s['group']} | {s['seeds']} | {s['mean']:.4f} | {s['spread']:.3f} | {s['margin']:+.4f} "
-                     f"| {verdict} |")
+        lines.append(f"| {s['group']} | {s['seeds']} | {s['mean']:.4f} | {s['spread']:.3f} | {s['reference']} "
+                     f"| {s['margin']:+.4f} | {verdict} |")
     return "\n".join(lines)
 
 
