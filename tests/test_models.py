@@ -20,6 +20,8 @@ EXPECTED = {  # name -> (stride, num_features)
     "resnet50": (32, 2048),
     "resnet18_s8": (8, 512),
     "resnet18_s8_l3": (8, 256),
+    "resnet18_s8_reflect": (8, 512),
+    "resnet18_s8_l3_reflect": (8, 256),
     "resnet50_s8": (8, 2048),
     "resnet18_mast": (4, 512),
     "resnet18_cifar": (8, 512),
@@ -97,6 +99,40 @@ def test_config_round_trip() -> None:
     net = build_backbone("resnet18_mast")
     again = backbone_from_config(net.config)
     assert again.config == net.config and again.stride == 4
+
+
+def test_reflect_padding_matches_a_reflect_padded_reference(tmp_path: Path) -> None:
+    """Every padded convolution pads by reflection: the stem equals F.pad(reflect) + an unpadded convolution;
+    the whole trunk differs from the zero-padded one only near the border; the padding survives a checkpoint,
+    truncation and an old checkpoint without the key loads zero-padded."""
+    import torch.nn.functional as F
+
+    from vidssl.models import load_encoder
+    from vidssl.models.resnet import truncate
+
+    torch.manual_seed(0)
+    net = build_backbone("resnet18_s8_reflect").eval()
+    zero = build_backbone("resnet18_s8")
+    zero.load_state_dict(net.state_dict())  # same parameters, different padding
+    zero.eval()
+    x = torch.randn(1, 3, 64, 96)
+    w = net.conv1.weight
+    torch.testing.assert_close(net.conv1(x), F.conv2d(F.pad(x, (3, 3, 3, 3), mode="reflect"), w, stride=2))
+    with torch.no_grad():
+        a, b = net.forward_features(x), zero.forward_features(x)
+    assert a.shape == b.shape == (1, 512, 8, 12)
+    assert not torch.allclose(a, b, atol=1e-4)
+    padded = sum(isinstance(m, torch.nn.Conv2d) and m.padding_mode == "reflect" for m in net.modules())
+    assert padded == sum(isinstance(m, torch.nn.Conv2d) and m.padding != (0, 0) for m in net.modules()) == 17
+    assert net.config["padding"] == "reflect" and truncate(net, 3).config["padding"] == "reflect"
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"encoder": net.state_dict(), "backbone": net.config}, ckpt)
+    with torch.no_grad():
+        torch.testing.assert_close(load_encoder(ckpt).eval().forward_features(x), a)
+    old = {k: v for k, v in zero.config.items() if k != "padding"}
+    assert backbone_from_config(old).config["padding"] == "zeros"
+    with pytest.raises(ValueError, match="padding must be one of zeros, reflect, got 'circular'"):
+        backbone_from_config({**old, "padding": "circular"})
 
 
 def test_load_encoder_rebuilds_checkpoint_architecture(tmp_path: Path) -> None:

@@ -68,11 +68,20 @@ def test_results_table_verdicts(tmp_path: Path, capsys: pytest.CaptureFixture[st
     for seed, jf in ((0, 0.46), (1, 0.47)):  # a MAST run (Lab input): +0.055 over random_lab, -0.02 over random
         _write(tmp_path, f"labby_s{seed}", jf, 100)
         (tmp_path / f"labby_s{seed}" / "config.yaml").write_text("method: mast\n")
+    _write(tmp_path, "random_reflect_s0", 0.52)
+    _write(tmp_path, "random_reflect_s1", 0.53)  # a reflect-padded random trunk: mean 0.525
+    for seed in (0, 1):  # CRW on the reflect-padded trunk: +0.045 over random (would beat it), +0.005 over its own
+        _write(tmp_path, f"walker_s{seed}", 0.53, 100)
+        (tmp_path / f"walker_s{seed}" / "config.yaml").write_text(
+            "method: crw\nmodel: {backbone: resnet18_s8_l3_reflect}\n")
     assert rt.main([str(tmp_path), "--json", str(tmp_path / "r.json")]) == 0
     summary = {s["group"]: s for s in json.loads((tmp_path / "r.json").read_text())["summary"]}
     assert summary["labby"]["reference"] == "random_lab" and summary["labby"]["beats_random"]
     assert summary["labby"]["margin"] == pytest.approx(0.055)
     assert summary["good"]["reference"] == "random" and summary["random_lab"]["reference"] == "random_lab"
+    assert summary["walker"]["reference"] == "random_reflect" and not summary["walker"]["beats_random"]
+    assert summary["walker"]["margin"] == pytest.approx(0.005)
+    assert summary["random_reflect"]["beats_random"] is False
     assert summary["good"]["beats_random"] and summary["good"]["margin"] == pytest.approx(0.07)
     assert not summary["close"]["beats_random"] and not summary["noisy"]["beats_random"]
     assert not summary["random"]["beats_random"] and summary["random"]["spread"] == pytest.approx(0.03)

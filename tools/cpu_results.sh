@@ -42,6 +42,8 @@ evaluate() {
     for seed in $SEEDS; do specs+=("random:$seed"); done
     # MAST's encoder trains on Lab and is evaluated on Lab: its random initialisation is compared on Lab too
     case " $METHODS " in *" mast "*) for seed in $SEEDS; do specs+=("random_lab:$seed"); done ;; esac
+    # CRW trains a reflect-padded trunk (its recipe's scratch model): its random initialisation pads so too
+    case " $METHODS " in *" crw "*) for seed in $SEEDS; do specs+=("random_reflect:$seed"); done ;; esac
     for method in $METHODS; do for seed in $SEEDS; do specs+=("$method:$seed"); done; done
     specs+=(pixels)
     for spec in "${specs[@]}"; do
@@ -52,6 +54,7 @@ evaluate() {
             identity|pixels) args=(--encoder "$spec") ;;
             random:*) args=(--encoder random --seed "${spec#random:}") ;;  # resnet18_s8_l3, as the runs
             random_lab:*) args=(--encoder random --seed "${spec#random_lab:}" --input lab) ;;
+            random_reflect:*) args=(--encoder random --seed "${spec#random_reflect:}" --backbone resnet18_s8_l3_reflect) ;;
             *) ckpt=$(latest "$RUNS/$name"); args=(--encoder "$ckpt") ;;
         esac
         echo "[cpu_results] eval $name: ${args[*]}"

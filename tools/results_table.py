@@ -6,9 +6,10 @@ the random initialisation.
     python tools/results_table.py runs/cpu [--json runs/cpu/results.json]
 
 A method "beats random by more than the spread" when its mean J&F exceeds the random encoders' mean by more
-than the larger of the two seed spreads (max - min over seeds). The random encoders it is compared with are
-fed the same input as the method's encoder: ``random_lab`` (random init on MAST-normalised Lab) for MAST,
-whose encoder trains and is evaluated on Lab, ``random`` (ImageNet-normalised RGB) for the others.
+than the larger of the two seed spreads (max - min over seeds). It is compared with the random initialisation
+of the same trunk fed the same input, where that was evaluated: ``random_lab`` (MAST-normalised Lab) for MAST,
+whose encoder trains and is evaluated on Lab; ``random_reflect`` (a reflect-padded trunk) for CRW's trunk;
+``random`` (zero padding, ImageNet-normalised RGB) for the others.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BASELINES = ("identity", "pixels", "random", "random_lab")
+BASELINES = ("identity", "pixels", "random")  # and random_<variant>: random_lab, random_reflect
+
+
+def _baseline(group: str) -> bool:
+    return group in BASELINES or group.startswith("random_")
 
 
 def read_global(path: Path) -> dict[str, float]:
@@ -45,17 +50,22 @@ def training(run: Path) -> dict[str, Any]:
     return {"steps": steps, "last_loss": records[-1]["loss"], "step_s": seconds}
 
 
-def encoder_input(run: Path) -> str:
-    """``rgb`` or ``lab``: what the run's method trains its encoder on (``rgb`` for baselines)."""
+def variant(run: Path) -> str:
+    """What a run's encoder is fed and how it pads, as the suffix of its random baseline: ``""`` (RGB, zero
+    padding), ``"_lab"`` (MAST: Lab input), ``"_reflect"`` (reflect padding), or both."""
     config = run / "config.yaml"
     if not config.is_file():
-        return "lab" if run.name.startswith("random_lab") else "rgb"
+        return ""
     import yaml
 
     from vidssl.methods import METHODS  # the tool runs in vidssl's environment
+    from vidssl.models import build_backbone
 
-    method = yaml.safe_load(config.read_text()).get("method")
-    return str(getattr(METHODS.get(method), "encoder_input", "rgb"))
+    data = yaml.safe_load(config.read_text()) or {}
+    lab = getattr(METHODS.get(data.get("method")), "encoder_input", "rgb") == "lab"
+    backbone = (data.get("model") or {}).get("backbone")
+    reflect = backbone is not None and build_backbone(backbone).config["padding"] == "reflect"
+    return ("_lab" if lab else "") + ("_reflect" if reflect else "")
 
 
 def collect(runs: Path) -> list[dict[str, Any]]:
@@ -64,30 +74,32 @@ def collect(runs: Path) -> list[dict[str, Any]]:
         name = csv_path.parent.name
         match = re.fullmatch(r"(.+)_s(\d+)", name)
         group, seed = (match.group(1), int(match.group(2))) if match else (name, None)
-        rows.append({"name": name, "group": group, "seed": seed, "input": encoder_input(runs / name),
+        rows.append({"name": name, "group": group, "seed": seed, "variant": variant(runs / name),
                      **read_global(csv_path), **training(runs / name)})
     return rows
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[str, list[float]] = {}
-    inputs: dict[str, str] = {}
+    variants: dict[str, str] = {}
     for row in rows:
         groups.setdefault(row["group"], []).append(row["J&F-Mean"])
-        inputs[row["group"]] = row.get("input", "rgb")
+        variants[row["group"]] = row.get("variant", "")
     out = []
     for group, values in groups.items():
-        # the random initialisation fed what this encoder is fed (Lab for MAST), when it was evaluated
-        reference = "random_lab" if inputs[group] == "lab" and "random_lab" in groups else "random"
-        if group in BASELINES:
-            reference = group if group.startswith("random") else "random"
+        # the random initialisation of the same trunk fed the same input (Lab for MAST), when it was evaluated
+        reference = "random" + variants[group] if "random" + variants[group] in groups else "random"
+        if group.startswith("random"):
+            reference = group
+        elif group in BASELINES:
+            reference = "random"
         random = groups.get(reference, [])
         r_mean = sum(random) / len(random) if random else float("nan")
         r_spread = max(random) - min(random) if random else float("nan")
         mean, spread = sum(values) / len(values), max(values) - min(values)
         margin = mean - r_mean
         out.append({"group": group, "seeds": len(values), "mean": mean, "spread": spread, "reference": reference,
-                    "margin": margin, "beats_random": group not in BASELINES and margin > max(spread, r_spread)})
+                    "margin": margin, "beats_random": not _baseline(group) and margin > max(spread, r_spread)})
     return out
 
 
@@ -102,7 +114,7 @@ def markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
     lines += ["", "| encoder | seeds | mean J&F | spread | random it is compared with | minus random "
               "| beats random by more than the spread |", "|---|---|---|---|---|---|---|"]
     for s in summary:
-        verdict = "" if s["group"] in BASELINES else ("yes" if s["beats_random"] else "no")
+        verdict = "" if _baseline(s["group"]) else ("yes" if s["beats_random"] else "no")
         lines.append(f"| {s['group']} | {s['seeds']} | {s['mean']:.4f} | {s['spread']:.3f} | {s['reference']} "
                      f"| {s['margin']:+.4f} | {verdict} |")
     return "\n".join(lines)

@@ -31,6 +31,11 @@ def export_encoder(checkpoint: str | Path, out: str | Path) -> dict[str, torch.T
         raise CheckpointError(f"{checkpoint}: encoder does not match its recorded backbone ({exc})") from exc
     weights = torchvision_state_dict(backbone)
     atomic_save(weights, out)
+    padding = backbone.config["padding"]
+    if padding != "zeros":
+        print(f"note: {checkpoint}: the encoder was trained with {padding} padding; torchvision's ResNet pads with "
+              f"zeros, so set padding_mode={padding!r} on its padded convolutions to reproduce its features "
+              "(vidssl's own loaders do this)", file=sys.stderr)
     return weights
 
 

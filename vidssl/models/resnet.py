@@ -16,6 +16,7 @@ import torch
 import torchvision
 from torch import nn
 
+PADDINGS = ("zeros", "reflect")
 _DEPTHS: dict[int, Callable[..., torchvision.models.ResNet]] = {
     18: torchvision.models.resnet18,
     34: torchvision.models.resnet34,
@@ -33,6 +34,9 @@ class ResNet(nn.Module):
         num_layers: 3 drops layer4 (a stride-8, 256-d ResNet-18 when layer3 has stride 1).
         maxpool: keep the stem's max-pool (stride 2).
         cifar_stem: a 3x3 stride-1 first convolution and no max-pool, for 32 px images.
+        padding: how every padded convolution pads: ``zeros`` (torchvision) or ``reflect`` (CRW's scratch
+            model: a small patch encoded on its own is then not dominated by the zero border). The
+            parameters are the same either way; the padding is part of the recorded ``config``.
     """
 
     def __init__(
@@ -43,16 +47,19 @@ class ResNet(nn.Module):
         num_layers: int = 4,
         maxpool: bool = True,
         cifar_stem: bool = False,
+        padding: str = "zeros",
     ) -> None:
         super().__init__()
         if depth not in _DEPTHS:
             raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
+        if padding not in PADDINGS:
+            raise ValueError(f"ResNet padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
         if num_layers not in (3, 4) or len(strides) != num_layers:
             raise ValueError(f"need num_layers in (3, 4) and one stride per layer, got {num_layers}, {strides}")
         self.depth = depth
         self.config: dict[str, Any] = {
             "depth": depth, "strides": tuple(strides), "num_layers": num_layers,
-            "maxpool": maxpool, "cifar_stem": cifar_stem,
+            "maxpool": maxpool, "cifar_stem": cifar_stem, "padding": padding,
         }
         net = _DEPTHS[depth](weights=None)
         if cifar_stem:
@@ -68,6 +75,10 @@ class ResNet(nn.Module):
         self.num_features = (512 if depth < 50 else 2048) // (2 if num_layers == 3 else 1)
         stem = (1 if cifar_stem else 2) * (2 if maxpool else 1)
         self.stride = stem * int(torch.tensor(strides).prod())
+        if padding == "reflect":
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d) and module.padding != (0, 0):
+                    module.padding_mode = "reflect"
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` -> ``(B, num_features, H / stride, W / stride)``."""
@@ -99,6 +110,9 @@ BACKBONES: dict[str, Callable[[], ResNet]] = {
     "resnet18_s8": lambda: ResNet(18, strides=(1, 2, 1, 1)),
     # layer4 removed, layer3 at stride 1 -> stride 8, 256-d (the label-propagation default of CRW).
     "resnet18_s8_l3": lambda: ResNet(18, strides=(1, 2, 1), num_layers=3),
+    # the same two with reflect padding: CRW's own scratch model (its code's ``modify(padding='reflect')``)
+    "resnet18_s8_reflect": lambda: ResNet(18, strides=(1, 2, 1, 1), padding="reflect"),
+    "resnet18_s8_l3_reflect": lambda: ResNet(18, strides=(1, 2, 1), num_layers=3, padding="reflect"),
     "resnet50_s8": lambda: ResNet(50, strides=(1, 2, 1, 1)),
     # MAST: no max-pool, layer3 and layer4 at stride 1 -> stride 4.
     "resnet18_mast": lambda: ResNet(18, strides=(1, 2, 1, 1), maxpool=False),
@@ -123,6 +137,7 @@ def backbone_from_config(config: dict[str, Any]) -> ResNet:
         num_layers=int(config["num_layers"]),
         maxpool=bool(config["maxpool"]),
         cifar_stem=bool(config["cifar_stem"]),
+        padding=str(config.get("padding", "zeros")),  # checkpoints from before the option padded with zeros
     )
 
 
