@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("encoders", nargs="+")
     p.add_argument("--frames", nargs="+", type=Path, required=True, help="RGB images (e.g. DAVIS JPEGs)")
     p.add_argument("--backbone", default="resnet18_s8_l3", help="architecture of random / torchvision weights")
+    p.add_argument("--input", default="auto", choices=["auto", "rgb", "lab"],
+                   help="what a ResNet is fed (auto: what a checkpoint trained on, Lab for MAST; RGB otherwise)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     frames = []
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print(f"{'encoder':40s} {'eff. rank':>9s} {'mean cos':>9s} {'nbr cos':>8s}")
     for spec in args.encoders:
-        encoder = build_encoder(spec, "cpu", args.backbone)
+        encoder = build_encoder(spec, "cpu", args.backbone, input=args.input)
         if encoder.encode is None:
             print(f"error: {spec}: has no features", file=sys.stderr)
             return 2
