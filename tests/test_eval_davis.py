@@ -99,6 +99,8 @@ def test_cli_reports_bad_override_and_missing_annotation(davis: Path, tmp_path: 
     assert "topkk" in capsys.readouterr().err
     assert main([*args[:-1], "nonsense-spec"]) == 2
     assert "nonsense-spec" in capsys.readouterr().err
+    assert main([*args[:-1], "random", "--input", "rgb", "--config", "configs/eval/mast.yaml"]) == 2
+    assert "--input rgb: configs/eval/mast.yaml is MAST's memory" in capsys.readouterr().err
     (davis / "Annotations" / "480p" / "single" / "00000.png").unlink()
     with pytest.raises(DavisInputError, match=r"single/00000\.png: first-frame annotation not found"):
         evaluate_encoder(build_encoder("identity"), davis, tmp_path / "y", sequences=["single"], progress=False)

@@ -219,6 +219,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg: PropagationConfig | MastMemoryConfig
         if mast_memory.is_mast_config(_resolve_config(args.config)):  # `mode: mast`: MAST's memory on Lab input
+            if args.input == "rgb":
+                raise ValueError(f"--input rgb: {args.config} is MAST's memory (mode: mast), which feeds its "
+                                 "encoder Lab; use a propagation preset such as configs/eval/crw.yaml for RGB")
             cfg = mast_memory.load_mast_config(_resolve_config(args.config), args.overrides)
             encoder = mast_memory.build_lab_encoder(args.encoder, args.device, args.seed)
         else:
