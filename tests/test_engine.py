@@ -417,6 +417,21 @@ def test_export_loads_into_torchvision_strict(tiny: type[Tiny], tmp_path: Path) 
     assert cli.main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x.pth")]) == 1
 
 
+def test_export_of_a_reflect_padded_trunk_says_how_to_reproduce_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vidssl.models import build_backbone
+
+    for name, noted in (("resnet18_s8_l3_reflect", True), ("resnet18_s8_l3", False)):
+        net = build_backbone(name)
+        ck = tmp_path / f"{name}.pt"
+        torch.save({"encoder": net.state_dict(), "backbone": net.config}, ck)
+        assert cli.main(["export", "--checkpoint", str(ck), "--out", str(tmp_path / f"{name}.pth")]) == 0
+        err = capsys.readouterr().err
+        assert (f"{name}.pt: the encoder was trained with reflect padding" in err) is noted, err
+        assert ("padding_mode='reflect'" in err) is noted
+
+
 def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["--help"])

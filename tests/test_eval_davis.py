@@ -147,7 +147,7 @@ def test_encoder_from_checkpoint_and_torchvision_file(tmp_path: Path) -> None:
         build_encoder(str(plain), backbone="resnet18_s8")  # layer4 absent from the file
 
 
-def test_checkpoint_input_space_follows_the_training(tmp_path: Path) -> None:
+def test_checkpoint_input_space_follows_the_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A MAST checkpoint's encoder is fed normalised Lab (what it trained on), everything else RGB; --input
     overrides; a checkpoint from before the record follows from its method."""
     from vidssl.data.augment import mast_normalize_lab, rgb_to_lab
@@ -174,9 +174,15 @@ def test_checkpoint_input_space_follows_the_training(tmp_path: Path) -> None:
     for name, state in files.items():
         torch.save(state, tmp_path / f"{name}.pt")
         path = str(tmp_path / f"{name}.pt")
-        assert checkpoint_input(path) == expect[name], name
+        assert checkpoint_input(torch.load(path, weights_only=True), path) == expect[name], name
         got = build_encoder(path).encode(frame)  # type: ignore[misc]
         torch.testing.assert_close(got, want_lab if expect[name] == "lab" else want_rgb)
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: reads.append(a[0]) or real_load(*a, **k))
+    build_encoder(str(tmp_path / "mast_old.pt"))
+    assert len(reads) == 1  # weights and records come from one read of the file
+    monkeypatch.undo()
     forced = build_encoder(str(tmp_path / "mast_old.pt"), input="rgb")
     torch.testing.assert_close(forced.encode(frame), want_rgb)  # type: ignore[misc]
     rand_lab = build_encoder("random", seed=4, input="lab")

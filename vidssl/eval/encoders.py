@@ -12,6 +12,7 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -19,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from vidssl.data.augment import mast_normalize_lab, rgb_to_lab
-from vidssl.models import ResNet, build_backbone, load_encoder
-from vidssl.models.resnet import truncate
+from vidssl.models import ResNet, build_backbone
+from vidssl.models.resnet import load_encoder_and_state, truncate
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -71,21 +72,19 @@ def backbone_encoder(
     return FrameEncoder(name, backbone.stride, encode, device)
 
 
-def checkpoint_input(path: str | Path) -> str:
-    """The input a checkpoint's encoder was trained on: ``"rgb"`` or ``"lab"``.
+def checkpoint_input(state: dict[str, Any], path: str | Path) -> str:
+    """The input the encoder in ``state`` (the dict read from ``path``) was trained on: ``"rgb"`` or ``"lab"``.
 
     vidssl checkpoints record it (``encoder_input``); for older ones it follows from the method that wrote
     them (MAST's stages train on Lab). Plain state dicts (torchvision weights) are RGB.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        return "rgb"
     recorded = state.get("encoder_input")
     if recorded is not None:
         if recorded not in INPUTS:
             raise ValueError(f"{path}: unknown encoder_input {recorded!r} (expected one of {', '.join(INPUTS)})")
         return str(recorded)
-    method = state.get("config", {}).get("method") if isinstance(state.get("config"), dict) else None
+    config = state.get("config")
+    method = config.get("method") if isinstance(config, dict) else None
     if method is None:
         return "rgb"
     from vidssl.methods import METHODS  # late: the methods import the data layer
@@ -144,9 +143,10 @@ def build_encoder(
         path = Path(spec)
         if not path.is_file():
             raise ValueError(f"{spec}: not a weights file and not one of {', '.join(BUILTIN)}")
-        net, name = load_encoder(path, backbone), path.stem
+        net, state = load_encoder_and_state(path, backbone)
+        name = path.stem
         if input == "auto":
-            input = checkpoint_input(path)
+            input = checkpoint_input(state, path)
     if input == "auto":
         input = "rgb"
     if layers is not None:

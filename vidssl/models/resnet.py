@@ -223,6 +223,12 @@ def load_encoder(path: str | Path, backbone: str | None = None) -> ResNet:
     A vidssl checkpoint rebuilds its own architecture from its ``backbone`` entry; a plain (torchvision) state
     dict is loaded into the named ``backbone``, which is then required.
     """
+    return load_encoder_and_state(path, backbone)[0]
+
+
+def load_encoder_and_state(path: str | Path, backbone: str | None = None) -> tuple[ResNet, dict[str, Any]]:
+    """:func:`load_encoder` and the whole dict the file holds (a checkpoint's records: ``config``,
+    ``encoder_input``...), from one read of the file."""
     path = Path(path)
     state = _read_weights(path)
     recipe = state.get("backbone")
@@ -232,7 +238,7 @@ def load_encoder(path: str | Path, backbone: str | None = None) -> ResNet:
         net = build_backbone(backbone)
     else:
         raise ValueError(f"{path}: not a vidssl checkpoint (no 'backbone' entry) and no backbone name given")
-    return _load_into(net, _trunk_state(state, path), path)
+    return _load_into(net, _trunk_state(state, path), path), state
 
 
 class ClipEncoder(nn.Module):
