@@ -28,7 +28,9 @@ Where vidssl differs from the authors' code, deliberately:
 - The backward chain patch -> frame 3 -> 2 -> ... is shared by the cycles of every length (the code recomputes
   it per cycle; the values are identical since the tracker has no randomness or batch norm).
 - ``transform: procrustes`` replaces the regressor by a closed-form fit (soft-argmax of each patch cell's
-  affinity, then the rotation and translation of least squares): parameter-free, used to test the tracker.
+  affinity, then the rotation and translation of least squares): parameter-free, used to test the tracker and
+  by the 30-minute CPU config (``configs/cpu/timecycle.yaml``), in which the learned regressor does not yet
+  localise (``docs/results.md``).
 """
 
 from __future__ import annotations
