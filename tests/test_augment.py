@@ -16,15 +16,17 @@ from vidssl.data.augment import (
     ClipAugment,
     adjust_hue,
     crop_flip,
+    moco_v2_augment,
+    patch_grid,
+    to_float,
+)
+from vidssl.nn.colour import (
     imagenet_denormalize,
     imagenet_normalize,
     lab_to_rgb,
     mast_denormalize_lab,
     mast_normalize_lab,
-    moco_v2_augment,
-    patch_grid,
     rgb_to_lab,
-    to_float,
 )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -14,16 +14,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vidssl.data.augment import rgb_to_lab
-from vidssl.methods.corrflow import (
-    CorrFlow,
-    CorrFlowConfig,
-    drop_rgb_channels,
-    load_centroids,
-    local_copy,
-    quantize_ab,
-    teacher_forcing_prob,
-)
+from vidssl.methods.corrflow import CorrFlow, CorrFlowConfig, drop_rgb_channels, teacher_forcing_prob
+from vidssl.nn.colour import load_centroids, quantize_ab, rgb_to_lab
+from vidssl.nn.local_attention import local_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vidssl.data.views import VideoInfo
 from vidssl.methods.crw import (
     CRW,
     CRWConfig,
@@ -175,5 +176,5 @@ def test_method_cycles_metrics_and_gradient_reach_encoder() -> None:
 
 def test_sampler_is_a_strided_clip() -> None:
     model = CRW(CRWConfig(**{**TINY, "clip_len": 4, "frame_stride": 3}))
-    idx = model.sampler()(100, np.random.default_rng(0))
+    idx = model.sampler()(VideoInfo(100), np.random.default_rng(0))
     assert idx.shape == (4,) and np.all(np.diff(idx) == 3) and idx.max() < 100

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from torch.utils.data import DataLoader
 from vidssl.data.datasets import ImageFolderDataset, RawVideoDataset, build_dataset, cover_crop
 from vidssl.data.samplers import random_clip
 from vidssl.data.video import open_video
+from vidssl.data.views import FrameSampler
 
 
 def _frame(i: int, h: int = 24, w: int = 32) -> np.ndarray:
@@ -39,7 +39,7 @@ def tree(tmp_path: Path) -> Path:
 
 
 def test_items_are_the_sampled_frames(tree: Path) -> None:
-    ds = RawVideoDataset(tree, partial(random_clip, length=4, stride=2), size=None, seed=3)
+    ds = RawVideoDataset(tree, FrameSampler(random_clip, dict(length=4, stride=2)), size=None, seed=3)
     assert len(ds) == 2
     item = ds[0]
     assert item["video"].dtype == torch.uint8 and item["video"].shape == (3, 4, 24, 32)  # (C, T, H, W)
@@ -51,7 +51,7 @@ def test_items_are_the_sampled_frames(tree: Path) -> None:
 
 
 def test_samples_are_a_pure_function_of_seed_epoch_index(tree: Path) -> None:
-    sampler = partial(random_clip, length=3)
+    sampler = FrameSampler(random_clip, dict(length=3))
     a = RawVideoDataset(tree, sampler, size=(16, 16), seed=1)
     b = RawVideoDataset(tree, sampler, size=(16, 16), seed=1)
     draws = []
@@ -91,7 +91,7 @@ def test_bad_files_are_skipped_and_reported(tree: Path) -> None:
     (tree / "zz_text.mp4").write_text("this is not a video")
     (tree / "zz_empty.mp4").write_bytes(b"")
     _folder(tree, "short", 2)
-    ds = RawVideoDataset(tree, partial(random_clip, length=5), size=None, short="skip", seed=0)
+    ds = RawVideoDataset(tree, FrameSampler(random_clip, dict(length=5)), size=None, short="skip", seed=0)
     assert len(ds) == 5
     reasons: dict[str, str] = {}
     for i in range(len(ds)):
@@ -107,21 +107,21 @@ def test_bad_files_are_skipped_and_reported(tree: Path) -> None:
 
 def test_all_bad_raises_clearly(tmp_path: Path) -> None:
     (tmp_path / "x.mp4").write_text("nope")
-    ds = RawVideoDataset(tmp_path, partial(random_clip, length=2), size=None, max_retries=3)
+    ds = RawVideoDataset(tmp_path, FrameSampler(random_clip, dict(length=2)), size=None, max_retries=3)
     with pytest.raises(RuntimeError, match=r"no readable sample after 4 attempts.*x\.mp4"):
         ds[0]
 
 
 def test_missing_or_empty_source(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        RawVideoDataset(tmp_path / "nowhere", partial(random_clip, length=2))
+        RawVideoDataset(tmp_path / "nowhere", FrameSampler(random_clip, dict(length=2)))
     with pytest.raises(ValueError, match="no videos or frame folders"):
-        RawVideoDataset(tmp_path, partial(random_clip, length=2))
+        RawVideoDataset(tmp_path, FrameSampler(random_clip, dict(length=2)))
 
 
 def test_workers_give_the_same_samples_and_report_skips(tree: Path) -> None:
     (tree / "zz_text.mp4").write_text("not a video")
-    ds = RawVideoDataset(tree, partial(random_clip, length=2), size=(16, 16), seed=5)
+    ds = RawVideoDataset(tree, FrameSampler(random_clip, dict(length=2)), size=(16, 16), seed=5)
     batches = {}
     for workers in (0, 2):
         loader = DataLoader(ds, batch_size=3, num_workers=workers)
@@ -137,7 +137,7 @@ def test_manifest_source(tree: Path) -> None:
     (tree / "bad.mp4").write_text("nope")
     rows = build_manifest(discover(tree), workers=1, progress=False)
     write_manifest(rows, tree / "m.csv")
-    ds = RawVideoDataset(tree / "m.csv", partial(random_clip, length=2), size=None)
+    ds = RawVideoDataset(tree / "m.csv", FrameSampler(random_clip, dict(length=2)), size=None)
     assert sorted(Path(p).name for p in ds.paths) == ["a", "b"]  # the error row is left out
 
 
@@ -165,7 +165,7 @@ def test_build_dataset_images_on_cifar(shared_data: Path) -> None:
 
 def test_real_videos_and_frames(shared_data: Path) -> None:
     sources = [shared_data / "videos" / "demo.mp4", shared_data / "frames" / "soapbox"]
-    ds = RawVideoDataset(sources, partial(random_clip, length=4, stride=4), size=(64, 64))
+    ds = RawVideoDataset(sources, FrameSampler(random_clip, dict(length=4, stride=4)), size=(64, 64))
     for i in range(len(ds)):
         item = ds[i]
         assert item["video"].shape == (3, 4, 64, 64) and item["skipped"] == ""
@@ -183,21 +183,21 @@ def test_heap_fragmentation_limit_is_applied_on_glibc() -> None:
 def test_dataset_survives_pickling(tree: Path) -> None:
     import pickle
 
-    ds = RawVideoDataset(tree, partial(random_clip, length=2), size=None, seed=2)
+    ds = RawVideoDataset(tree, FrameSampler(random_clip, dict(length=2)), size=None, seed=2)
     first = ds[0]
     again = pickle.loads(pickle.dumps(ds))  # what a spawned data-loader worker receives
     assert torch.equal(again[0]["video"], first["video"])
 
 
 def test_list_source_expands_each_entry_in_order_without_repeats(tree: Path) -> None:
-    ds = RawVideoDataset([tree / "b", tree, str(tree / "a")], partial(random_clip, length=2), size=None)
+    ds = RawVideoDataset([tree / "b", tree, str(tree / "a")], FrameSampler(random_clip, dict(length=2)), size=None)
     assert [Path(p).name for p in ds.paths] == ["b", "a"]  # b first (listed first), then the folder's a; no repeat
     with pytest.raises(FileNotFoundError, match="nothere"):
-        RawVideoDataset([tree, tree / "nothere"], partial(random_clip, length=2), size=None)
+        RawVideoDataset([tree, tree / "nothere"], FrameSampler(random_clip, dict(length=2)), size=None)
 
 
 def test_run_config_takes_a_list_of_sources(tree: Path) -> None:
-    from vidssl.engine.train import resolve_config
+    from vidssl.train import resolve_config
 
     cfg, _ = resolve_config({"method": "crw", "data": {"source": [str(tree / "a"), str(tree / "b")]}})
     assert cfg.data.source == [str(tree / "a"), str(tree / "b")]

@@ -18,8 +18,8 @@ import yaml
 
 from vidssl.engine import checkpoint as ckpt
 from vidssl.engine import distributed as dist
-from vidssl.engine.train import resolve_config, train
 from vidssl.methods import METHODS
+from vidssl.train import resolve_config, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_engine import ClipSet, Tiny, TinyConfig, tiny_config

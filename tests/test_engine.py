@@ -21,13 +21,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from vidssl import cli
+from vidssl import train as train_module
 from vidssl.engine import checkpoint as ckpt
-from vidssl.engine import train as train_module
 from vidssl.engine.config import ConfigError, to_dict
 from vidssl.engine.optim import LARS, build_optimizer, lr_at, param_groups
-from vidssl.engine.train import NonFiniteLoss, epoch_indices, load_run_config, resolve_config, train
-from vidssl.methods import METHODS
+from vidssl.methods import METHODS, SSLMethod
 from vidssl.models import ResNet
+from vidssl.train import NonFiniteLoss, epoch_indices, load_run_config, resolve_config, train
 
 
 @dataclass
@@ -37,7 +37,7 @@ class TinyConfig:
     ema: float = 0.9  # momentum of the non-trained target head, updated in after_step
 
 
-class Tiny(nn.Module):
+class Tiny(SSLMethod):
     """A method small enough for tests: ResNet-18 stem (trained) -> pooled 64-d -> head, regressed onto
     an EMA copy of the head plus one. Layers 1-4 are frozen so no trainable parameter goes unused."""
 

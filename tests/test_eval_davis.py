@@ -150,8 +150,8 @@ def test_encoder_from_checkpoint_and_torchvision_file(tmp_path: Path) -> None:
 def test_checkpoint_input_space_follows_the_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A MAST checkpoint's encoder is fed normalised Lab (what it trained on), everything else RGB; --input
     overrides; a checkpoint from before the record follows from its method."""
-    from vidssl.data.augment import mast_normalize_lab, rgb_to_lab
-    from vidssl.eval.encoders import checkpoint_input
+    from vidssl.models.record import checkpoint_input
+    from vidssl.nn.colour import mast_normalize_lab, rgb_to_lab
 
     frame = np.random.default_rng(2).integers(0, 255, (24, 32, 3), dtype=np.uint8)
     net = random_backbone("resnet18_s8_l3", seed=4).eval()

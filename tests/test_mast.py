@@ -11,16 +11,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vidssl.data.views import VideoInfo
 from vidssl.eval.davis import run
 from vidssl.eval.davis_io import davis_palette, read_indexed_png, write_indexed_png
-from vidssl.eval.mast_memory import (
-    MastMemoryConfig,
-    mast_propagate,
-    mast_references,
-    memory_copy,
-    roi_dilation,
-    roi_offsets,
-)
+from vidssl.eval.mast_memory import MastMemoryConfig, mast_propagate, mast_references
 from vidssl.methods.mast import (
     MAST,
     MASTConfig,
@@ -30,6 +24,7 @@ from vidssl.methods.mast import (
     local_affinity_copy,
     memory_tuple,
 )
+from vidssl.nn.local_attention import local_attention, roi_dilation, roi_offsets
 
 
 def dense_copy(feat_t: torch.Tensor, refs: list[tuple[torch.Tensor, torch.Tensor]], radius: int,
@@ -81,11 +76,11 @@ def test_memory_copy_joint_softmax_and_bands() -> None:
     refs = [(feats[i], values[i]) for i in range(3)]
     want = dense_copy(feats[3], refs, 2, 0.3)
     for tile in (None, 1, 3, 100):  # the bands change memory, not the result
-        got = memory_copy(feats[3], [(f, v, None) for f, v in refs], 2, 0.3, tile=tile)
+        got = local_attention(feats[3], [(f, v, None) for f, v in refs], 2, 0.3, tile=tile)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     # a zero ROI offset is the local window read bilinearly at whole cells: the same copy
     zero = torch.zeros(1, 2, 10, 9)
-    got = memory_copy(feats[3], [(f, v, zero) for f, v in refs], 2, 0.3, tile=4)
+    got = local_attention(feats[3], [(f, v, zero) for f, v in refs], 2, 0.3, tile=4)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -107,7 +102,7 @@ def test_stage1_forward_target_is_the_dropped_channel() -> None:
     video = torch.randint(0, 256, (2, 3, 2, 40, 40), dtype=torch.uint8)
     loss, metrics = model({"video": video})
     assert loss.dim() == 0 and torch.isfinite(loss) and float(metrics["l1"]) > 0
-    idx = model.sampler()(100, np.random.default_rng(0))
+    idx = model.sampler()(VideoInfo(100), np.random.default_rng(0))
     assert idx.shape == (2,) and idx[1] - idx[0] in (2, 5, 8)
     with pytest.raises(ValueError, match="reference and a target"):
         model({"video": video[:, :, :1]})
@@ -129,7 +124,7 @@ def test_stage2_sampler_layout_and_memory_shapes() -> None:
                            roi_after=3, search_radius=2)
     model = MASTStage2(cfg)
     assert model.reference_distances() == [8, 6, 3, 1]  # frames 0 and 2 use the ROI (more than 3 back)
-    idx = model.sampler()(12, rng)
+    idx = model.sampler()(VideoInfo(12), rng)
     assert idx.shape == (5,) and (idx - idx[0]).tolist() == [0, 2, 5, 7, 8]
     feats = torch.randn(2, 5, 16, 8, 8)
     assert model.copy(feats, torch.randn(2, 1, 5, 32, 32)).shape == (2, 1, 8, 8)
@@ -180,10 +175,10 @@ def test_roi_search_finds_a_displaced_patch() -> None:
     torch.testing.assert_close(centre[1], torch.full_like(centre[1], float(dy)), atol=0.05, rtol=0)
     # the fine window around the ROI copies the displaced values; a local window (radius 3) cannot
     values = torch.randn(1, 1, h, w, generator=g)
-    roi = memory_copy(feat_t, [(feat_r, values, offset)], radius=3, scale=1.0, tile=8)
+    roi = local_attention(feat_t, [(feat_r, values, offset)], radius=3, scale=1.0, tile=8)
     want = values[0, 0, 12 + dy:28 + dy, 12 + dx:28 + dx]
     torch.testing.assert_close(roi[0, 0, 12:28, 12:28], want, atol=5e-3, rtol=0)
-    local = memory_copy(feat_t, [(feat_r, values, None)], radius=3, scale=1.0)
+    local = local_attention(feat_t, [(feat_r, values, None)], radius=3, scale=1.0)
     assert (local[0, 0, 12:28, 12:28] - want).abs().max() > 0.5
 
 
@@ -237,6 +232,7 @@ def test_eval_davis_mast_mode_end_to_end(tmp_path: Path) -> None:
         davis_root=root, out=out, encoder="random", backbone="resnet18_s8_l3",
         config=Path(__file__).resolve().parents[1] / "configs" / "eval" / "mast.yaml", overrides=["radius=3", "tile=4"],
         sequences=None, resolution="480p", overlays=False, overlay_video=False, device="cpu", seed=0, input="auto",
+        layers=None,
     )
     assert run(args) == 0
     first = read_indexed_png(out / seq / "00000.png")

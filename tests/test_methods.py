@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from vidssl.data.views import VideoInfo
 from vidssl.methods import METHODS
 from vidssl.models.resnet import ResNet
 
@@ -54,7 +55,7 @@ def _batch(method: nn.Module, batch_size: int = 4, seed: int = 0) -> dict[str, t
     clips = []
     for _ in range(batch_size):
         video = torch.randint(0, 256, (3, VIDEO_FRAMES, SIZE, SIZE), generator=g, dtype=torch.uint8)
-        idx = np.asarray(sampler(VIDEO_FRAMES, rng))
+        idx = np.asarray(sampler(VideoInfo(VIDEO_FRAMES), rng))
         assert idx.dtype.kind == "i" and idx.min() >= 0 and idx.max() < VIDEO_FRAMES, idx
         clips.append(video[:, torch.from_numpy(idx.astype(np.int64))])
     return {"video": torch.stack(clips)}

@@ -11,12 +11,15 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from vidssl.data.augment import imagenet_normalize
+from vidssl.data.samplers import frame_pair
+from vidssl.data.views import VideoInfo
 from vidssl.engine.config import ConfigError, from_dict, read_yaml
 from vidssl.engine.distributed import shuffle_batch, unshuffle_batch
-from vidssl.methods.losses import info_nce, info_nce_logits, top1_positive
-from vidssl.methods.moco import MoCo, MoCoConfig, SplitBatchNorm, convert_split_bn, frame_pair
-from vidssl.models.resnet import build_backbone, torchvision_state_dict
+from vidssl.losses import info_nce, info_nce_logits, top1_positive
+from vidssl.methods.moco import MoCo, MoCoConfig
+from vidssl.models import build_backbone, torchvision_state_dict
+from vidssl.nn import SplitBatchNorm, convert_split_bn
+from vidssl.nn.colour import imagenet_normalize
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -83,17 +86,17 @@ def test_info_nce_rejects_bad_shapes() -> None:
 def test_queue_order_and_wrap_around() -> None:
     m = tiny(queue_size=5, dim=2)
     keys = torch.arange(16, dtype=torch.float32).view(8, 2)  # row i = (2i, 2i + 1), easy to recognise
-    m.enqueue(keys[:3])
-    torch.testing.assert_close(m.queue[:3], keys[:3])
-    assert int(m.queue_ptr) == 3
-    m.enqueue(keys[3:6])  # 3 keys at ptr 3 of 5: two at the end, one wraps to the start
-    torch.testing.assert_close(m.queue, torch.stack([keys[5], keys[1], keys[2], keys[3], keys[4]]))
-    assert int(m.queue_ptr) == 1 and int(m.queue_seen) == 6
-    m.enqueue(keys)  # more than K: only the newest 5 survive, in ring order
-    assert int(m.queue_ptr) == (1 + 8) % 5
+    m.queue.push(keys[:3])
+    torch.testing.assert_close(m.queue.keys[:3], keys[:3])
+    assert int(m.queue.ptr) == 3
+    m.queue.push(keys[3:6])  # 3 keys at ptr 3 of 5: two at the end, one wraps to the start
+    torch.testing.assert_close(m.queue.keys, torch.stack([keys[5], keys[1], keys[2], keys[3], keys[4]]))
+    assert int(m.queue.ptr) == 1 and int(m.queue.seen) == 6
+    m.queue.push(keys)  # more than K: only the newest 5 survive, in ring order
+    assert int(m.queue.ptr) == (1 + 8) % 5
     newest = {tuple(r.tolist()) for r in keys[3:]}
-    assert {tuple(r.tolist()) for r in m.queue} == newest
-    torch.testing.assert_close(m.queue[(int(m.queue_ptr) - 1) % 5], keys[-1])  # the last key sits before ptr
+    assert {tuple(r.tolist()) for r in m.queue.keys} == newest
+    torch.testing.assert_close(m.queue.keys[(int(m.queue.ptr) - 1) % 5], keys[-1])  # the last key sits before ptr
 
 
 def _batch(b: int = 4, t: int = 2, size: int = 20, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -103,13 +106,13 @@ def _batch(b: int = 4, t: int = 2, size: int = 20, seed: int = 0) -> dict[str, t
 
 def test_forward_enqueues_keys_only_after_step() -> None:
     m = tiny(queue_size=16, bn="none")
-    before = m.queue.clone()
+    before = m.queue.keys.clone()
     loss, metrics = m(_batch())
     assert torch.isfinite(loss) and metrics["queue_fill"] == 0.0
-    torch.testing.assert_close(m.queue, before)  # nothing enqueued during forward
+    torch.testing.assert_close(m.queue.keys, before)  # nothing enqueued during forward
     m.after_step(0)
-    assert int(m.queue_ptr) == 4
-    torch.testing.assert_close(m.queue[:4].norm(dim=1), torch.ones(4))
+    assert int(m.queue.ptr) == 4
+    torch.testing.assert_close(m.queue.keys[:4].norm(dim=1), torch.ones(4))
     _, metrics = m(_batch(seed=1))
     assert metrics["queue_fill"] == pytest.approx(4 / 16)
 
@@ -207,8 +210,8 @@ def test_frame_pair_gaps() -> None:
     gaps = pairs[:, 1] - pairs[:, 0]
     assert pairs.min() >= 0 and pairs.max() < 50
     assert set(gaps.tolist()) == {1, 2, 3, 4}
-    assert tiny(max_gap=4).sampler()(50, np.random.default_rng(1)).shape == (2,)
-    assert tiny(input="images").sampler()(1, rng).tolist() == [0]
+    assert tiny(max_gap=4).sampler()(VideoInfo(50), np.random.default_rng(1)).shape == (2,)
+    assert tiny(input="images").sampler()(VideoInfo(1), rng).tolist() == [0]
     short = frame_pair(2, rng, max_gap=4)  # shorter than the largest gap: clamped into the video
     assert short.min() >= 0 and short.max() <= 1
 

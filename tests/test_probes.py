@@ -21,7 +21,7 @@ from vidssl.eval.probes import (
     read_image_folder,
     train_linear_probe,
 )
-from vidssl.models.resnet import build_backbone
+from vidssl.models import build_backbone
 
 
 def _clusters(n_per: int, classes: int, dim: int, seed: int, spread: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,7 +122,7 @@ def test_cli_knn_on_a_tiny_folder(tmp_path: Path, capsys: pytest.CaptureFixture[
 @pytest.mark.slow
 def test_short_moco_cifar_run_beats_chance(shared_data: Path, tmp_path: Path) -> None:
     """MoCo v2 through the training loop on the shared CIFAR-10 subset, then kNN from its checkpoint."""
-    from vidssl.engine.train import load_run_config, train
+    from vidssl.train import load_run_config, train
 
     config = Path(__file__).resolve().parents[1] / "configs" / "moco_v2_cifar.yaml"
     cfg, _ = load_run_config(config, [

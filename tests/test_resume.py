@@ -26,7 +26,7 @@ SCRIPT = """
 import json, sys, time
 sys.path.insert(0, {tests!r})
 from test_engine import ClipSet, Tiny
-from vidssl.engine.train import resolve_config, train
+from vidssl.train import resolve_config, train
 from vidssl.methods import METHODS
 
 METHODS["tiny"] = Tiny

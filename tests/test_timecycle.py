@@ -14,7 +14,6 @@ from vidssl.methods.timecycle import (
     TimeCycle,
     TimeCycleConfig,
     affinity,
-    crop,
     cycle_loss,
     fit_rigid,
     inlier_score,
@@ -23,6 +22,7 @@ from vidssl.methods.timecycle import (
     timecycle_frames,
     track_step,
 )
+from vidssl.nn.geometry import affine_crop as crop
 
 H = 12  # frame feature map side
 Q = 4  # patch side in cells

@@ -15,7 +15,6 @@ import json
 import os
 import statistics
 import time
-from functools import partial
 from pathlib import Path
 
 from torch.utils.data import DataLoader
@@ -25,6 +24,7 @@ from vidssl.data.datasets import RawVideoDataset
 from vidssl.data.index import discover
 from vidssl.data.samplers import random_clip
 from vidssl.data.video import open_video
+from vidssl.data.views import FrameSampler
 from vidssl.paths import data_root
 
 
@@ -55,7 +55,7 @@ def clip_rate(
     paths: list[Path], length: int, stride: int, workers: int, samples: int, backend: str, batch: int = 8
 ) -> dict[str, float]:
     """Frames per second delivered by the dataset through a DataLoader (after one warm-up batch)."""
-    ds = RawVideoDataset(paths, partial(random_clip, length=length, stride=stride), size=(256, 256),
+    ds = RawVideoDataset(paths, FrameSampler(random_clip, dict(length=length, stride=stride)), size=(256, 256),
                          backend=backend, seed=0)
     loader = DataLoader(ds, batch_size=batch, num_workers=workers, shuffle=True,
                         persistent_workers=workers > 0)
@@ -77,7 +77,7 @@ def _cycle(loader: DataLoader):  # type: ignore[no-untyped-def]
 
 def memory_trace(paths: list[Path], samples: int, backend: str, every: int = 100) -> list[tuple[int, float]]:
     """RSS of this process (workers=0, so the decoders live here) every ``every`` samples."""
-    ds = RawVideoDataset(paths, partial(random_clip, length=8, stride=4), size=(256, 256),
+    ds = RawVideoDataset(paths, FrameSampler(random_clip, dict(length=8, stride=4)), size=(256, 256),
                          backend=backend, seed=1)
     trace = [(0, rss_mb())]
     for i in tqdm(range(1, samples + 1), desc="memory", leave=False):

@@ -4,7 +4,7 @@ data, and peak memory, on the CPU (and the GPU when present). Prints a table and
     python tools/bench_train.py [--steps 20 --warmup 5 --batch 16 --size 256 256 --workers 2]
                                 [--source shared|DIR|synthetic] [--set model.crop_size=112 ...] [--json out.json]
 
-Each (method, device) runs in its own process through the real training loop (``vidssl.engine.train``)
+Each (method, device) runs in its own process through the real training loop (``vidssl.train``)
 with the method's default hyper-parameters and real decoding (default: the shared frame folders and
 videos), so peak RSS is that run's alone. Timings exclude the first ``--warmup`` steps (allocator,
 decoder and cudnn warm-up).
@@ -25,9 +25,9 @@ from typing import Any
 import torch
 
 from vidssl.engine.config import apply_overrides
-from vidssl.engine.train import resolve_config, train
 from vidssl.methods import METHODS
 from vidssl.paths import data_root
+from vidssl.train import resolve_config, train
 
 
 def bench_one(method: str, device: str, args: argparse.Namespace) -> dict[str, Any]:

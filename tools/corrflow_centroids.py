@@ -24,10 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidssl.data.augment import rgb_to_lab
 from vidssl.data.index import discover
 from vidssl.data.video import VideoError, open_video
-from vidssl.methods.corrflow import kmeans
+from vidssl.nn.colour import kmeans, rgb_to_lab
 
 
 def sample_ab(

@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from vidssl.engine import train
+from vidssl import train
 
 
 def main(argv: Sequence[str] | None = None) -> int:

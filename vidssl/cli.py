@@ -13,8 +13,8 @@ from collections.abc import Sequence
 # (command words, module). A module listed here owns its arguments and its behaviour.
 COMMANDS: list[tuple[tuple[str, ...], str]] = [
     (("demo",), "vidssl.demo"),
-    (("train",), "vidssl.engine.train"),
-    (("export",), "vidssl.engine.export"),
+    (("train",), "vidssl.train"),
+    (("export",), "vidssl.models.export"),
     (("data", "index"), "vidssl.data.index"),
     (("eval", "davis"), "vidssl.eval.davis"),
     (("eval", "davis-score"), "vidssl.eval.davis_metrics"),

@@ -3,7 +3,7 @@
 With no arguments everything runs on the built-in synthetic data, within minutes on a laptop CPU:
 
 1. pretraining: the Contrastive Random Walk (``vidssl.methods.crw``) through the real training loop
-   (``vidssl.engine.train``) on the synthetic training videos (``data.source: synthetic``, generator seed 1),
+   (``vidssl.train``) on the synthetic training videos (``data.source: synthetic``, generator seed 1),
    with a tiny-but-real config (small crops and patches, few steps; ``configs/crw.yaml`` is the full recipe);
 2. evaluation: first-frame masks propagated through the ``identity`` (copy the first mask), ``pixels`` (Lab
    colour), ``random`` (untrained ResNet) and the pretrained encoders on the synthetic DAVIS tree (seed 0,
@@ -77,7 +77,7 @@ def pretrain(cfg: DemoConfig) -> tuple[Path, list[dict[str, float]]]:
     import json
 
     from vidssl.engine.checkpoint import checkpoint_path
-    from vidssl.engine.train import resolve_config, train
+    from vidssl.train import resolve_config, train
 
     run_cfg, _ = resolve_config(pretrain_config(cfg))
     metrics = Path(run_cfg.out_dir) / "metrics.jsonl"

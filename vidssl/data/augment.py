@@ -1,4 +1,5 @@
-"""Batched, clip-consistent augmentation on ``(B, C, T, H, W)`` float clips, colour spaces and CRW's patch grid.
+"""Batched, clip-consistent augmentation on ``(B, C, T, H, W)`` float clips, the one resize to a training size,
+and CRW's patch grid (colour spaces and normalisation: :mod:`vidssl.nn.colour`).
 
 Everything here is a batched tensor op (kornia / ``grid_sample``), so it runs wherever the batch lives: on
 the GPU after the batch is moved there, or on CPU in a data-loader worker.
@@ -24,30 +25,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "MAST_LAB_MEAN",
-    "MAST_LAB_STD",
     "ClipAugment",
     "ClipParams",
     "adjust_hue",
     "crop_flip",
-    "imagenet_denormalize",
-    "imagenet_normalize",
-    "lab_to_rgb",
-    "mast_denormalize_lab",
-    "mast_normalize_lab",
     "moco_v2_augment",
     "patch_grid",
-    "rgb_to_lab",
+    "resize_clip",
     "to_float",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# MAST (Lai et al. 2020) feeds Lab normalised to about [-1, 1]: L in [0, 100], a and b in about [-127, 127].
-MAST_LAB_MEAN = (50.0, 0.0, 0.0)
-MAST_LAB_STD = (50.0, 127.0, 127.0)
 
 Size2 = tuple[int, int]
 Range = tuple[float, float]
@@ -73,15 +59,6 @@ def _check_clip(x: Tensor, where: str, channels: tuple[int, ...] = (1, 3)) -> No
         raise TypeError(f"{where}: expected a float clip in [0, 1], got {x.dtype}; convert with to_float()")
 
 
-def _check_channels_first(x: Tensor, where: str) -> None:
-    """Raise unless ``x`` is float ``(B, 3, ...)``."""
-    if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[1] != 3:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{where}: expected a tensor (B, 3, ...) with 3 channels at dim 1, got {shape}")
-    if not x.is_floating_point():
-        raise TypeError(f"{where}: expected a float tensor, got {x.dtype}")
-
-
 def to_float(clip: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """uint8 ``(B, C, T, H, W)`` (or any uint8 layout) -> float in [0, 1] of ``dtype``, same shape and device."""
     if not isinstance(clip, Tensor) or clip.dtype != torch.uint8:
@@ -90,59 +67,19 @@ def to_float(clip: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     return clip.to(dtype).div_(255.0)
 
 
-# --------------------------------------------------------------------------------------------------------
-# Colour spaces and normalisation (all on (B, 3, ...) with channels at dim 1)
-# --------------------------------------------------------------------------------------------------------
-
-
-def _per_pixel(fn: object, x: Tensor) -> Tensor:
-    # kornia's colour conversions want (*, 3, H, W); they are per pixel, so any trailing dims fold into H.
-    b = x.shape[0]
-    out = fn(x.reshape(b, 3, -1, 1))  # type: ignore[operator]
-    return out.reshape(x.shape)
-
-
-def rgb_to_lab(x: Tensor) -> Tensor:
-    """sRGB in [0, 1] ``(B, 3, ...)`` -> CIE Lab (D65, 2° observer), L in [0, 100], a/b in about [-128, 127]."""
-    _check_channels_first(x, "rgb_to_lab")
-    return _per_pixel(kornia.color.rgb_to_lab, x)
-
-
-def lab_to_rgb(x: Tensor, clip: bool = True) -> Tensor:
-    """CIE Lab ``(B, 3, ...)`` -> sRGB ``(B, 3, ...)``; ``clip`` clamps to [0, 1] (out-of-gamut Lab)."""
-    _check_channels_first(x, "lab_to_rgb")
-    return _per_pixel(lambda t: kornia.color.lab_to_rgb(t, clip=clip), x)
-
-
-def _channel_affine(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...], inverse: bool) -> Tensor:
-    shape = (1, 3) + (1,) * (x.ndim - 2)
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(shape)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(shape)
-    return x * s + m if inverse else (x - m) / s
-
-
-def mast_normalize_lab(lab: Tensor) -> Tensor:
-    """Lab ``(B, 3, ...)`` -> MAST's input, ``(lab - (50, 0, 0)) / (50, 127, 127)``."""
-    _check_channels_first(lab, "mast_normalize_lab")
-    return _channel_affine(lab, MAST_LAB_MEAN, MAST_LAB_STD, inverse=False)
-
-
-def mast_denormalize_lab(x: Tensor) -> Tensor:
-    """Inverse of :func:`mast_normalize_lab`: ``x * (50, 127, 127) + (50, 0, 0)``."""
-    _check_channels_first(x, "mast_denormalize_lab")
-    return _channel_affine(x, MAST_LAB_MEAN, MAST_LAB_STD, inverse=True)
-
-
-def imagenet_normalize(x: Tensor) -> Tensor:
-    """RGB in [0, 1] ``(B, 3, ...)`` -> ``(x - mean) / std`` with the ImageNet statistics."""
-    _check_channels_first(x, "imagenet_normalize")
-    return _channel_affine(x, IMAGENET_MEAN, IMAGENET_STD, inverse=False)
-
-
-def imagenet_denormalize(x: Tensor) -> Tensor:
-    """Inverse of :func:`imagenet_normalize` (for visualisation)."""
-    _check_channels_first(x, "imagenet_denormalize")
-    return _channel_affine(x, IMAGENET_MEAN, IMAGENET_STD, inverse=True)
+def resize_clip(clip: Tensor, size: int | Size2, antialias: bool = False) -> Tensor:
+    """Squash every frame of a float clip ``(B, C, T, H, W)`` in [0, 1] to ``size`` (the whole frame, aspect
+    not kept, as MAST's and CorrFlow's loaders resize to 256x256): bilinear, clamped to [0, 1]. ``antialias``
+    low-pass filters when shrinking (CorrFlow's ``cv2.resize`` stand-in). A clip already at ``size`` is
+    returned as is. The one resize to a method's training size."""
+    _check_clip(clip, "resize_clip")
+    h, w = (size, size) if isinstance(size, int) else size
+    if clip.shape[-2:] == (h, w):
+        return clip
+    b, c, t = clip.shape[:3]
+    flat = clip.transpose(1, 2).reshape(b * t, c, *clip.shape[-2:])
+    flat = F.interpolate(flat, size=(h, w), mode="bilinear", align_corners=False, antialias=antialias)
+    return flat.clamp(0, 1).view(b, t, c, h, w).transpose(1, 2)
 
 
 # --------------------------------------------------------------------------------------------------------

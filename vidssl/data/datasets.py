@@ -18,25 +18,25 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import inspect
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from vidssl.data.errors import VideoError
+from vidssl.data.images import image_folder, read_image
 from vidssl.data.index import discover, read_manifest
-from vidssl.data.samplers import ClipTooShort
-from vidssl.data.video import VideoError, VideoReader, open_video
-
-Sampler = Callable[[int, np.random.Generator], np.ndarray]
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from vidssl.data.motion import video_motion_scores
+from vidssl.data.samplers import DEFAULT_SHORT, ClipTooShort, ShortPolicy, Shot
+from vidssl.data.shots import video_shots
+from vidssl.data.video import VideoReader, open_video
+from vidssl.data.views import Sampler, VideoInfo
 
 
 def cover_crop(
@@ -141,14 +141,16 @@ class RawVideoDataset(_EpochSeeded):
     Args:
         source: a directory (searched recursively with ``vidssl.data.index.discover``), a manifest CSV
             (``vidssl data index``; rows with status ``error`` are left out) or a sequence of paths.
-        sampler: ``(num_frames, rng) -> indices``; all the frames one sample needs for all its views
-            (any shape, flattened into T in the order given).
+        sampler: ``(video: VideoInfo, rng) -> indices`` (``vidssl.data.views``); all the frames one sample needs
+            for all its views (any shape, flattened into T in the order given). Its ``VideoInfo`` carries the
+            length, frame rate and short-video policy, and computes the video's shots and motion scores on
+            first use (once per video and process).
         size: output ``(H, W)``; frames are resized to cover it and one random window is cut per sample.
             ``None`` keeps the native size (then batches need equal-sized videos).
         short_side: resize frames to this short side (at least covering ``size``) before cutting the window,
             so the window is part of the frame at a chosen scale rather than all of it (see ``cover_crop``).
-        short: the policy for videos shorter than the sampler needs (``loop``, ``repeat`` or ``skip``), passed
-            to samplers that take a ``short`` keyword.
+        short: the policy for videos shorter than the sampler needs (``loop``, ``repeat`` or ``skip``; None: the
+            samplers' default), handed to the sampler in its ``VideoInfo``.
         cache_readers: open readers kept per worker (opening costs a probe; decoders hold memory, so few).
     """
 
@@ -160,7 +162,7 @@ class RawVideoDataset(_EpochSeeded):
         size: tuple[int, int] | None = (256, 256),
         seed: int = 0,
         backend: str = "auto",
-        short: Literal["loop", "repeat", "skip"] | None = None,
+        short: ShortPolicy | None = None,
         max_retries: int = 10,
         cache_readers: int = 4,
         short_side: int | None = None,
@@ -170,10 +172,10 @@ class RawVideoDataset(_EpochSeeded):
         self.paths = _video_paths(source)
         if not self.paths:
             raise ValueError(f"{source}: no videos or frame folders found")
-        if short is not None and "short" in inspect.signature(sampler).parameters:
-            self.sampler: Sampler = partial(cast(Any, sampler), short=short)
-        else:
-            self.sampler = sampler
+        self.sampler = sampler
+        self.short: ShortPolicy = short if short is not None else DEFAULT_SHORT
+        self._shots: dict[str, list[Shot]] = {}  # per process: computed once per video, on first use
+        self._motion: dict[str, np.ndarray] = {}
         self.size = size
         self.backend = backend
         self.cache_readers = cache_readers
@@ -195,11 +197,23 @@ class RawVideoDataset(_EpochSeeded):
             self._readers.popitem(last=False)[1].close()
         return reader
 
+    def _video_shots(self, path: str) -> list[Shot]:
+        if path not in self._shots:
+            self._shots[path] = video_shots(self._reader(path))
+        return self._shots[path]
+
+    def _video_motion(self, path: str) -> np.ndarray:
+        if path not in self._motion:
+            self._motion[path] = video_motion_scores(self._reader(path))
+        return self._motion[path]
+
     def _load(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
         path = self.paths[index]
         reader = self._reader(path)
+        info = VideoInfo(len(reader), reader.fps, self.short, shots=partial(self._video_shots, path),
+                         motion=partial(self._video_motion, path))
         try:
-            indices = np.asarray(self.sampler(len(reader), rng), dtype=np.int64).reshape(-1)
+            indices = np.asarray(self.sampler(info, rng), dtype=np.int64).reshape(-1)
             frames = reader.get(indices)
         except (VideoError, ClipTooShort):
             self._readers.pop(path, None)
@@ -246,18 +260,8 @@ class ImageFolderDataset(_EpochSeeded):
         max_retries: int = 10,
     ) -> None:
         super().__init__(seed, max_retries)
-        root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"{root}: image folder not found")
-        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-        self.samples = [
-            (str(f), label)
-            for label, name in enumerate(self.classes)
-            for f in sorted((root / name).iterdir())
-            if f.suffix.lower() in IMAGE_SUFFIXES
-        ]
-        if not self.samples:
-            raise ValueError(f"{root}: no images found in class sub-folders")
+        samples, self.classes = image_folder(root)
+        self.samples = [(str(f), label) for f, label in samples]
         self.size = size
 
     def __len__(self) -> int:
@@ -268,12 +272,7 @@ class ImageFolderDataset(_EpochSeeded):
 
     def _load(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as image:
-                array = np.array(image.convert("RGB"))
-        except (OSError, SyntaxError) as exc:
-            raise VideoError(path, f"cannot read image ({exc})") from exc
-        frames = array[None]
+        frames = read_image(path)[None]
         if self.size is not None and frames.shape[1:3] != tuple(self.size):
             frames = cover_crop(frames, self.size, rng)
         video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (3, 1, H, W)
@@ -288,7 +287,7 @@ def build_dataset(
     size: tuple[int, int] | None = None,
     seed: int = 0,
     backend: str = "auto",
-    short: Literal["loop", "repeat", "skip"] | None = None,
+    short: ShortPolicy | None = None,
     short_side: int | None = None,
 ) -> RawVideoDataset | ImageFolderDataset:
     """The dataset a run config asks for.

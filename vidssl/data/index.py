@@ -18,7 +18,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vidssl.data.video import IMAGE_EXTENSIONS, open_video
+from vidssl.data.images import IMAGE_SUFFIXES
+from vidssl.data.video import open_video
 from vidssl.paths import cache_dir
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
@@ -40,7 +41,7 @@ class ManifestRow:
 
 
 def _is_frame_folder(folder: Path) -> bool:
-    return any(p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() for p in folder.iterdir())
+    return any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in folder.iterdir())
 
 
 def discover(root: str | Path) -> list[Path]:
@@ -52,7 +53,7 @@ def discover(root: str | Path) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         folder = Path(dirpath)
-        if any(Path(f).suffix.lower() in IMAGE_EXTENSIONS for f in filenames):
+        if any(Path(f).suffix.lower() in IMAGE_SUFFIXES for f in filenames):
             found.append(folder)
         found.extend(folder / f for f in filenames if Path(f).suffix.lower() in VIDEO_EXTENSIONS)
     return sorted(found)

@@ -43,6 +43,7 @@ __all__ = [
     "decreasing_gap_clips",
     "decreasing_gap_pair",
     "decreasing_gap_probs",
+    "frame_pair",
     "frames_within_shot",
     "gap_tuple",
     "independent_clips",
@@ -229,6 +230,18 @@ def gap_tuple(
     offsets = np.concatenate([[0], np.cumsum(steps)])
     start = rng.integers(0, n - offsets[-1])
     return _fit(start + offsets, num_frames, short)
+
+
+def frame_pair(
+    num_frames: int, rng: np.random.Generator, max_gap: int, short: ShortPolicy = DEFAULT_SHORT
+) -> np.ndarray:
+    """Two increasing frames whose distance is uniform in ``1..max_gap`` (frame-level MoCo's positives). ``(2,)``.
+
+    Videos shorter than ``max_gap + 1`` frames follow the short-video policy.
+    """
+    max_gap = _count("max_gap", max_gap)
+    return gap_tuple(num_frames, rng, size=2, gaps=list(range(1, max_gap + 1)), probs=[1.0 / max_gap] * max_gap,
+                     short=short)
 
 
 def decreasing_gap_probs(max_gap: int) -> np.ndarray:

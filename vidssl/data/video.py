@@ -20,15 +20,13 @@ How exactness is kept while staying fast (PyAV backend):
   naming the frames; they are never replaced by other frames.
 
 Backends and what ``"auto"`` picks: arrays -> ``"array"``, folders -> ``"frames"``, files -> ``"pyav"``.
-decord is not the default because (measured on the shared clips, one thread, a random 8-frame
-clip at stride 4, a busy 2-core machine): per clip it was faster on some files (720p cockatoo 0.8 s vs
-1.3 s) and slower on others (1080p ntu 1.6 s vs 1.0 s, bt709 0.34 s vs 0.29 s), never by a factor that
-pays for its per-file seek check at open (0.2 to 10 s against 2 to 25 ms for PyAV), and its own random
-access returns wrong frames on ``h265_video.mp4`` and on open-GOP H.264. The ``"decord"`` backend is kept
-for users who ask for it: it probes the file with PyAV first (decord can crash on corrupt input), checks
-that decord decodes the requested stream with the same frame count, and checks its random access on a few
-probe frames against its own sequential decode; when any check fails it falls back to PyAV for that file
-(``reader.backend`` says which was used). Where decord has no wheel, ``"decord"`` falls back to PyAV too.
+decord is not the default: measured on the shared clips it is not faster by enough to pay for its per-file
+seek check at open, and its own random access returns wrong frames on HEVC and on open-GOP H.264
+(``docs/benchmarks.md``, "Video decoding"). The ``"decord"`` backend is kept for users who ask for it: it
+probes the file with PyAV first (decord can crash on corrupt input), checks that decord decodes the
+requested stream with the same frame count, and checks its random access on a few probe frames against its
+own sequential decode; when any check fails it falls back to PyAV for that file (``reader.backend`` says
+which was used). Where decord has no wheel, ``"decord"`` falls back to PyAV too.
 
 Streams: ``stream=k`` is the ``k``-th *video* stream of the file (default 0, the first one) for every
 backend. Colour: decoders convert YUV to RGB slightly differently (``bt709_full_range.mp4``: decord and
@@ -49,20 +47,13 @@ import av
 import numpy as np
 from PIL import Image
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+from vidssl.data.errors import VideoError
+from vidssl.data.images import IMAGE_SUFFIXES
+
 BACKENDS = ("auto", "decord", "pyav", "frames", "array")
 DEFAULT_STILL_FPS = 30.0  # frame folders and arrays carry no timing; DAVIS/JHMDB users pass fps=
 
 IndexLike = Sequence[int] | np.ndarray | range
-
-
-class VideoError(RuntimeError):
-    """A reading failure; ``str(err) == f"{path}: {problem}"``."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
 
 class VideoReader:
@@ -153,7 +144,7 @@ class ArrayReader(VideoReader):
 
 def list_frame_files(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 class FrameFolderReader(VideoReader):
@@ -165,7 +156,7 @@ class FrameFolderReader(VideoReader):
         self.fps = float(fps) if fps else DEFAULT_STILL_FPS
         self._files = list_frame_files(folder)
         if not self._files:
-            raise VideoError(folder, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder")
+            raise VideoError(folder, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder")
         stems = [p.stem for p in self._files]
         if all(s.isdigit() for s in stems):
             # numbered frames: a gap means a missing frame, and every later index would be shifted

@@ -5,7 +5,7 @@ final name with ``os.replace`` (atomic on POSIX) and the folder is fsynced, so a
 either the previous set of checkpoints or the new one, never a half-written ``ckpt_*.pt``. Temporary
 files left by a crash (``.ckpt_*.tmp``) are ignored and reported.
 
-A training checkpoint (``vidssl.engine.train``) holds: ``step`` (optimiser steps done, which is also the
+A training checkpoint (``vidssl.train``) holds: ``step`` (optimiser steps done, which is also the
 schedule's position), ``data_position`` ``[epoch, batches consumed in it]``, ``model``, ``optimizer``,
 ``scaler`` (AMP), ``rng`` (one ``rng_state()`` per rank), ``config`` (the resolved run config), and for
 export and evaluation ``encoder`` (the backbone's state dict) and ``backbone`` (``ResNet.config``, its

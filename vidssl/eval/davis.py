@@ -28,7 +28,7 @@ from vidssl.engine.config import ConfigError, load_config, save_config
 from vidssl.eval import mast_memory
 from vidssl.eval.davis_io import LabelFileError, davis_palette, read_indexed_png, write_indexed_png
 from vidssl.eval.davis_metrics import DavisResult, evaluate_davis, format_table, read_sequence_list, write_csvs
-from vidssl.eval.encoders import FrameEncoder, add_encoder_arguments, build_encoder
+from vidssl.eval.encoders import DEFAULT_BACKBONE, FrameEncoder, add_encoder_arguments, build_encoder
 from vidssl.eval.mast_memory import MastMemoryConfig
 from vidssl.eval.propagation import (
     PropagationConfig,
@@ -198,7 +198,7 @@ def evaluate_encoder(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--davis-root", required=True, type=Path, help="DAVIS folder (JPEGImages, Annotations, ...)")
     parser.add_argument("--out", required=True, type=Path, help="results folder: <sequence>/<frame>.png, CSVs")
-    add_encoder_arguments(parser)
+    add_encoder_arguments(parser, backbone=None)  # the mode's: resnet18_s8_l3 (top-k), resnet18_mast (MAST)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="propagation preset (crw, vfs, dino)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the preset (topk=5 radius=12 ...)")
     parser.add_argument("--sequences", nargs="+", default=None, help="default: ImageSets/2017/val.txt")
@@ -223,10 +223,12 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"--input rgb: {args.config} is MAST's memory (mode: mast), which feeds its "
                                  "encoder Lab; use a propagation preset such as configs/eval/crw.yaml for RGB")
             cfg = mast_memory.load_mast_config(_resolve_config(args.config), args.overrides)
-            encoder = mast_memory.build_lab_encoder(args.encoder, args.device, args.seed)
+            encoder = mast_memory.build_lab_encoder(args.encoder, args.device, args.seed,
+                                                    args.backbone or "resnet18_mast", args.layers)
         else:
             cfg = load_config(PropagationConfig, _resolve_config(args.config), args.overrides)
-            encoder = build_encoder(args.encoder, args.device, args.backbone, args.seed, args.layers, args.input)
+            encoder = build_encoder(args.encoder, args.device, args.backbone or DEFAULT_BACKBONE, args.seed,
+                                    args.layers, args.input)
         result = evaluate_encoder(
             encoder, args.davis_root, args.out, cfg, args.sequences, resolution=args.resolution,
             overlays=args.overlays, overlay_video=args.overlay_video,

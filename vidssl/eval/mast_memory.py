@@ -1,4 +1,4 @@
-"""MAST's memory: the joint local / ROI affinity copy (training and test) and its DAVIS propagation mode.
+"""MAST's test-time memory: its DAVIS propagation mode (``mode: mast``).
 
 Lai, Lu & Xie, "MAST: A Memory-Augmented Self-supervised Tracker", CVPR 2020 (https://arxiv.org/abs/2002.07793),
 the authors' ``models/colorizer.py`` and ``benchmark.py``. To predict frame t the memory holds the long-term
@@ -9,8 +9,8 @@ position itself but on a region of interest found by a coarse search: a 25x25 wi
 ``min(4, distance // 15 + 1)``, whose softmax gives the expected displacement; the fine window is then read
 around it with bilinear sampling.
 
-Every affinity is computed one displacement (or one window row) at a time over a band of target rows, so
-memory is ``O(refs * (2R+1)^2 * band * w)`` and never the dense ``(hw)^2`` matrix; only the referenced frames'
+The copy is ``vidssl.nn.local_attention`` (the one MAST trains with): tiles of targets against the windows
+they see, never the dense ``(hw)^2`` matrix, so memory is bounded by the tile; only the referenced frames'
 features and label maps are kept. The authors' test needs about 22 GB of GPU memory; this one runs on a CPU.
 Window positions outside the frame are left out of the softmax (the code scores them as zero features).
 The affinity scale is ``1 / sqrt(C)`` by default, the one the encoder was trained with (``vidssl.methods.mast``).
@@ -28,9 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 from vidssl.engine.config import ConfigError, from_dict, read_yaml
+from vidssl.eval.encoders import FrameEncoder, build_encoder
+from vidssl.nn.local_attention import Reference, local_attention, roi_dilation, roi_offsets
 
 __all__ = [
     "MastMemoryConfig",
@@ -39,204 +40,12 @@ __all__ = [
     "load_mast_config",
     "mast_propagate",
     "mast_references",
-    "memory_copy",
     "propagate_frames",
-    "roi_dilation",
-    "roi_offsets",
-    "window_logits",
-    "window_values",
 ]
 
-Rows = tuple[int, int]
-Reference = tuple[Tensor, Tensor, Tensor | None]  # (features (B, C, h, w), values (B, V, H', W'), ROI offset)
-
 
 # ----------------------------------------------------------------------------------------------------------
-# Windows: one displacement at a time
-
-
-def _pixel_grid(offset: Tensor, rows: Rows, dy: Tensor, dx: float) -> Tensor:
-    """Positions ``(B, n, th, w, 2)`` (x, y in cells) of target rows ``rows`` displaced by ``offset + (dx, dy_i)``."""
-    b, _, _, w = offset.shape
-    y0, y1 = rows
-    ys = torch.arange(y0, y1, device=offset.device, dtype=offset.dtype).view(1, 1, -1, 1)
-    xs = torch.arange(w, device=offset.device, dtype=offset.dtype).view(1, 1, 1, -1)
-    o = offset[:, :, y0:y1]  # (B, 2, th, w): (dx, dy)
-    px = (xs + o[:, 0:1] + dx).expand(b, dy.numel(), -1, -1)
-    py = ys + o[:, 1:2] + dy.to(offset).view(1, -1, 1, 1)
-    return torch.stack([px, py], dim=-1)
-
-
-def _sample(x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
-    """Bilinear samples of ``x`` ``(B, C, h, w)`` at cell positions ``pos`` ``(B, n, th, w, 2)``.
-
-    Returns ``(B, C, n, th, w)`` and the bool mask ``(B, n, th, w)`` of positions inside the frame. Sampling
-    uses pixel-centre coordinates (``align_corners=True``), as the authors' ``deform_im2col`` under the
-    PyTorch 1.1 they trained with.
-    """
-    b, c, h, w = x.shape
-    _, n, th, tw, _ = pos.shape
-    norm = torch.stack([pos[..., 0] * (2.0 / max(w - 1, 1)) - 1.0, pos[..., 1] * (2.0 / max(h - 1, 1)) - 1.0], -1)
-    out = F.grid_sample(x, norm.view(b, n * th, tw, 2), mode="bilinear", padding_mode="zeros", align_corners=True)
-    valid = (pos[..., 0] >= 0) & (pos[..., 0] <= w - 1) & (pos[..., 1] >= 0) & (pos[..., 1] <= h - 1)
-    return out.view(b, c, n, th, tw), valid
-
-
-def _check_pair(feat_t: Tensor, feat_r: Tensor, where: str) -> None:
-    if feat_t.dim() != 4 or feat_t.shape != feat_r.shape:
-        raise ValueError(f"{where}: target and reference features must both be (B, C, h, w), got "
-                         f"{tuple(feat_t.shape)} and {tuple(feat_r.shape)}")
-
-
-def _roi_row_logits(feat_t: Tensor, feat_r: Tensor, offset: Tensor, rows: Rows, dy: Tensor, radius: int) -> Tensor:
-    """Unscaled logits ``(B, n * P, th, w)`` of window rows ``dy`` (n of them) around ``offset``; outside -> 0."""
-    y0, y1 = rows
-    parts = []
-    for dx in range(-radius, radius + 1):
-        s, _ = _sample(feat_r, _pixel_grid(offset, rows, dy, float(dx)))  # (B, C, n, th, w)
-        parts.append((feat_t[:, :, None, y0:y1] * s).sum(1))  # (B, n, th, w)
-    return torch.stack(parts, dim=2).flatten(1, 2)  # (B, n * P, th, w), displacement order (dy, dx)
-
-
-def window_logits(
-    feat_t: Tensor, feat_r: Tensor, radius: int, scale: float, offset: Tensor | None = None, rows: Rows | None = None
-) -> Tensor:
-    """Scaled dot products of each target position with a (2R+1)^2 reference window.
-
-    Args:
-        feat_t, feat_r: ``(B, C, h, w)``.
-        radius: R.
-        scale: multiplies every dot product (``1 / sqrt(C)`` in MAST here).
-        offset: ``None`` for a window centred on the position itself (integer shifts), or ``(B, 2, h, w)``
-            (dx, dy) in cells: the window is centred on ``p + offset`` and read bilinearly (the ROI).
-        rows: only target rows ``[y0, y1)`` (all when ``None``).
-    Returns:
-        ``(B, (2R+1)^2, th, w)``, displacement ``(dy, dx)`` at index ``(dy + R) * (2R+1) + dx + R``; window
-        positions outside the reference frame get the most negative float (no weight after a softmax).
-    """
-    _check_pair(feat_t, feat_r, "window_logits")
-    h, w = feat_t.shape[-2:]
-    y0, y1 = rows if rows is not None else (0, h)
-    neg = torch.finfo(feat_t.dtype).min
-    size = 2 * radius + 1
-    if offset is None:
-        pad = F.pad(feat_r, (radius, radius, radius, radius))
-        inside = F.pad(torch.ones(1, 1, h, w, device=feat_r.device, dtype=torch.bool), (radius,) * 4)
-        ft = feat_t[:, :, y0:y1]
-        out = []
-        for dy in range(size):
-            for dx in range(size):
-                z = (ft * pad[:, :, y0 + dy:y1 + dy, dx:dx + w]).sum(1) * scale  # (B, th, w)
-                out.append(z.masked_fill(~inside[:, 0, y0 + dy:y1 + dy, dx:dx + w], neg))
-        return torch.stack(out, dim=1)
-    rows_out = []
-    for dy in range(-radius, radius + 1):
-        dys = torch.tensor([float(dy)], device=feat_t.device)
-        if torch.is_grad_enabled() and (feat_t.requires_grad or feat_r.requires_grad or offset.requires_grad):
-            # bilinear samples are new tensors: recompute them in backward instead of keeping (2R+1)^2 copies
-            z = checkpoint(_roi_row_logits, feat_t, feat_r, offset, (y0, y1), dys, radius, use_reentrant=False)
-        else:
-            z = _roi_row_logits(feat_t, feat_r, offset, (y0, y1), dys, radius)
-        rows_out.append(z * scale)
-    logits = torch.cat(rows_out, dim=1)
-    r = torch.arange(-radius, radius + 1, device=feat_t.device, dtype=offset.dtype)
-    pos = _pixel_grid(offset.detach(), (y0, y1), r.repeat_interleave(size), 0.0)  # (B, P^2, th, w, 2)
-    pos[..., 0] += r.repeat(size).view(1, -1, 1, 1)
-    valid = (pos[..., 0] >= 0) & (pos[..., 0] <= w - 1) & (pos[..., 1] >= 0) & (pos[..., 1] <= h - 1)
-    return logits.masked_fill(~valid, neg)
-
-
-def window_values(values: Tensor, radius: int, offset: Tensor | None = None, rows: Rows | None = None) -> Tensor:
-    """The values under each window of :func:`window_logits`: ``(B, V, h, w)`` -> ``(B, V, (2R+1)^2, th, w)``
-    (0 outside the frame)."""
-    h, w = values.shape[-2:]
-    y0, y1 = rows if rows is not None else (0, h)
-    size = 2 * radius + 1
-    if offset is None:
-        pad = F.pad(values, (radius,) * 4)
-        return torch.stack([pad[:, :, y0 + dy:y1 + dy, dx:dx + w] for dy in range(size) for dx in range(size)], 2)
-    r = torch.arange(-radius, radius + 1, device=values.device, dtype=offset.dtype)
-    pos = _pixel_grid(offset, (y0, y1), r.repeat_interleave(size), 0.0)
-    pos[..., 0] += r.repeat(size).view(1, -1, 1, 1)
-    out, _ = _sample(values, pos)
-    return out
-
-
-def _values_at_features(values: Tensor, h: int, w: int) -> Tensor:
-    """Reference values read at every s-th pixel, ``(B, V, H', W')`` -> ``(B, V, h, w)`` (the code's ``prep``)."""
-    if values.shape[-2:] == (h, w):
-        return values
-    sy, sx = -(-values.shape[-2] // h), -(-values.shape[-1] // w)
-    small = values[:, :, ::sy, ::sx]
-    if small.shape[-2:] != (h, w) or sy != sx:
-        raise ValueError(f"values {tuple(values.shape)} do not subsample to the feature grid {h}x{w}")
-    return small
-
-
-def memory_copy(
-    feat_t: Tensor, refs: Sequence[Reference], radius: int, scale: float | None = None, tile: int | None = None
-) -> Tensor:
-    """Copy values from several references through one joint softmax over all their windows.
-
-    Args:
-        feat_t: ``(B, C, h, w)`` target features.
-        refs: ``(feat_r (B, C, h, w), values_r (B, V, H', W'), offset)`` per reference; values at a multiple s
-            of the feature size are read at every s-th pixel; ``offset`` ``(B, 2, h, w)`` centres an ROI
-            window (:func:`roi_offsets`) or is ``None`` for a local window.
-        radius: R of every window.
-        scale: logit scale, ``1 / sqrt(C)`` when ``None``.
-        tile: target rows per band (memory only; the result does not depend on it). All rows when ``None``.
-    Returns:
-        ``(B, V, h, w)``: ``sum_{r, d} softmax_{r, d}(logit) * value``.
-    """
-    if not refs:
-        raise ValueError("memory_copy: needs at least one reference")
-    c, h, w = feat_t.shape[1:]
-    scale = 1.0 / math.sqrt(c) if scale is None else scale
-    small = [_values_at_features(v, h, w) for _, v, _ in refs]
-    step = h if tile is None else max(1, tile)
-    bands = []
-    for y0 in range(0, h, step):
-        rows = (y0, min(h, y0 + step))
-        logits = torch.cat([window_logits(feat_t, f, radius, scale, o, rows) for f, _, o in refs], dim=1)
-        values = torch.cat([window_values(v, radius, o, rows) for v, (_, _, o) in zip(small, refs, strict=True)], 2)
-        weights = F.softmax(logits, dim=1)  # (B, refs * P^2, th, w)
-        bands.append((weights.unsqueeze(1) * values).sum(2))  # (B, V, th, w)
-    return torch.cat(bands, dim=2)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The ROI search and the memory's frames
-
-
-def roi_dilation(distance: int, roi_after: int = 15, max_dilation: int = 4) -> int:
-    """Dilation of the coarse search for a reference ``distance`` frames back: ``min(4, distance // 15 + 1)``."""
-    return min(max_dilation, distance // roi_after + 1)
-
-
-def roi_offsets(feat_t: Tensor, feat_r: Tensor, dilation: int, search_radius: int = 12, scale: float = 1.0) -> Tensor:
-    """Coarse search: the expected displacement of each target position in the reference.
-
-    A ``(2S+1)^2`` window of reference positions at ``dilation`` cells apart (S = ``search_radius``) around each
-    target position; ``softmax(scale <f_t, f_r>)`` over the positions inside the frame; the softmax-weighted
-    mean displacement. ``(B, C, h, w)`` x2 -> ``(B, 2, h, w)`` (dx, dy) in cells.
-    """
-    _check_pair(feat_t, feat_r, "roi_offsets")
-    h, w = feat_t.shape[-2:]
-    reach = search_radius * dilation
-    pad = F.pad(feat_r, (reach,) * 4)
-    inside = F.pad(torch.ones(1, 1, h, w, device=feat_r.device, dtype=torch.bool), (reach,) * 4)
-    neg = torch.finfo(feat_t.dtype).min
-    zs, disp = [], []
-    for iy in range(-search_radius, search_radius + 1):
-        for ix in range(-search_radius, search_radius + 1):
-            oy, ox = reach + iy * dilation, reach + ix * dilation
-            z = (feat_t * pad[:, :, oy:oy + h, ox:ox + w]).sum(1) * scale
-            zs.append(z.masked_fill(~inside[:, 0, oy:oy + h, ox:ox + w], neg))
-            disp.append((ix * dilation, iy * dilation))
-    p = F.softmax(torch.stack(zs, dim=1), dim=1)  # (B, (2S+1)^2, h, w)
-    d = torch.tensor(disp, device=feat_t.device, dtype=feat_t.dtype)  # ((2S+1)^2, 2): (dx, dy)
-    return torch.einsum("bnhw,nk->bkhw", p, d)
+# The memory's frames
 
 
 def mast_references(t: int, long_term: Sequence[int] = (0, 5), short_term: Sequence[int] = (1, 3, 5)) -> list[int]:
@@ -263,7 +72,7 @@ class MastMemoryConfig:
     search_radius: int = 12  # coarse window 25x25 (``memory_patch_R``)
     max_dilation: int = 4
     temperature: float | None = None  # logits = <f_t, f_r> / temperature; None: sqrt(C), as training
-    tile: int = 8  # target feature rows per band: memory only, results do not depend on it
+    tile: int = 8  # target tile side in feature cells: speed and memory only, results do not depend on it
 
     def __post_init__(self) -> None:
         for key in ("radius", "roi_after", "search_radius", "max_dilation", "tile"):
@@ -324,7 +133,7 @@ def mast_propagate(
                 dil = roi_dilation(t - r, cfg.roi_after, cfg.max_dilation)
                 offset = roi_offsets(feat[None], f_r[None], dil, cfg.search_radius, scale)
             refs.append((f_r[None], onehot, offset))
-        soft = memory_copy(feat[None], refs, cfg.radius, scale, cfg.tile)  # (1, K, h, w)
+        soft = local_attention(feat[None], refs, cfg.radius, scale, cfg.tile)  # (1, K, h, w)
         yield F.interpolate(soft, size=size, mode="bilinear", align_corners=False)[0].argmax(0)
         memory[t] = (feat, soft[0].argmax(0))  # hard labels, at feature resolution
         # a later target u > t references long-term frames and frames >= u - max(short_term)
@@ -333,7 +142,7 @@ def mast_propagate(
 
 
 def propagate_frames(
-    encoder: Any, frames: Sequence[Path], first_mask: np.ndarray, cfg: MastMemoryConfig,
+    encoder: FrameEncoder, frames: Sequence[Path], first_mask: np.ndarray, cfg: MastMemoryConfig,
     read_frame: Callable[[Path], np.ndarray],
 ) -> Iterator[np.ndarray]:
     """``vidssl eval davis``'s ``mode: mast``: yield each frame's ``(H, W)`` uint8 label map (frame 0: the mask).
@@ -342,7 +151,8 @@ def propagate_frames(
     uint8 RGB. Frames are read and encoded once each, in order.
     """
     size = first_mask.shape[:2]
-    if encoder.encode is None:  # the identity baseline: copy the first mask
+    frame_encoder = encoder.encode
+    if frame_encoder is None:  # the identity baseline: copy the first mask
         yield from (first_mask for _ in frames)
         return
 
@@ -350,27 +160,20 @@ def propagate_frames(
         image = read_frame(frames[t])
         if image.shape[:2] != size:
             raise ValueError(f"{frames[t]}: frame is {image.shape[1]}x{image.shape[0]}, the mask {size[1]}x{size[0]}")
-        return encoder.encode(image)
+        return frame_encoder(image)
 
     mask = torch.from_numpy(first_mask.astype(np.int64))
     for labels in mast_propagate(encode, mask, len(frames), encoder.stride, cfg):
         yield labels.to("cpu", torch.uint8).numpy()
 
 
-def build_lab_encoder(spec: str, device: torch.device | str = "cpu", seed: int = 0) -> Any:
-    """A ``vidssl.eval.encoders.FrameEncoder`` on Lab input: a vidssl checkpoint, or ``random`` (a seeded
-    ``resnet18_mast``)."""
-    from vidssl.eval.encoders import backbone_encoder, random_backbone  # late: encoders may import this module
-    from vidssl.models import load_encoder
-
-    if spec == "random":
-        net = random_backbone("resnet18_mast", seed)
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise ValueError(f"{spec}: not a checkpoint file and not 'random' (MAST's memory needs an encoder)")
-        net = load_encoder(path)
-    return backbone_encoder(net, device, f"mast-lab-{Path(spec).stem}", input="lab")
+def build_lab_encoder(
+    spec: str, device: torch.device | str = "cpu", seed: int = 0, backbone: str = "resnet18_mast",
+    layers: int | None = None,
+) -> FrameEncoder:
+    """The encoder of MAST's memory, fed normalised Lab: a checkpoint, ``random`` (a seeded ``backbone``),
+    torchvision weights (loaded into ``backbone``), or ``identity``."""
+    return build_encoder(spec, device, backbone, seed, layers, input="lab")
 
 
 def load_mast_config(path: str | Path, overrides: Sequence[str] = ()) -> MastMemoryConfig:

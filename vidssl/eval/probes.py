@@ -17,19 +17,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor, nn
 
-from vidssl.data.augment import imagenet_normalize, to_float
-from vidssl.models.resnet import ResNet, build_backbone
-from vidssl.models.resnet import load_encoder as load_resnet_encoder
+from vidssl.data.augment import to_float
+from vidssl.data.errors import VideoError
+from vidssl.data.images import load_image_folder
+from vidssl.models import EncoderRecord, build_backbone, load_record
+from vidssl.nn.colour import INPUT_SPACES, InputSpace, normalize_input
 
 HELP = "kNN (and optionally linear) probe of an encoder on an ImageFolder train/test split, e.g. CIFAR-10"
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 # -------------------------------------------------------------------------------------------------------- kNN
@@ -130,76 +128,47 @@ def linear_accuracy(probe: LinearProbe, features: Tensor, labels: Tensor) -> flo
 
 
 def read_image_folder(root: str | Path, size: int | None = None) -> tuple[Tensor, Tensor, list[str]]:
-    """Every image of ``root/<class>/*`` as uint8 ``(N, 3, H, W)``, labels ``(N,)`` and the sorted class names.
-
-    ``size=None`` needs all images the same size (CIFAR); otherwise each image is resized (shorter side to
-    ``size``, bilinear) and centre-cropped to ``size x size``.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: image folder not found")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if not classes:
-        raise ValueError(f"{root}: no class sub-folders (expected the ImageFolder layout root/<class>/*.jpg)")
-    images: list[np.ndarray] = []
-    labels: list[int] = []
-    for label, name in enumerate(classes):
-        for path in sorted((root / name).iterdir()):
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(path) as im:
-                    img = im.convert("RGB")
-            except Exception as exc:  # PIL raises several types for corrupt files
-                raise ValueError(f"{path}: cannot read image ({exc})") from exc
-            if size is not None:
-                scale = size / min(img.size)
-                w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
-                img = img.resize((w, h), Image.Resampling.BILINEAR)
-                left, top = (w - size) // 2, (h - size) // 2
-                img = img.crop((left, top, left + size, top + size))
-            arr = np.asarray(img)
-            if images and arr.shape != images[0].shape:
-                raise ValueError(f"{path}: size {arr.shape[1]}x{arr.shape[0]} differs from the first image's "
-                                 f"{images[0].shape[1]}x{images[0].shape[0]}; pass a size to resize")
-            images.append(arr)
-            labels.append(label)
-    if not images:
-        raise ValueError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
-    stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
-    return stacked, torch.tensor(labels, dtype=torch.long), classes
+    """Every image of ``root/<class>/*`` as uint8 ``(N, 3, H, W)``, labels ``(N,)`` and the sorted class names
+    (``vidssl.data.images.load_image_folder``); an unreadable image is a ``ValueError`` naming it."""
+    try:
+        return load_image_folder(root, size)
+    except VideoError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 @torch.no_grad()
 def extract_features(
-    encoder: nn.Module, images: Tensor, batch_size: int = 256, device: torch.device | str = "cpu"
+    encoder: nn.Module, images: Tensor, batch_size: int = 256, device: torch.device | str = "cpu",
+    input: InputSpace = "rgb",
 ) -> Tensor:
-    """Pooled features ``(N, D)`` (float32, on ``device``) of uint8 ``(N, 3, H, W)`` images, ImageNet-normalised
-    as in training, with the encoder in eval mode."""
+    """Pooled features ``(N, D)`` (float32, on ``device``) of uint8 ``(N, 3, H, W)`` images, normalised as the
+    encoder was trained (``input``: ImageNet RGB or MAST Lab), with the encoder in eval mode."""
     encoder = encoder.eval().to(device)
     out = [
-        encoder(imagenet_normalize(to_float(chunk.to(device)))).float()
+        encoder(normalize_input(to_float(chunk.to(device)), input)).float()
         for chunk in images.split(batch_size)
     ]
     return torch.cat(out)
 
 
-def load_encoder(checkpoint: str | Path | None, backbone: str = "resnet18_cifar") -> ResNet:
-    """The encoder of a vidssl checkpoint (its own architecture), a torchvision state dict loaded into
+def load_encoder(checkpoint: str | Path | None, backbone: str = "resnet18_cifar") -> nn.Module:
+    """The trunk of a vidssl checkpoint (its own architecture), a torchvision state dict loaded into
     ``backbone``, or a random ``backbone`` when ``checkpoint`` is None."""
-    if checkpoint is None:
-        return build_backbone(backbone)
-    return load_resnet_encoder(checkpoint, backbone)
+    return build_backbone(backbone) if checkpoint is None else load_record(str(checkpoint), backbone=backbone).backbone
 
 
 # -------------------------------------------------------------------------------------------------------- CLI
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, help="vidssl checkpoint or torchvision state dict; "
-                        "omitted: a random encoder (the chance-level baseline)")
+    parser.add_argument("--encoder", "--checkpoint", dest="encoder", default="random",
+                        help="vidssl checkpoint, torchvision state dict (see --backbone) or random (the default: the "
+                             "random-initialisation baseline)")
     parser.add_argument("--data", type=Path, required=True, help="folder with train/<class>/ and test/<class>/")
-    parser.add_argument("--backbone", default="resnet18_cifar", help="architecture for plain state dicts")
+    parser.add_argument("--backbone", default="resnet18_cifar", help="architecture for plain state dicts / random")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation seed of --encoder random")
+    parser.add_argument("--input", default="auto", choices=["auto", *INPUT_SPACES],
+                        help="what the encoder is fed: auto = what a checkpoint trained on (Lab for MAST), else RGB")
     parser.add_argument("--k", type=int, default=200, help="neighbours (InstDisc / lightly: 200)")
     parser.add_argument("--temperature", type=float, default=0.1, help="vote weight exp(sim / t) (0.1)")
     parser.add_argument("--size", type=int, default=None, help="resize and centre-crop images to this size")
@@ -212,7 +181,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        encoder = load_encoder(args.checkpoint, args.backbone)
+        record: EncoderRecord = load_record(args.encoder, backbone=args.backbone, seed=args.seed, input=args.input)
         x_train, y_train, classes = read_image_folder(args.data / "train", args.size)
         x_test, y_test, test_classes = read_image_folder(args.data / "test", args.size)
     except (OSError, ValueError) as exc:
@@ -222,12 +191,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"vidssl eval knn: {args.data}: train and test class folders differ", file=sys.stderr)
         return 1
     y_train, y_test = y_train.to(args.device), y_test.to(args.device)
-    f_train = extract_features(encoder, x_train, args.batch_size, args.device)
-    f_test = extract_features(encoder, x_test, args.batch_size, args.device)
+    f_train = extract_features(record.backbone, x_train, args.batch_size, args.device, record.input)
+    f_test = extract_features(record.backbone, x_test, args.batch_size, args.device, record.input)
     results = {"knn_top1": knn_accuracy(f_train, y_train, f_test, y_test, args.k, args.temperature),
-               "k": args.k, "temperature": args.temperature, "train": len(y_train), "test": len(y_test)}
+               "k": args.k, "temperature": args.temperature, "train": len(y_train), "test": len(y_test),
+               "encoder": args.encoder, "input": record.input}
     print(f"kNN top-1 (k={args.k}, t={args.temperature}): {100 * results['knn_top1']:.2f}%  "
-          f"({len(y_train)} train, {len(y_test)} test images, {len(classes)} classes)")
+          f"({len(y_train)} train, {len(y_test)} test images, {len(classes)} classes; {record.name} fed "
+          f"{record.input})")
     if args.linear:
         probe = train_linear_probe(f_train, y_train, epochs=args.epochs, batch_size=args.batch_size)
         results["linear_top1"] = linear_accuracy(probe, f_test, y_test)

@@ -1,29 +1,58 @@
-"""Self-supervised methods, one file each. ``METHODS`` is the registry the CLI and tests iterate over.
+"""Self-supervised methods, one file each, and the ``Method`` protocol the training loop is typed against.
 
-A method is an ``nn.Module`` with:
-- ``Config``: a dataclass of its hyper-parameters (filled from the ``model:`` section of a run config);
-- ``input``: ``"video"`` (clips from raw videos) or ``"images"`` (still images, delivered as 1-frame clips);
-- ``__init__(cfg: Config)``;
-- ``sampler() -> Callable[[int, np.random.Generator], np.ndarray]``: frame indices for one sample (video);
-- ``forward(batch) -> (loss, metrics)``: ``batch["video"]`` is uint8 ``(B, C, T, H, W)`` on the device; the
-  method augments on the device itself; ``metrics`` is a dict of floats or 0-dim tensors for logging;
-- ``after_step(step)``: optional work after the optimiser step (EMA, queue), never branched on by the loop;
-- ``encoder() -> vidssl.models.ResNet``: the backbone to export and evaluate;
-- ``encoder_input``: optional, the input the encoder was trained on: ``"rgb"`` (ImageNet-normalised RGB, the
-  default) or ``"lab"`` (MAST-normalised Lab). Checkpoints record it and ``vidssl eval`` feeds frames that way.
+``METHODS`` is the registry the CLI and tests iterate over (key = the ``method:`` of a run config). A method
+is an ``nn.Module`` keeping :class:`Method`; subclassing :class:`vidssl.methods.base.SSLMethod` gives the
+defaults. ``docs/architecture.md`` walks through adding one.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from torch import Tensor, nn
+
+from vidssl.data.views import Sampler
+from vidssl.methods.base import EpochContext, Metrics, SSLMethod
 from vidssl.methods.corrflow import CorrFlow
 from vidssl.methods.crw import CRW
 from vidssl.methods.mast import MAST, MASTStage2
 from vidssl.methods.moco import MoCo
 from vidssl.methods.timecycle import TimeCycle
+from vidssl.nn.colour import InputSpace
 
-METHODS: dict[str, Any] = {
+__all__ = ["METHODS", "EpochContext", "Method", "Metrics", "SSLMethod"]
+
+
+@runtime_checkable
+class Method(Protocol):
+    """What the training loop needs of a method (``vidssl.train``).
+
+    - ``Config``: the dataclass of its hyper-parameters, filled from the run config's ``model:`` section;
+    - ``__call__(batch) -> (loss, metrics)``: ``batch["video"]`` is uint8 ``(B, C, T, H, W)`` on the device
+      (still images: T = 1), plus ``index`` and ``label``; the method augments on the device itself;
+    - ``sampler()``: the frames one sample needs from a video (``vidssl.data.views``);
+    - ``encoder()``: the trunk to export and evaluate, fed ``encoder_input`` (``"rgb"`` or ``"lab"``);
+    - ``after_step(step)``: after each optimiser step (EMA, queues); ``on_epoch_start(ctx)``: before each
+      epoch, with a pass over the dataset at hand (clustering, memory refresh, online kNN).
+    """
+
+    Config: ClassVar[type[Any]]
+    encoder_input: InputSpace
+
+    def __init__(self, cfg: Any) -> None: ...
+
+    def __call__(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]: ...
+
+    def sampler(self) -> Sampler: ...
+
+    def encoder(self) -> nn.Module: ...
+
+    def after_step(self, step: int) -> None: ...
+
+    def on_epoch_start(self, ctx: EpochContext) -> None: ...
+
+
+METHODS: dict[str, type[Method]] = {
     "moco": MoCo,
     "crw": CRW,
     "mast": MAST,

@@ -32,27 +32,22 @@ Where vidssl differs from the authors' code, deliberately:
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from vidssl.data.augment import ClipAugment, imagenet_normalize, rgb_to_lab, to_float
+from vidssl.data.augment import ClipAugment, resize_clip, to_float
 from vidssl.data.samplers import random_clip
-from vidssl.models.resnet import ClipEncoder, ResNet, build_backbone
+from vidssl.data.views import FrameSampler, Sampler
+from vidssl.methods.base import Metrics, SSLMethod
+from vidssl.models import ClipEncoder, ResNet, build_backbone
+from vidssl.nn.colour import default_centroids, imagenet_normalize, load_centroids, quantize_ab, rgb_to_lab
+from vidssl.nn.local_attention import local_copy
 
-__all__ = [
-    "CorrFlow", "CorrFlowConfig", "default_centroids", "drop_rgb_channels", "kmeans", "load_centroids",
-    "local_copy", "quantize_ab", "teacher_forcing_prob",
-]
+__all__ = ["CorrFlow", "CorrFlowConfig", "drop_rgb_channels", "local_copy", "teacher_forcing_prob"]
 
 LOG_EPS = 1e-8  # inside the log of the copied probabilities, as the code's ``cross_entropy``
 
@@ -94,135 +89,7 @@ class CorrFlowConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Colour clusters
-
-
-def quantize_ab(ab: Tensor, centroids: Tensor) -> Tensor:
-    """Nearest centroid (Euclidean) of every ab value: ``(B, 2, *S)`` and ``(K, 2)`` -> long ``(B, *S)``."""
-    if ab.dim() < 2 or ab.shape[1] != 2 or centroids.dim() != 2 or centroids.shape[1] != 2:
-        raise ValueError(f"quantize_ab: need ab (B, 2, ...) and centroids (K, 2), got {tuple(ab.shape)}, "
-                         f"{tuple(centroids.shape)}")
-    c = centroids.to(ab).view(1, -1, 2, *([1] * (ab.dim() - 2)))  # (1, K, 2, 1, ...)
-    return ((ab.unsqueeze(1) - c) ** 2).sum(dim=2).argmin(dim=1)
-
-
-def kmeans(points: np.ndarray, k: int, iters: int = 50, seed: int = 0) -> np.ndarray:
-    """Lloyd's k-means with k-means++ seeding: ``(N, D)`` -> centroids ``(k, D)``, sorted by first coordinate.
-
-    Deterministic given ``seed``; an emptied cluster is re-seeded at the point farthest from its centroid.
-    """
-    points = np.asarray(points, dtype=np.float64)
-    if points.ndim != 2 or len(points) < k or k < 1:
-        raise ValueError(f"kmeans: need (N, D) points with N >= k = {k}, got {points.shape}")
-    rng = np.random.default_rng(seed)
-    centres = [points[rng.integers(len(points))]]
-    d2 = ((points - centres[0]) ** 2).sum(1)
-    for _ in range(1, k):  # k-means++: the next centre with probability proportional to squared distance
-        p = d2 / d2.sum() if d2.sum() > 0 else None
-        centres.append(points[rng.choice(len(points), p=p)])
-        d2 = np.minimum(d2, ((points - centres[-1]) ** 2).sum(1))
-    c = np.stack(centres)
-    for _ in range(iters):
-        dist = ((points[:, None] - c[None]) ** 2).sum(2)  # (N, k)
-        assign = dist.argmin(1)
-        new = c.copy()
-        for j in range(k):
-            members = points[assign == j]
-            new[j] = members.mean(0) if len(members) else points[dist.min(1).argmax()]
-        if np.allclose(new, c):
-            break
-        c = new
-    return c[np.lexsort(c.T[::-1])]
-
-
-def default_centroids(k: int = 16) -> Tensor:
-    """A deterministic fallback: k-means (seed 0) of the ab of a regular 17^3 grid of sRGB colours. ``(k, 2)``.
-
-    Synthetic data, so it covers the gamut evenly rather than natural colour statistics: prefer centroids
-    computed from the training videos with ``tools/corrflow_centroids.py``.
-    """
-    g = torch.linspace(0, 1, 17)
-    rgb = torch.stack(torch.meshgrid(g, g, g, indexing="ij")).reshape(1, 3, -1)  # (1, 3, 4913)
-    ab = rgb_to_lab(rgb)[0, 1:].T.numpy()
-    return torch.from_numpy(kmeans(ab, k, seed=0)).float()
-
-
-def load_centroids(path: str | Path) -> Tensor:
-    """``(K, 2)`` ab centroids from a ``.npy`` array or a ``.json`` (``{"centroids": [[a, b], ...]}`` or a list)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: centroid file not found (make one with tools/corrflow_centroids.py)")
-    try:
-        if path.suffix == ".json":
-            data = json.loads(path.read_text())
-            arr = np.asarray(data["centroids"] if isinstance(data, dict) else data, dtype=np.float64)
-        else:
-            arr = np.load(path, allow_pickle=False)
-    except (ValueError, KeyError, OSError) as exc:
-        raise ValueError(f"{path}: cannot read centroids ({exc})") from exc
-    if arr.ndim != 2 or arr.shape[1] != 2 or not np.isfinite(arr).all():
-        raise ValueError(f"{path}: centroids must be a finite (K, 2) array of ab values, got shape {arr.shape}")
-    return torch.from_numpy(arr).float()
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The copy and the training tricks: pure functions
-
-
-def local_copy(
-    feat_t: Tensor, feat_r: Tensor, labels_r: Tensor, window: int, temperature: float | None = None,
-    band: int | None = None,
-) -> Tensor:
-    """Copy reference labels to the target through a softmax affinity restricted to a local window.
-
-    Args:
-        feat_t: ``(B, C, h, w)`` target features.
-        feat_r: ``(B, C, h, w)`` reference features.
-        labels_r: ``(B, K, h, w)`` reference labels (one-hot or soft).
-        window: odd side P of the window centred on each target position (13 in CorrFlow).
-        temperature: logits are ``<f_t(p), f_r(p + d)> / temperature``; None: ``sqrt(C)``.
-        band: target rows per step (speed and memory only; the result does not depend on it). None: 4.
-    Returns:
-        ``(B, K, h, w)``: ``sum_d softmax_d(logits) labels_r(p + d)`` over the P*P offsets ``d`` that fall
-        inside the frame (offsets outside are excluded from the softmax, as the code's padding mask).
-
-    A band of target rows is multiplied with the reference rows its windows reach in one matrix product and
-    the P*P window entries are gathered from it; the weights go back through a second product. Autograd keeps
-    per band the (band * w, P*P) weights and a (band * w, (band + P - 1) (w + P - 1)) scatter of them, never a
-    (B, C, P*P, h, w) unfold of the features (11 GB at batch 4 of 128 px clips with a contiguous unfold).
-    """
-    if feat_t.dim() != 4 or feat_r.shape != feat_t.shape or labels_r.dim() != 4 or labels_r.shape[0] != feat_t.shape[0]:
-        raise ValueError(f"local_copy: need feat_t, feat_r (B, C, h, w) and labels_r (B, K, h, w), got "
-                         f"{tuple(feat_t.shape)}, {tuple(feat_r.shape)}, {tuple(labels_r.shape)}")
-    if labels_r.shape[2:] != feat_t.shape[2:] or window < 1 or window % 2 == 0:
-        raise ValueError(f"local_copy: labels must match the features' {tuple(feat_t.shape[2:])} and window be odd, "
-                         f"got {tuple(labels_r.shape[2:])}, {window}")
-    b, c, h, w = feat_t.shape
-    r = window // 2
-    t = temperature if temperature is not None else math.sqrt(c)
-    wp = w + 2 * r  # padded width
-    fr = F.pad(feat_r, (r, r, r, r))
-    lr = F.pad(labels_r, (r, r, r, r))
-    inside = F.pad(torch.ones(h, w, device=feat_t.device, dtype=torch.bool), (r, r, r, r)).flatten()
-    step = max(1, band if band is not None else 4)
-    # window offset (dy, dx) of target (y, x) in a band starting at row y0 sits at (y - y0 + dy) * wp + x + dx of
-    # the band's padded reference rows [y0, y0 + n + 2r)
-    d = torch.arange(window, device=feat_t.device)
-    offsets = (d.view(-1, 1) * wp + d.view(1, -1)).flatten()  # (P*P,), index dy * P + dx
-    out = []
-    for y0 in range(0, h, step):
-        n = min(step, h - y0)
-        targets = (torch.arange(n, device=feat_t.device).view(-1, 1) * wp + torch.arange(w, device=feat_t.device))
-        index = targets.flatten().view(-1, 1) + offsets  # (n * w, P*P) into the band's (n + 2r) * wp positions
-        region = fr[:, :, y0:y0 + n + 2 * r].flatten(2)  # (B, C, R)
-        dense = torch.bmm(feat_t[:, :, y0:y0 + n].flatten(2).transpose(1, 2), region)  # (B, n * w, R)
-        logits = dense.gather(2, index.expand(b, -1, -1)) / t  # (B, n * w, P*P)
-        valid = inside[y0 * wp:(y0 + n + 2 * r) * wp][index]  # (n * w, P*P)
-        attn = F.softmax(logits.masked_fill(~valid, torch.finfo(logits.dtype).min), dim=2)
-        spread = attn.new_zeros(dense.shape).scatter(2, index.expand(b, -1, -1), attn)  # (B, n * w, R)
-        values = lr[:, :, y0:y0 + n + 2 * r].flatten(2)  # (B, K, R)
-        out.append(torch.bmm(values, spread.transpose(1, 2)).view(b, -1, n, w))  # (B, K, n, w)
-    return torch.cat(out, dim=2)
+# The training tricks: pure functions
 
 
 def drop_rgb_channels(x: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
@@ -259,7 +126,7 @@ def teacher_forcing_prob(step: int, total_steps: int, start: float = 0.9, end: f
 # The method
 
 
-class CorrFlow(nn.Module):
+class CorrFlow(SSLMethod):
     """CorrFlow (see the module docstring). ``forward(batch) -> (loss, metrics)``; ``after_step`` counts steps."""
 
     Config = CorrFlowConfig
@@ -282,9 +149,9 @@ class CorrFlow(nn.Module):
         self.jitter = ClipAugment(size=cfg.crop_size, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0,
                                   color_jitter=(0.1, 0.1, 0.1, 0.1), jitter_p=cfg.jitter_p, per_frame=True)
 
-    def sampler(self) -> Callable[..., np.ndarray]:
+    def sampler(self) -> Sampler:
         """``num_frames`` frames ``frame_interval`` apart, the start uniform."""
-        return partial(random_clip, length=self.cfg.num_frames, stride=self.cfg.frame_interval)
+        return FrameSampler(random_clip, {"length": self.cfg.num_frames, "stride": self.cfg.frame_interval})
 
     def encoder(self) -> ResNet:
         """The backbone (the one to export and evaluate)."""
@@ -295,20 +162,14 @@ class CorrFlow(nn.Module):
         if video.dim() != 5 or video.dtype != torch.uint8 or video.shape[1] != 3 or video.shape[2] < 2:
             raise ValueError(f"corrflow: batch['video'] must be uint8 (B, 3, T>=2, H, W), got {video.dtype} "
                              f"{tuple(video.shape)}")
-        rgb = to_float(video)
-        s = self.cfg.crop_size
-        if rgb.shape[3:] != (s, s):  # squash the whole frame, as the code's cv2.resize
-            b, c, t, h, w = rgb.shape
-            flat = rgb.transpose(1, 2).reshape(b * t, c, h, w)
-            flat = F.interpolate(flat, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-            rgb = flat.clamp(0, 1).view(b, t, c, s, s).transpose(1, 2)
+        rgb = resize_clip(to_float(video), self.cfg.crop_size, antialias=True)  # the whole frame, as cv2.resize
         labels = quantize_ab(rgb_to_lab(rgb)[:, 1:], self.centroids)  # (B, T, s, s), from the unjittered frames
         x = imagenet_normalize(self.jitter(rgb) if self.training and self.cfg.jitter_p > 0 else rgb)
         if self.training:
             x = drop_rgb_channels(x, self.cfg.channel_drop_p)
         return x, labels
 
-    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor | float]]:
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         x, labels = self.prepare(batch["video"])
         feats = self.clip_encoder.forward_features(x)  # (B, C, T, h, w)
         b, _, t, h, w = feats.shape

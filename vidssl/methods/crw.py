@@ -27,9 +27,8 @@ Where vidssl follows the authors' code (which produced the published numbers) ra
 
 - The trunk pads by reflection (``resnet18_s8_reflect``), as the code's ``scratch`` model (``modify(padding=
   'reflect')``); the padding is recorded in checkpoints, so the evaluation pads the same way. It matters for
-  nodes that are small patches encoded on their own: on 32 px patches of real clips a random initialisation
-  returns from 4-frame walks with loss 3.58-3.63 and accuracy 6.1-6.5% with reflect padding against
-  3.84-3.85 and 2.4-2.8% with zero padding (chance: log 49 = 3.89, 2.0%), whose border dominates a 4x4 map.
+  nodes that are small patches encoded on their own, whose zero border would dominate a 4x4 map
+  (``docs/results.md``).
 
 One deliberate difference: inputs are normalised with the ImageNet statistics, which is what vidssl's
 evaluation feeds every RGB ResNet (the code used CIFAR statistics, a shift of about 0.03 in mean).
@@ -37,23 +36,22 @@ evaluation feeds every RGB ResNet (the code used CIFAR statistics, a shift of ab
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidssl.data.augment import crop_flip, imagenet_normalize, patch_grid, to_float
+from vidssl.data.augment import crop_flip, patch_grid, to_float
 from vidssl.data.samplers import random_clip
-from vidssl.models.resnet import ResNet, build_backbone
+from vidssl.data.views import FrameSampler, Sampler
+from vidssl.losses import walk_loss
+from vidssl.methods.base import Metrics, SSLMethod
+from vidssl.models import ClipEncoder, ResNet, build_backbone
+from vidssl.nn.colour import imagenet_normalize
 
 __all__ = ["CRW", "CRWConfig", "palindrome_transitions", "palindrome_walks", "transition_matrices", "walk_loss"]
-
-EPS = 1e-20  # added inside the log of the return probability, as the authors' code
 
 
 @dataclass
@@ -185,31 +183,11 @@ def palindrome_walks(forward: Tensor, backward: Tensor) -> Tensor:
     return torch.stack(walks, dim=1)
 
 
-def walk_loss(walks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Cross-entropy for returning to the start node, per cycle and averaged over cycles.
-
-    Args:
-        walks: ``(B, K, N, N)`` round-trip matrices (rows are probabilities), one per cycle length.
-    Returns:
-        ``loss`` (0-dim): the mean over the K cycles of ``mean_{b, i} -log(walks[b, k, i, i] + 1e-20)``;
-        ``per_cycle`` ``(K,)``: those K means; ``accuracy`` ``(K,)``: the fraction of start nodes whose
-        most likely end node is themselves (ties go to the lowest index, as ``argmax``).
-    """
-    if walks.dim() != 4 or walks.shape[-1] != walks.shape[-2]:
-        raise ValueError(f"walk_loss: walks must be (B, K, N, N), got {tuple(walks.shape)}")
-    n = walks.shape[-1]
-    ret = walks.diagonal(dim1=-2, dim2=-1)  # (B, K, N): return probabilities
-    per_cycle = -torch.log(ret + EPS).mean(dim=(0, 2))  # (K,)
-    target = torch.arange(n, device=walks.device)
-    accuracy = (walks.detach().argmax(dim=-1) == target).float().mean(dim=(0, 2))  # (K,)
-    return per_cycle.mean(), per_cycle, accuracy
-
-
 # ----------------------------------------------------------------------------------------------------------
 # The method
 
 
-class CRW(nn.Module):
+class CRW(SSLMethod):
     """CRW (see the module docstring). ``forward(batch) -> (loss, metrics)``; no state besides the encoder."""
 
     Config = CRWConfig
@@ -219,17 +197,18 @@ class CRW(nn.Module):
         self.cfg = cfg
         self.input = cfg.input
         self.backbone = build_backbone(cfg.backbone)
+        self.clip_encoder = ClipEncoder(self.backbone)
         self.head = nn.Linear(self.backbone.num_features, cfg.dim)  # the code's head_depth 0: one linear layer
         self.augment = crop_flip(cfg.crop_size, scale=cfg.crop_scale, ratio=cfg.crop_ratio, hflip=0.0, per_frame=True)
 
-    def sampler(self) -> Callable[..., np.ndarray]:
+    def sampler(self) -> Sampler:
         """``clip_len`` frames ``frame_stride`` apart, the start uniform.
 
         The authors resample Kinetics to 8 fps (``--frame-skip 8`` is a frame *rate* there, a frame *gap* for
         frame folders). The sampler does not know a video's frame rate, so the rate is approximated by a
         fixed gap: 4 frames is 7.5 fps on 30 fps video (most of Kinetics); use 3 for 24-25 fps sources.
         """
-        return partial(random_clip, length=self.cfg.clip_len, stride=self.cfg.frame_stride)
+        return FrameSampler(random_clip, {"length": self.cfg.clip_len, "stride": self.cfg.frame_stride})
 
     def encoder(self) -> ResNet:
         """The backbone (the one to export and evaluate)."""
@@ -245,18 +224,17 @@ class CRW(nn.Module):
         clip = imagenet_normalize(self.augment(to_float(video)))  # (B, 3, T, s, s), one crop per frame
         patches = patch_grid(clip, self.cfg.patch_size, self.cfg.patch_stride, jitter=self.cfg.patch_jitter)
         b, n, c, t, p, _ = patches.shape  # (B, N, C, T, p, p)
-        frames = patches.permute(0, 3, 1, 2, 4, 5).reshape(b * t * n, c, p, p)
-        maps = self.backbone.forward_features(frames)  # (B*T*N, F, p/8, p/8)
-        emb = F.normalize(self.head(maps.mean(dim=(2, 3))), dim=-1)  # mean pool per patch, linear, L2
+        nodes = patches.permute(0, 2, 3, 1, 4, 5).reshape(b, c, t * n, p, p)  # the T x N nodes as one sequence
+        emb = F.normalize(self.head(self.clip_encoder(nodes)), dim=-1)  # mean pool per patch, linear, L2
         return emb.view(b, t, n, -1)
 
-    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor | float]]:
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         feats = self.nodes(batch["video"])  # (B, T, N, D)
         rate = self.cfg.dropout if self.training else 0.0  # edge dropout only while training
         forward, backward = palindrome_transitions(feats, self.cfg.temperature, rate)
         walks = palindrome_walks(forward, backward)[:, self.cfg.min_cycle - 1:]  # (B, K, N, N)
         loss, per_cycle, accuracy = walk_loss(walks)
-        metrics: dict[str, Tensor | float] = {"acc": accuracy.mean()}
+        metrics: Metrics = {"acc": accuracy.mean()}
         for i, k in enumerate(range(self.cfg.min_cycle, feats.shape[1])):
             metrics[f"loss_k{k}"] = per_cycle[i].detach()
             metrics[f"acc_k{k}"] = accuracy[i]

@@ -35,20 +35,22 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from vidssl.data.augment import mast_normalize_lab, rgb_to_lab, to_float
+from vidssl.data.augment import resize_clip, to_float
 from vidssl.data.samplers import DEFAULT_SHORT, ShortPolicy, _fit, _timeline, gap_tuple
-from vidssl.eval.mast_memory import memory_copy, roi_dilation, roi_offsets
-from vidssl.models.resnet import ResNet, build_backbone, load_backbone_weights
+from vidssl.data.views import FrameSampler, Sampler
+from vidssl.methods.base import Metrics, SSLMethod
+from vidssl.models import ClipEncoder, ResNet, build_backbone, load_backbone_weights
+from vidssl.nn.colour import InputSpace, mast_normalize_lab, rgb_to_lab
+from vidssl.nn.local_attention import local_attention, roi_dilation, roi_offsets
 
 __all__ = [
     "MAST", "MASTConfig", "MASTStage2", "MASTStage2Config", "drop_ab_channel", "local_affinity_copy", "memory_tuple",
@@ -118,7 +120,7 @@ def local_affinity_copy(
         ``(B, V, h, w)``: ``sum_d softmax_d(scale <f_t(p), f_r(p + d)>) v_r(p + d)`` over the window positions
         inside the frame. Computed one displacement at a time: memory ``O((2R+1)^2 h w)``, never ``(hw)^2``.
     """
-    return memory_copy(feat_t, [(feat_r, values_r, None)], radius, scale)
+    return local_attention(feat_t, [(feat_r, values_r, None)], radius, scale)
 
 
 def memory_tuple(
@@ -148,16 +150,17 @@ def memory_tuple(
 # The methods
 
 
-class _ChannelCopy(nn.Module):
+class _ChannelCopy(SSLMethod):
     """What both stages share: Lab input, channel dropout, stride-4 features, the loss. ``copy`` differs."""
 
-    encoder_input = "lab"  # checkpoints record it: the evaluation feeds this encoder normalised Lab, not RGB
+    encoder_input: InputSpace = "lab"  # checkpoints record it: the evaluation feeds this encoder Lab, not RGB
 
     def __init__(self, cfg: MASTConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.input = cfg.input
         self.backbone = build_backbone(cfg.backbone)
+        self.clip_encoder = ClipEncoder(self.backbone)
 
     def encoder(self) -> ResNet:
         """The backbone (the one to export and evaluate, fed normalised Lab)."""
@@ -168,26 +171,18 @@ class _ChannelCopy(nn.Module):
         if video.dim() != 5 or video.dtype != torch.uint8 or video.shape[1] != 3:
             raise ValueError(f"mast: batch['video'] must be uint8 (B, 3, T, H, W), got {video.dtype} "
                              f"{tuple(video.shape)}")
-        x = to_float(video)
-        s = self.cfg.crop_size
-        if x.shape[-2:] != (s, s):
-            b, c, t, h, w = x.shape
-            x = F.interpolate(x.transpose(1, 2).reshape(b * t, c, h, w), size=(s, s), mode="bilinear",
-                              align_corners=False).clamp(0, 1).view(b, t, c, s, s).transpose(1, 2)
-        return mast_normalize_lab(rgb_to_lab(x))
+        return mast_normalize_lab(rgb_to_lab(resize_clip(to_float(video), self.cfg.crop_size)))
 
     def features(self, x: Tensor) -> Tensor:
-        """``(B, 3, T, H, W)`` -> ``(B, T, C, h, w)`` stride-4 features, frames folded into the batch."""
-        b, c, t, h, w = x.shape
-        f = self.backbone.forward_features(x.transpose(1, 2).reshape(b * t, c, h, w))
-        return f.view(b, t, *f.shape[1:])
+        """``(B, 3, T, H, W)`` -> ``(B, T, C, h, w)`` stride-4 features of every frame."""
+        return self.clip_encoder.forward_features(x).transpose(1, 2)
 
     def copy(self, feats: Tensor, values: Tensor) -> Tensor:
         """Reconstruct the last frame's values from the others: ``(B, T, C, h, w)``, ``(B, 1, T, H, W)`` ->
         ``(B, 1, h, w)``."""
         raise NotImplementedError
 
-    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor | float]]:
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         lab = self.lab(batch["video"])  # (B, 3, T, s, s)
         b, _, t, h, w = lab.shape
         if t < 2:
@@ -207,9 +202,9 @@ class MAST(_ChannelCopy):
 
     Config = MASTConfig
 
-    def sampler(self) -> Callable[..., np.ndarray]:
+    def sampler(self) -> Sampler:
         """Reference then target, the gap drawn from ``gaps`` with ``gap_probs``. ``(2,)``."""
-        return partial(gap_tuple, size=2, gaps=list(self.cfg.gaps), probs=list(self.cfg.gap_probs))
+        return FrameSampler(gap_tuple, {"size": 2, "gaps": list(self.cfg.gaps), "probs": list(self.cfg.gap_probs)})
 
     def copy(self, feats: Tensor, values: Tensor) -> Tensor:
         """Frame 1 from frame 0: ``(B, 2, C, h, w)``, ``(B, 1, 2, H, W)`` -> ``(B, 1, h, w)``."""
@@ -247,10 +242,11 @@ class MASTStage2(_ChannelCopy):
         if cfg.init_from:
             load_backbone_weights(self.backbone, cfg.init_from)  # a stage-1 run checkpoint's encoder
 
-    def sampler(self) -> Callable[..., np.ndarray]:
+    def sampler(self) -> Sampler:
         """References and target in one tuple (:func:`memory_tuple`)."""
         c = self.cfg
-        return partial(memory_tuple, long_term=c.long_term, short_term=c.short_term, target_offset=c.target_offset)
+        return FrameSampler(memory_tuple, {"long_term": c.long_term, "short_term": c.short_term,
+                                           "target_offset": c.target_offset})
 
     def reference_distances(self) -> list[int]:
         """How many frames each reference lies before the target, in sampler order."""
@@ -273,5 +269,5 @@ class MASTStage2(_ChannelCopy):
                 dil = roi_dilation(d, c.roi_after, c.max_dilation)
                 offset = roi_offsets(target, feats[:, i], dil, c.search_radius, scale)
             refs.append((feats[:, i], values[:, :, i], offset))
-        return memory_copy(target, refs, c.radius, scale)
+        return local_attention(target, refs, c.radius, scale)
 

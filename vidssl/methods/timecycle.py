@@ -38,7 +38,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -46,13 +45,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidssl.data.augment import ClipAugment, imagenet_normalize, to_float
+from vidssl.data.augment import ClipAugment, to_float
 from vidssl.data.samplers import DEFAULT_SHORT, ShortPolicy, _fit, _timeline
-from vidssl.models.resnet import ResNet, build_backbone
+from vidssl.data.views import FrameSampler, Sampler
+from vidssl.losses import cycle_loss
+from vidssl.methods.base import Metrics, SSLMethod
+from vidssl.models import ClipEncoder, ResNet, build_backbone, feature_size
+from vidssl.nn.colour import imagenet_normalize
+from vidssl.nn.geometry import affine_crop, fit_rigid, theta_from_params
 
 __all__ = [
-    "TimeCycle", "TimeCycleConfig", "TransformRegressor", "affinity", "crop", "cycle_loss", "fit_rigid",
-    "inlier_score", "patch_theta", "theta_from_params", "timecycle_frames", "track_step",
+    "TimeCycle", "TimeCycleConfig", "TransformRegressor", "affinity", "cycle_loss", "fit_rigid", "inlier_score",
+    "patch_theta", "theta_from_params", "timecycle_frames", "track_step",
 ]
 
 Regress = Callable[[Tensor], Tensor]  # affinity (B, h*w, q, q) -> theta (B, 2, 3)
@@ -111,25 +115,6 @@ def timecycle_frames(
 # Geometry and tracking: pure functions
 
 
-def theta_from_params(params: Tensor, scale: float) -> Tensor:
-    """``(B, 3)`` = (tx, ty, angle in radians) -> ``(B, 2, 3)`` = ``[[s cos, -s sin, tx], [s sin, s cos, ty]]``.
-
-    ``theta`` maps normalised output-patch coordinates to normalised frame coordinates (``affine_grid``).
-    """
-    tx, ty, a = params.unbind(dim=1)
-    c, s = scale * torch.cos(a), scale * torch.sin(a)
-    return torch.stack([torch.stack([c, -s, tx], 1), torch.stack([s, c, ty], 1)], 1)
-
-
-def crop(x: Tensor, theta: Tensor, size: int) -> Tensor:
-    """Spatial transformer: sample a ``size`` x ``size`` patch of ``x`` ``(B, C, H, W)`` at ``theta`` ``(B, 2, 3)``.
-
-    Bilinear, zeros outside, ``align_corners=False``. Returns ``(B, C, size, size)``.
-    """
-    grid = F.affine_grid(theta.to(x.dtype), [x.shape[0], x.shape[1], size, size], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
 def affinity(query: Tensor, frame: Tensor, temperature: float) -> Tensor:
     """Softmax over the frame's positions of ``<query cell, frame position> / temperature``.
 
@@ -147,31 +132,6 @@ def affinity(query: Tensor, frame: Tensor, temperature: float) -> Tensor:
     return F.softmax(logits, dim=1)
 
 
-def _frame_coords(h: int, w: int, like: Tensor) -> Tensor:
-    """Normalised (x, y) of the cell centres of an h x w map, row-major: ``(h*w, 2)`` (align_corners=False)."""
-    ys = (2 * torch.arange(h, device=like.device, dtype=like.dtype) + 1) / h - 1
-    xs = (2 * torch.arange(w, device=like.device, dtype=like.dtype) + 1) / w - 1
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx.flatten(), gy.flatten()], dim=1)
-
-
-def fit_rigid(aff: Tensor, frame_hw: tuple[int, int], scale: float) -> Tensor:
-    """Closed-form transform from an affinity: soft-argmax each patch cell's frame position, then fit
-    rotation and translation (scale fixed) by least squares (2-D Procrustes). ``(B, h*w, q, q)`` -> ``(B, 2, 3)``."""
-    _, _, q, q2 = aff.shape
-    target = torch.einsum("bnk,nd->bkd", aff.flatten(2), _frame_coords(*frame_hw, aff))  # (B, q*q, 2)
-    source = scale * _frame_coords(q, q2, aff)  # patch cells in patch coordinates, scaled
-    ms, mt = source.mean(0), target.mean(1, keepdim=True)
-    a, t = source - ms, target - mt  # centred
-    cross = (a[:, 0] * t[..., 1] - a[:, 1] * t[..., 0]).sum(1)
-    dot = (a[:, 0] * t[..., 0] + a[:, 1] * t[..., 1]).sum(1) + 1e-6  # eps: a collapsed match is no rotation
-    norm = torch.sqrt(dot ** 2 + cross ** 2)  # > 0, unlike atan2's gradient at (0, 0)
-    cos, sin = dot / norm, cross / norm  # the least-squares rotation
-    rot = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # (B, 2, 2)
-    trans = mt[:, 0] - (rot @ ms.view(2, 1)).squeeze(-1)
-    return torch.cat([scale * rot, trans.unsqueeze(-1)], dim=2)
-
-
 def track_step(query: Tensor, frame: Tensor, regress: Regress, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
     """One tracking step: ``query`` ``(B, C, q, q)`` (normalised) into ``frame`` ``(B, C, h, w)`` (raw features).
 
@@ -180,17 +140,7 @@ def track_step(query: Tensor, frame: Tensor, regress: Regress, temperature: floa
     """
     aff = affinity(query, F.normalize(frame, dim=1), temperature)
     theta = regress(aff)
-    return theta, crop(frame, theta, query.shape[-1]), aff
-
-
-def cycle_loss(theta: Tensor, theta_gt: Tensor, grid: int = 20) -> Tensor:
-    """Drift of a cycle: mean over the batch and a ``grid`` x ``grid`` lattice on [-1, 1]^2 of the squared
-    distance between the points mapped by ``theta`` and by ``theta_gt`` (both ``(B, 2, 3)``). 0-dim; zero iff equal."""
-    lin = torch.linspace(-1, 1, grid, device=theta.device, dtype=theta.dtype)
-    gy, gx = torch.meshgrid(lin, lin, indexing="ij")
-    pts = torch.stack([gx.flatten(), gy.flatten(), torch.ones_like(gx.flatten())])  # (3, N)
-    diff = (theta - theta_gt.to(theta)) @ pts  # (B, 2, N)
-    return (diff ** 2).sum(1).mean()
+    return theta, affine_crop(frame, theta, query.shape[-1]), aff
 
 
 def inlier_score(aff: Tensor, theta: Tensor, frame_hw: tuple[int, int], eps: float = 1e-5) -> Tensor:
@@ -258,18 +208,11 @@ class TransformRegressor(nn.Module):
         return theta_from_params(self.fc(x.flatten(1)), self.scale)
 
 
-def _feature_size(n: int, stride: int) -> int:
-    """Spatial size after the backbone: every stride-2 stage of a ResNet rounds up."""
-    for _ in range(int(math.log2(stride))):
-        n = (n + 1) // 2
-    return n
-
-
 # ----------------------------------------------------------------------------------------------------------
 # The method
 
 
-class TimeCycle(nn.Module):
+class TimeCycle(SSLMethod):
     """TimeCycle (see the module docstring). ``forward(batch) -> (loss, metrics)``; no state besides weights."""
 
     Config = TimeCycleConfig
@@ -279,19 +222,21 @@ class TimeCycle(nn.Module):
         self.cfg = cfg
         self.input = cfg.input
         self.backbone = build_backbone(cfg.backbone)
+        self.clip_encoder = ClipEncoder(self.backbone)
         self.scale = cfg.patch_size / cfg.crop_size
-        self.h = _feature_size(cfg.crop_size, self.backbone.stride)
-        self.q = _feature_size(cfg.patch_size, self.backbone.stride)
+        self.h = feature_size(cfg.crop_size, self.backbone.stride)
+        self.q = feature_size(cfg.patch_size, self.backbone.stride)
         self.regressor: TransformRegressor | None = None  # procrustes: the closed-form fit, no parameters
         if cfg.transform == "learned":
             self.regressor = TransformRegressor(self.h * self.h, self.q, self.scale, cfg.regressor_kernel)
         # one crop and flip for the whole clip (the code's fixed crop offset and ``toflip``)
         self.augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, ratio=(1.0, 1.0), hflip=0.5)
 
-    def sampler(self) -> Callable[..., np.ndarray]:
+    def sampler(self) -> Sampler:
         """The clip, the target frame and the frame after it (:func:`timecycle_frames`)."""
-        return partial(timecycle_frames, clip_len=self.cfg.clip_len, gap=self.cfg.frame_gap,
-                       pred_distance=self.cfg.pred_distance)
+        c = self.cfg
+        return FrameSampler(timecycle_frames, {"clip_len": c.clip_len, "gap": c.frame_gap,
+                                               "pred_distance": c.pred_distance})
 
     def encoder(self) -> ResNet:
         """The backbone (the one to export and evaluate)."""
@@ -303,23 +248,21 @@ class TimeCycle(nn.Module):
             return self.regressor(aff)
         return fit_rigid(aff, (self.h, self.h), self.scale)
 
-    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor | float]]:
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         video = batch["video"]
         t = self.cfg.clip_len
         if video.dim() != 5 or video.dtype != torch.uint8 or video.shape[1] != 3 or video.shape[2] != t + 2:
             raise ValueError(f"timecycle: batch['video'] must be uint8 (B, 3, clip_len + 2 = {t + 2}, H, W), got "
                              f"{video.dtype} {tuple(video.shape)}")
         x = imagenet_normalize(self.augment(to_float(video)))  # (B, 3, T+2, s, s)
-        b, tau = x.shape[0], self.cfg.temperature
+        tau = self.cfg.temperature
         theta_gt = patch_theta((x[:, :, t] - x[:, :, t + 1]).abs().sum(1), self.scale, self.cfg.motion_grid,
                                self.cfg.motion_topk, self.cfg.max_angle)
-        patch = crop(x[:, :, t], theta_gt, self.cfg.patch_size)  # (B, 3, p, p) from the target frame
-        frames = x[:, :, : t + 1].transpose(1, 2).flatten(0, 1)  # clip and target: (B*(T+1), 3, s, s)
-        feats = self.backbone.forward_features(frames)
+        patch = affine_crop(x[:, :, t], theta_gt, self.cfg.patch_size)  # (B, 3, p, p) from the target frame
+        feats = self.clip_encoder.forward_features(x[:, :, : t + 1]).transpose(1, 2)  # (B, T+1, C, h, h)
         if feats.shape[-1] != self.h:
             raise ValueError(f"timecycle: {self.cfg.backbone} gives {feats.shape[-1]} feature cells for "
                              f"crop_size {self.cfg.crop_size}, the regressor was built for {self.h}")
-        feats = feats.view(b, t + 1, -1, self.h, self.h)
         clip, target = feats[:, :t], feats[:, t]  # (B, T, C, h, h), (B, C, h, h)
         query0 = F.normalize(self.backbone.forward_features(patch), dim=1)  # (B, C, q, q)
 
@@ -347,7 +290,7 @@ class TimeCycle(nn.Module):
         long = torch.stack(cycles)
 
         loss = self.cfg.cycle_weight * long.mean() + self.cfg.skip_weight * skip - self.cfg.inlier_weight * inlier
-        metrics: dict[str, Tensor | float] = {"cycle": long.mean().detach(), "skip": skip.detach(),
+        metrics: Metrics = {"cycle": long.mean().detach(), "skip": skip.detach(),
                                               "inlier": inlier.detach()}
         for c in range(t):
             metrics[f"cycle_{c + 1}"] = long[c].detach()

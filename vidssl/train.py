@@ -3,7 +3,9 @@
 One process (CPU or GPU) or many with ``torchrun --nproc_per_node=N -m vidssl train --config X.yaml``.
 Each optimiser step: set the learning rate, then for each of ``accum_steps`` micro-batches forward
 (``loss, metrics = model(batch)``; the method augments on the device) and backward, then clip, step, the
-method's ``after_step`` (EMA, queue), logging and checkpointing. The loop never branches on the method.
+method's ``after_step`` (EMA, queue), logging and checkpointing; before each epoch the method's
+``on_epoch_start`` (clustering, memory refresh), with a pass over the dataset at hand. The loop is typed
+against ``vidssl.methods.Method`` and never branches on the method.
 
 ``data.batch_size`` is the global batch of one forward pass, split evenly over processes, so a recipe
 means the same thing on 1 or 8 GPUs; an optimiser step sees ``batch_size * accum_steps`` samples.
@@ -12,18 +14,19 @@ means the same thing on 1 or 8 GPUs; an optimiser step sees ``batch_size * accum
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from vidssl.engine import checkpoint as ckpt
@@ -31,14 +34,15 @@ from vidssl.engine import distributed as dist
 from vidssl.engine.config import ConfigError, _nearest, apply_overrides, from_dict, read_yaml, to_dict
 from vidssl.engine.logging import RunLogger, prepare_run_dir, scalar
 from vidssl.engine.optim import build_optimizer, lr_at, set_lr
-from vidssl.methods import METHODS
+from vidssl.methods import METHODS, EpochContext, Method
+from vidssl.models.record import encoder_entries
 
 HELP = "pretrain an encoder with a self-supervised method (one process, or many under torchrun)"
 
 
 @dataclass
 class DataConfig:
-    kind: Literal["video", "images"] = "video"
+    kind: Literal["video", "images"] = "video"  # what a sample is; a method's model.input follows it
     # a folder, a manifest, a list of folders / files / manifests, or "synthetic" (the built-in generated videos)
     source: str | list[str] = "synthetic"
     size: tuple[int, int] = (224, 224)  # (H, W) of each decoded frame: a window of the resized video
@@ -117,6 +121,7 @@ def resolve_config(data: dict[str, Any]) -> tuple[RunConfig, Any]:
     cfg = from_dict(RunConfig, data)
     if cfg.method not in METHODS:
         raise ConfigError(f"method: unknown method {cfg.method!r}{_nearest(cfg.method, list(METHODS))}")
+    cfg = replace(cfg, model=_input_follows_data(cfg))
     try:
         model_cfg = from_dict(METHODS[cfg.method].Config, cfg.model, "model")
     except ConfigError:
@@ -132,6 +137,19 @@ def resolve_config(data: dict[str, Any]) -> tuple[RunConfig, Any]:
         raise ConfigError("data.workers, ckpt.keep, schedule.warmup_steps and schedule.max_minutes must not be "
                           "negative")
     return replace(cfg, model=to_dict(model_cfg)), model_cfg
+
+
+def _input_follows_data(cfg: RunConfig) -> dict[str, Any]:
+    """The method's section with ``input`` set from ``data.kind`` (one intent, one setting): a method whose
+    Config has an ``input`` field trains on what the data is; an explicit ``model.input`` must agree."""
+    names = {f.name for f in fields(METHODS[cfg.method].Config)}
+    if "input" not in names:
+        return cfg.model
+    given = cfg.model.get("input")
+    if given is not None and given != cfg.data.kind:
+        raise ConfigError(f"model.input: {given!r} disagrees with data.kind: {cfg.data.kind!r} (they state one "
+                          f"intent: drop model.input, it follows data.kind)")
+    return {**cfg.model, "input": cfg.data.kind}
 
 
 def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[RunConfig, Any]:
@@ -151,12 +169,14 @@ def epoch_indices(n: int, *, seed: int, epoch: int, rank: int, world: int) -> np
 
 def _batches(
     dataset: Any, *, seed: int, local_batch: int, workers: int, pin: bool, epoch: int, start: int,
-    log: RunLogger,
+    log: RunLogger, on_epoch: Callable[[int, int], None],
 ) -> Iterator[tuple[int, int, dict[str, Any]]]:
-    """Yield ``(epoch, batches consumed in that epoch, batch)`` forever, starting at batch ``start``."""
+    """Yield ``(epoch, batches consumed in that epoch, batch)`` forever, starting at batch ``start``;
+    ``on_epoch(epoch, start)`` runs before each epoch's first batch."""
     while True:
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
+        on_epoch(epoch, start)
         idx = epoch_indices(len(dataset), seed=seed, epoch=epoch, rank=dist.rank(), world=dist.world_size())
         n_batches = len(idx) // local_batch
         if n_batches == 0:
@@ -184,14 +204,23 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def build_dataset_for(cfg: RunConfig, method: nn.Module) -> Dataset:
+def _dataset_pass(dataset: Any, batch_size: int, workers: int, device: torch.device) -> Iterator[dict[str, Any]]:
+    """This process's share of the whole dataset in index order, batch by batch, on ``device``."""
+    if batch_size < 1:
+        raise ValueError(f"a pass over the dataset needs a positive batch size, got {batch_size}")
+    mine = list(range(dist.rank(), len(dataset), dist.world_size()))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=mine, num_workers=workers,
+                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
+    for batch in loader:
+        yield _to_device(batch, device)
+
+
+def build_dataset_for(cfg: RunConfig, method: Method) -> Dataset:
     """The dataset named by ``cfg.data`` with the method's frame sampler."""
     from vidssl.data.datasets import build_dataset  # imported here: decoders are slow to import
 
     d = cfg.data
-    make_sampler = getattr(method, "sampler", None)
-    sampler = make_sampler() if make_sampler is not None else None
-    return build_dataset(d.kind, d.source, sampler=sampler, size=(d.size[0], d.size[1]), seed=cfg.seed,
+    return build_dataset(d.kind, d.source, sampler=method.sampler(), size=(d.size[0], d.size[1]), seed=cfg.seed,
                          backend=d.backend, short=d.short, short_side=d.short_side)
 
 
@@ -211,7 +240,10 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
     rank, world, main = dist.rank(), dist.world_size(), dist.is_main()
     ckpt.set_seed(cfg.seed + rank)
     cfg, model_cfg = resolve_config(to_dict(cfg))  # also fills the model section with its defaults
-    raw: nn.Module = METHODS[cfg.method](model_cfg).to(device)
+    raw = METHODS[cfg.method](model_cfg)
+    if not isinstance(raw, nn.Module):
+        raise TypeError(f"method {cfg.method!r}: {type(raw).__name__} is not an nn.Module")
+    raw.to(device)
     o, s = cfg.optim, cfg.schedule
     optimizer = build_optimizer(raw, o.name, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum,
                                 betas=o.betas)
@@ -234,7 +266,7 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
     if main:
         prepare_run_dir(out, to_dict(cfg))
     model = dist.wrap_model(raw, device, sync_bn=cfg.dist.sync_bn)
-    data_set = dataset if dataset is not None else build_dataset_for(cfg, raw)
+    data_set: Any = dataset if dataset is not None else build_dataset_for(cfg, raw)
     log = RunLogger(out, enabled=main, tensorboard=cfg.log.tensorboard, progress=cfg.log.progress,
                     total=s.steps, initial=step)
     if found is not None:
@@ -242,13 +274,21 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
         changed = _changed(found[1]["config"], to_dict(cfg))
         if changed:
             log.print("config differs from the checkpoint's: " + ", ".join(changed))
-    data = _batches(data_set, seed=cfg.seed, local_batch=cfg.data.batch_size // world, workers=cfg.data.workers,
-                    pin=device.type == "cuda", epoch=epoch, start=start, log=log)
-    if rng is not None:  # last: building the model and the data must not move the restored generators
-        ckpt.set_rng_state(rng[rank % len(rng)])
-    after_step = getattr(raw, "after_step", None)
     samples = cfg.data.batch_size * o.accum_steps
     result = TrainResult(step, out, [], [], samples, math.nan)
+
+    def on_epoch(epoch: int, start: int) -> None:
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, 1]).generate_state(1)[0]))
+        ctx = EpochContext(epoch=epoch, step=result.step, start=start, num_samples=len(data_set), device=device,
+                           generator=gen, batches=lambda b: _dataset_pass(data_set, b, cfg.data.workers, device))
+        was_training = raw.training
+        raw.on_epoch_start(ctx)
+        raw.train(was_training)
+
+    data = _batches(data_set, seed=cfg.seed, local_batch=cfg.data.batch_size // world, workers=cfg.data.workers,
+                    pin=device.type == "cuda", epoch=epoch, start=start, log=log, on_epoch=on_epoch)
+    if rng is not None:  # last: building the model and the data must not move the restored generators
+        ckpt.set_rng_state(rng[rank % len(rng)])
     interval: list[float] = []
     deadline = time.monotonic() + 60 * s.max_minutes if s.max_minutes > 0 else math.inf
     try:
@@ -264,7 +304,8 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
                 epoch, pos, batch = next(data)
                 wait += time.perf_counter() - t0
                 last = micro == o.accum_steps - 1
-                sync = contextlib.nullcontext() if last or world == 1 else model.no_sync()  # type: ignore[operator]
+                # DDP all-reduces gradients on the last micro-batch only
+                sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else nullcontext()
                 with sync:
                     with autocast:
                         loss, metrics = model(_to_device(batch, device))
@@ -279,8 +320,7 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            if after_step is not None:
-                after_step(step)  # the 0-based index of the step just taken
+            raw.after_step(step)  # the 0-based index of the step just taken
             step += 1
             result.step, result.last_loss = step, sum(losses) / len(losses)
             interval.append(result.last_loss)
@@ -297,7 +337,8 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
             # every process must stop at the same step: rank 0's clock decides
             out_of_time = deadline < math.inf and dist.broadcast_flag(time.monotonic() >= deadline, device)
             if step % cfg.ckpt.every == 0 or step == s.steps or out_of_time:
-                _save(cfg, raw, optimizer, scaler, step, (epoch, pos), ckpt_dir, log)
+                _save(cfg, raw.state_dict(), encoder_entries(raw.encoder(), raw.encoder_input), optimizer, scaler,
+                      step, (epoch, pos), ckpt_dir, log)
             if out_of_time and step < s.steps:
                 log.print(f"stopping at step {step} of {s.steps}: schedule.max_minutes={s.max_minutes:g} reached "
                           f"(the checkpoint resumes the run)")
@@ -324,10 +365,11 @@ def _find_resume(cfg: RunConfig, ckpt_dir: Path) -> tuple[Path, dict[str, Any]] 
     return path, ckpt.load_checkpoint(path)
 
 
-def _save(cfg: RunConfig, raw: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-          step: int, position: tuple[int, int], ckpt_dir: Path, log: RunLogger) -> None:
-    """Write a checkpoint of the state after ``step`` steps (rank 0), refusing to save non-finite weights."""
-    named = [(n, t.detach()) for n, t in raw.state_dict().items() if t.is_floating_point()]
+def _save(cfg: RunConfig, model_state: dict[str, Any], encoder: dict[str, Any], optimizer: torch.optim.Optimizer,
+          scaler: torch.amp.GradScaler, step: int, position: tuple[int, int], ckpt_dir: Path, log: RunLogger) -> None:
+    """Write a checkpoint of the state after ``step`` steps (rank 0), refusing to save non-finite weights.
+    ``encoder`` holds the entries of the encoder record (``vidssl.models.record.encoder_entries``)."""
+    named = [(n, t.detach()) for n, t in model_state.items() if t.is_floating_point()]
     # One fused norm per tensor: NaN or inf anywhere makes it non-finite (and it is ~1000x faster than
     # torch.isfinite(t).all() per tensor on CPU).
     norms = torch.stack(torch._foreach_norm([t for _, t in named])).float().cpu().tolist() if named else []
@@ -338,11 +380,9 @@ def _save(cfg: RunConfig, raw: nn.Module, optimizer: torch.optim.Optimizer, scal
     rngs = dist.gather_objects(ckpt.rng_state())  # every rank's generators, so all resume exactly
     if not dist.is_main():
         return
-    encoder = raw.encoder()  # type: ignore[operator]
-    state = {"step": step, "data_position": list(position), "model": raw.state_dict(),
+    state = {"step": step, "data_position": list(position), "model": model_state,
              "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
-             "config": to_dict(cfg), "encoder": encoder.state_dict(), "backbone": dict(encoder.config),
-             "encoder_input": getattr(raw, "encoder_input", "rgb")}
+             "config": to_dict(cfg), **encoder}
     path = ckpt.save_checkpoint(state, ckpt_dir, step, keep=cfg.ckpt.keep)
     log.print(f"step {step}  saved {path}")
 

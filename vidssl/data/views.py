@@ -1,0 +1,152 @@
+"""Views: where a method's positives come from, in one place.
+
+Two halves. On the data side, a **sampler** picks the frames one sample needs, ``sampler(video, rng) ->
+int64 indices``, where ``video`` is a :class:`VideoInfo` (its length, frame rate, short-video policy, and its
+shots and motion, computed on first use): the dataset decodes those frames once. On the device side, a
+**view** turns the uint8 batch ``(B, C, T, H, W)`` into the augmented, normalised tensors the method compares.
+
+- two augmentations of one image: a still image is a 1-frame clip, and :class:`TwoViews` augments frame 0
+  twice, independently;
+- two frames (or clips) of one video at a sampled gap: :func:`frame_pair` (or any clip sampler) draws them,
+  and :class:`TwoViews` augments frame 0 and frame 1;
+- frames of one shot: :class:`ShotFrames` (shots from ``vidssl.data.shots``);
+- multi-crop (SwAV, DINO): :class:`MultiCrop`, global crops and smaller local ones.
+
+So one method file trains on still images and on video by configuration alone: the dataset delivers 1-frame
+clips for images and the sampler's frames for video, and the views read what they are given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vidssl.data.augment import ClipAugment, to_float
+from vidssl.data.samplers import DEFAULT_SHORT, ShortPolicy, Shot, frames_within_shot
+from vidssl.nn.colour import InputSpace, normalize_input
+
+__all__ = [
+    "FrameSampler",
+    "MultiCrop",
+    "Sampler",
+    "ShotFrames",
+    "StillFrame",
+    "TwoViews",
+    "VideoInfo",
+]
+
+
+def _no_shots() -> Sequence[Shot]:
+    raise ValueError("this dataset does not provide shots (a VideoInfo built without them)")
+
+
+def _no_motion() -> np.ndarray:
+    raise ValueError("this dataset does not provide motion scores (a VideoInfo built without them)")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a sampler may know of the video it draws from. ``shots()`` (half-open frame ranges) and
+    ``motion()`` (``(num_frames - 1,)`` per-transition scores) are computed by the dataset on first call."""
+
+    num_frames: int
+    fps: float = 30.0
+    short: ShortPolicy = DEFAULT_SHORT
+    shots: Callable[[], Sequence[Shot]] = field(default=_no_shots, repr=False, compare=False)
+    motion: Callable[[], np.ndarray] = field(default=_no_motion, repr=False, compare=False)
+
+
+Sampler = Callable[[VideoInfo, np.random.Generator], np.ndarray]
+"""``(video, rng) -> frame indices`` (any shape; the dataset flattens it into T in that order)."""
+
+
+@dataclass(frozen=True)
+class FrameSampler:
+    """A pure sampler of ``vidssl.data.samplers`` (or a method's own) as a :data:`Sampler`:
+    ``fn(video.num_frames, rng, short=video.short, **kwargs)``. Picklable for data-loader workers when ``fn``
+    is a module-level function."""
+
+    fn: Callable[..., np.ndarray]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, video: VideoInfo, rng: np.random.Generator) -> np.ndarray:
+        return self.fn(video.num_frames, rng, short=video.short, **self.kwargs)
+
+
+@dataclass(frozen=True)
+class StillFrame:
+    """Frame 0: what a still image (a 1-frame clip) offers. ``(1,)``."""
+
+    def __call__(self, video: VideoInfo, rng: np.random.Generator) -> np.ndarray:
+        return np.zeros(1, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class ShotFrames:
+    """``num`` frames of one shot of the video (positives of VIVI's frame level), sorted. ``(num,)``."""
+
+    num: int = 2
+
+    def __call__(self, video: VideoInfo, rng: np.random.Generator) -> np.ndarray:
+        return frames_within_shot(video.shots(), rng, num=self.num, short=video.short)
+
+
+def _check_batch(video: Tensor, where: str) -> None:
+    if video.dim() != 5 or video.dtype != torch.uint8 or video.shape[1] != 3:
+        raise ValueError(f"{where}: batch['video'] must be uint8 (B, 3, T, H, W), got {video.dtype} "
+                         f"{tuple(video.shape)}")
+
+
+class TwoViews(nn.Module):
+    """Two positives per sample: frames 0 and 1 of the clip (two frames of one video), or frame 0 twice when
+    the clip has one frame (two augmentations of one image), each augmented independently and normalised for
+    an encoder fed ``input``. uint8 ``(B, 3, T, H, W)`` -> two ``(B, 3, s, s)``."""
+
+    def __init__(self, augment: ClipAugment, input: InputSpace = "rgb") -> None:
+        super().__init__()
+        self.augment = augment
+        self.input: InputSpace = input
+
+    def forward(self, video: Tensor) -> tuple[Tensor, Tensor]:
+        _check_batch(video, "TwoViews")
+        b, t = video.shape[0], video.shape[2]
+        frames = torch.cat([video[:, :, :1], video[:, :, min(1, t - 1)].unsqueeze(2)])  # (2B, C, 1, H, W)
+        x = normalize_input(self.augment(to_float(frames))[:, :, 0], self.input)  # independent draws per view
+        return x[:b], x[b:]
+
+
+class MultiCrop(nn.Module):
+    """Caron et al.'s multi-crop (SwAV, DINO): ``num_global`` large crops and ``num_local`` small ones per
+    sample, crop i cut from frame ``i mod T`` (so a still image gives every crop, a clip spreads them over
+    its frames). uint8 ``(B, 3, T, H, W)`` -> a list of ``num_global`` ``(B, 3, S, S)`` then ``num_local``
+    ``(B, 3, s, s)``."""
+
+    def __init__(
+        self, global_augment: ClipAugment, local_augment: ClipAugment, num_global: int = 2, num_local: int = 6,
+        input: InputSpace = "rgb",
+    ) -> None:
+        super().__init__()
+        if num_global < 1 or num_local < 0:
+            raise ValueError(f"MultiCrop: need num_global >= 1 and num_local >= 0, got {num_global}, {num_local}")
+        self.global_augment, self.local_augment = global_augment, local_augment
+        self.num_global, self.num_local = num_global, num_local
+        self.input: InputSpace = input
+
+    def forward(self, video: Tensor) -> list[Tensor]:
+        _check_batch(video, "MultiCrop")
+        b, t = video.shape[0], video.shape[2]
+        x = to_float(video)
+
+        def crops(augment: ClipAugment, first: int, count: int) -> list[Tensor]:
+            if count == 0:
+                return []
+            frames = torch.cat([x[:, :, (first + i) % t].unsqueeze(2) for i in range(count)])  # (count B, C, 1, H, W)
+            return list(normalize_input(augment(frames)[:, :, 0], self.input).split(b))
+
+        return crops(self.global_augment, 0, self.num_global) + crops(self.local_augment, self.num_global,
+                                                                      self.num_local)

@@ -1,0 +1,91 @@
+"""Contrastive losses: InfoNCE against a queue (MoCo, CPC) and NT-Xent over the batch (SimCLR).
+
+Pure functions: tensors in, tensors out. State (queues, momentum encoders, memory banks) lives in the modules
+of ``vidssl.nn.momentum`` and the methods that own them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vidssl.engine.distributed import all_gather_with_grad, rank
+
+__all__ = ["info_nce", "info_nce_logits", "nt_xent", "top1_positive"]
+
+
+def _check(q: Tensor, k: Tensor, queue: Tensor) -> None:
+    if q.dim() != 2 or k.shape != q.shape:
+        raise ValueError(f"info_nce: q and k must both be (B, D), got {tuple(q.shape)} and {tuple(k.shape)}")
+    if queue.dim() != 2 or queue.shape[1] != q.shape[1]:
+        raise ValueError(f"info_nce: queue must be (K, D) with D={q.shape[1]}, got {tuple(queue.shape)}")
+
+
+def info_nce_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
+    """MoCo's logits: the positive ``q_i . k_i`` in column 0, then ``q_i . queue_j``, all over ``temperature``.
+
+    Args:
+        q: ``(B, D)`` queries, L2-normalised by the caller (this function does not normalise).
+        k: ``(B, D)`` positive keys, L2-normalised, normally without gradient.
+        queue: ``(K, D)`` negative keys, L2-normalised; never receives a gradient.
+        temperature: ``t > 0``.
+    Returns:
+        ``(B, 1 + K)`` logits; the target class of every row is 0.
+    """
+    _check(q, k, queue)
+    if temperature <= 0:
+        raise ValueError(f"info_nce: temperature must be positive, got {temperature}")
+    pos = (q * k).sum(dim=1, keepdim=True)  # (B, 1)
+    neg = q @ queue.detach().to(q.dtype).t()  # (B, K)
+    return torch.cat([pos, neg], dim=1) / temperature
+
+
+def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
+    """InfoNCE with a queue of negatives (Oord et al. 2018; He et al. 2020), mean over the batch.
+
+    ``loss = -mean_i log( exp(q_i.k_i / t) / (exp(q_i.k_i / t) + sum_j exp(q_i.queue_j / t)) )``.
+    Shapes and normalisation as :func:`info_nce_logits` (inputs L2-normalised by the caller). Returns a
+    0-dim tensor.
+    """
+    logits = info_nce_logits(q, k, queue, temperature)
+    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits, target)
+
+
+def top1_positive(logits: Tensor) -> Tensor:
+    """Fraction of rows ``(B, 1 + K)`` whose positive (column 0) scores strictly above every negative. 0-dim."""
+    return (logits[:, 0] > logits[:, 1:].amax(dim=1)).float().mean()
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+    """SimCLR's normalised-temperature cross-entropy (Chen et al. 2020, https://arxiv.org/abs/2002.05709).
+
+    Args:
+        z1, z2: ``(B, D)`` embeddings of the two views of this process's B images (normalised here).
+        temperature: ``t > 0`` (0.5 in SimCLR's CIFAR recipe, 0.1 at ImageNet's large batches).
+    Returns:
+        0-dim: the mean over this process's 2B anchors of
+        ``-log( exp(s(i, j(i)) / t) / sum_{k != i} exp(s(i, k) / t) )``, where ``j(i)`` is the other view of
+        anchor i and k runs over the 2N embeddings of the *global* batch (N = B x processes). The other
+        processes' embeddings are gathered here with their gradients, and this process's positives sit at
+        ``rank * B + i`` of the gathered batch. With equal B on every process, the mean over processes of this
+        loss (what DDP's averaged gradients optimise) is the single-process loss of the global batch.
+    """
+    if z1.dim() != 2 or z1.shape != z2.shape:
+        raise ValueError(f"nt_xent: z1 and z2 must both be (B, D), got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"nt_xent: temperature must be positive, got {temperature}")
+    z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    k1, k2 = all_gather_with_grad(z1), all_gather_with_grad(z2)  # (N, D), rank order
+    b = z1.shape[0]
+    labels = rank() * b + torch.arange(b, device=z1.device)  # this process's rows of the gathered batch
+    self_mask = F.one_hot(labels, k1.shape[0]).bool()  # (B, N): an anchor is not its own negative
+    neg = torch.finfo(z1.dtype).min
+
+    def side(anchor: Tensor, same: Tensor, other: Tensor) -> Tensor:
+        # columns: the other view's N embeddings (positive at `labels`), then this view's N (self masked)
+        logits = torch.cat([anchor @ other.t(), (anchor @ same.t()).masked_fill(self_mask, neg)], dim=1)
+        return F.cross_entropy(logits / temperature, labels)
+
+    return (side(z1, k1, k2) + side(z2, k2, k1)) / 2

@@ -1,0 +1,72 @@
+"""What every method shares: the defaults of the ``Method`` protocol and the context of the epoch hook.
+
+A method subclasses :class:`SSLMethod` (an ``nn.Module``) and overrides what its paper needs; the protocol
+itself, ``vidssl.methods.Method``, is what the training loop is typed against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from vidssl.data.views import Sampler, StillFrame
+from vidssl.nn.colour import InputSpace
+
+__all__ = ["EpochContext", "Metrics", "SSLMethod"]
+
+Metrics = dict[str, Tensor | float]  # scalars to log: floats or 0-dim tensors
+
+
+@dataclass
+class EpochContext:
+    """What the training loop hands :meth:`SSLMethod.on_epoch_start`.
+
+    ``batches(batch_size)`` is one pass over the whole training dataset in index order (this process's share
+    of it: indices ``rank, rank + world, ...``), each batch on ``device`` with the dataset's keys (``video``,
+    ``index``, ``label``); the frames are the ones this epoch's training batches draw. Gather what a pass
+    computes with ``vidssl.engine.distributed`` when every process needs all of it.
+
+    A resumed run calls the hook again for the epoch it resumes in, with ``start > 0`` (batches of the epoch
+    already trained): keep what the hook computes in buffers, which the checkpoint restores, and skip the
+    recomputation then. Draw the hook's randomness from ``generator`` (seeded by the run's seed and the
+    epoch), never the global generators, so a resumed run repeats it.
+    """
+
+    epoch: int
+    step: int  # optimiser steps done
+    start: int  # batches of this epoch already consumed
+    num_samples: int  # len(dataset)
+    device: torch.device
+    generator: torch.Generator
+    batches: Callable[[int], Iterator[dict[str, Any]]]
+
+
+class SSLMethod(nn.Module):
+    """The defaults of ``vidssl.methods.Method``: still-image frames, RGB input, no-op hooks.
+
+    A method sets ``Config`` (its hyper-parameter dataclass, the ``model:`` section of a run config),
+    implements ``forward(batch) -> (loss, metrics)`` and ``encoder()``, and overrides ``sampler()`` for video,
+    ``encoder_input`` for a non-RGB encoder, ``after_step`` for work after each optimiser step (momentum,
+    queues) and ``on_epoch_start`` for work over a whole epoch or dataset (clustering, memory refresh).
+    """
+
+    Config: ClassVar[type[Any]]
+    encoder_input: InputSpace = "rgb"  # what the encoder is fed; checkpoints record it for the evaluation
+
+    def sampler(self) -> Sampler:
+        """The frames one sample needs from a video (still images are 1-frame clips whatever it says)."""
+        return StillFrame()
+
+    def encoder(self) -> nn.Module:
+        """The trunk to export and evaluate (keeps ``vidssl.models.Backbone``)."""
+        raise NotImplementedError(f"{type(self).__name__} must say which module is its encoder")
+
+    def after_step(self, step: int) -> None:
+        """Called after optimiser step ``step`` (0-based), on every process."""
+
+    def on_epoch_start(self, ctx: EpochContext) -> None:
+        """Called before the first batch of every epoch, on every process (see :class:`EpochContext`)."""

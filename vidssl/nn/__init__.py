@@ -1,0 +1,22 @@
+"""Shared building blocks of methods and evaluation alike; imports neither (only ``vidssl.engine.distributed``
+for collectives).
+
+heads (projection / prediction MLPs, prototypes), momentum (EMA and its schedule, ``Queue``, ``MemoryBank``),
+norm (``SplitBatchNorm``), local_attention (the one local-window copy), geometry (affine crops, Procrustes),
+colour (Lab, the input normalisations, ab quantisation and k-means).
+"""
+
+from vidssl.nn.heads import Prototypes, mlp
+from vidssl.nn.momentum import MemoryBank, Queue, ema_update_, momentum_at
+from vidssl.nn.norm import SplitBatchNorm, convert_split_bn
+
+__all__ = [
+    "MemoryBank",
+    "Prototypes",
+    "Queue",
+    "SplitBatchNorm",
+    "convert_split_bn",
+    "ema_update_",
+    "mlp",
+    "momentum_at",
+]

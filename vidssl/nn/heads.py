@@ -1,0 +1,61 @@
+"""Heads on a pooled embedding: projection and prediction MLPs, and cluster prototypes.
+
+The recipes differ in where batch norm sits and whether linear layers have a bias; :func:`mlp` names those
+choices instead of building each head by hand (MoCo v2: 2 layers, no BN; SimCLR v2 / BYOL / SimSiam /
+Barlow Twins: BN after hidden layers, SimSiam also after the output).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["Prototypes", "mlp"]
+
+
+def mlp(
+    dims: Sequence[int], *, bn: bool = False, last_bn: bool = False, last_bn_affine: bool = True,
+    bias: bool = True,
+) -> nn.Sequential:
+    """``Linear -> [BN] -> ReLU`` for each hidden size, then ``Linear -> [BN]``: ``dims = (in, hidden..., out)``.
+
+    ``bn``: batch norm after every hidden linear layer; ``last_bn``: after the output too (``last_bn_affine``
+    off for SimSiam's projector). A linear layer followed by batch norm has no bias (the norm's shift takes
+    its place); ``bias=False`` removes the others' too. Layers are numbered as ``nn.Sequential`` does, so
+    ``mlp((512, 512, 128))`` has the names of MoCo v2's head (``0``, ``1``, ``2``).
+    """
+    if len(dims) < 2 or min(dims) < 1:
+        raise ValueError(f"mlp: need at least (in, out) positive sizes, got {tuple(dims)}")
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
+        last = i == len(dims) - 2
+        norm = last_bn if last else bn
+        layers.append(nn.Linear(a, b, bias=bias and not norm))
+        if norm:
+            layers.append(nn.BatchNorm1d(b, affine=last_bn_affine if last else True))
+        if not last:
+            layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class Prototypes(nn.Module):
+    """``K`` learnable cluster prototypes (SwAV): scores ``normalise(z) . c_k`` ``(B, dim) -> (B, K)``.
+
+    The prototypes are kept on the unit sphere by :meth:`normalize_` (call it before each forward, as SwAV).
+    """
+
+    def __init__(self, dim: int, num_prototypes: int) -> None:
+        super().__init__()
+        if dim < 1 or num_prototypes < 1:
+            raise ValueError(f"Prototypes: dim and num_prototypes must be positive, got {dim}, {num_prototypes}")
+        self.weight = nn.Parameter(F.normalize(nn.Linear(dim, num_prototypes, bias=False).weight.detach(), dim=1))
+
+    def normalize_(self) -> None:
+        """Project every prototype back onto the unit sphere (in place, outside autograd)."""
+        self.weight.data.copy_(F.normalize(self.weight.data, dim=1))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return F.normalize(z, dim=1) @ self.weight.t()

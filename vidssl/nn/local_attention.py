@@ -1,0 +1,303 @@
+"""Local-window attention: each target position attends to the positions of a reference frame near it.
+
+One implementation serves every method and evaluation that copies values through a local affinity:
+CorrFlow's colour copy, MAST's training copy (both stages), MAST's test-time memory, and the windows of
+label propagation's top-k (``vidssl.eval.propagation``, which shares the tiles and the neighbourhood mask).
+
+Target positions are cut into square tiles; a tile's queries are matched against the rectangle of
+reference positions any of them can see (the tile grown by the window's half width, clipped to the frame)
+in one matrix product, and positions outside a query's own window are masked. The dense ``(hw, hw)``
+affinity is never formed: memory depends on the tile and the window, not on the frame size, and the work
+is a few dense products per tile instead of one elementwise pass per window displacement.
+
+A reference may instead be read around a region of interest, ``p + offset(p)`` with a per-position
+``offset`` (MAST's long-term memory): its window is then sampled bilinearly, one window row at a time.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator, Sequence
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+__all__ = [
+    "Reference",
+    "Tile",
+    "Window",
+    "local_attention",
+    "local_copy",
+    "neighbourhood_allowed",
+    "outside_window",
+    "roi_dilation",
+    "roi_offsets",
+    "tiles",
+    "window_half_width",
+]
+
+Window = Literal["circle", "square"]
+Reference = tuple[Tensor, Tensor, Tensor | None]  # (features (B, C, h, w), values (B, V, H', W'), ROI offset)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tiles and neighbourhoods
+
+
+class Tile(NamedTuple):
+    """Target cells ``[y0, y1) x [x0, x1)`` and the window rectangle ``[wy0, wy1) x [wx0, wx1)`` they can see."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    wy0: int
+    wy1: int
+    wx0: int
+    wx1: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.y1 - self.y0, self.x1 - self.x0
+
+    @property
+    def window(self) -> tuple[int, int, int, int]:
+        """(tile origin's row in the window, window rows, origin's column, window columns): the key of
+        :func:`outside_window`."""
+        return self.y0 - self.wy0, self.wy1 - self.wy0, self.x0 - self.wx0, self.wx1 - self.wx0
+
+
+def tiles(h: int, w: int, tile: int, half: int) -> Iterator[Tile]:
+    """Square tiles of side ``tile`` over an ``h x w`` grid, row-major, each with the rectangle of positions
+    within ``half`` cells of it (clipped to the grid)."""
+    if tile < 1 or half < 0:
+        raise ValueError(f"tiles: need tile >= 1 and half >= 0, got {tile}, {half}")
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
+            yield Tile(y0, y1, x0, x1, max(0, y0 - half), min(h, y1 + half), max(0, x0 - half), min(w, x1 + half))
+
+
+def window_half_width(radius: float, window: Window) -> int:
+    """The largest cell offset along one axis that the neighbourhood can reach."""
+    if window == "circle":
+        return max(0, math.ceil(radius) - 1)  # strict: distance < radius, as CRW's MaskedAttention
+    return math.floor(radius)
+
+
+def neighbourhood_allowed(dy: Tensor, dx: Tensor, radius: float, window: Window) -> Tensor:
+    """Whether a cell at offset ``(dy, dx)`` from a target cell is within its neighbourhood: ``circle``
+    ``dy^2 + dx^2 < radius^2`` (CRW), ``square`` ``|dy|, |dx| <= radius`` (DINO, CorrFlow, MAST)."""
+    if window == "circle":
+        return (dy * dy + dx * dx).double() < radius * radius
+    return (dy.abs() <= radius) & (dx.abs() <= radius)
+
+
+@functools.lru_cache(maxsize=64)
+def outside_window(
+    tile: tuple[int, int], win: tuple[int, int, int, int], radius: float, window: Window
+) -> Tensor:
+    """``(P, Pw)`` True where a window cell is outside a tile cell's neighbourhood. ``tile`` is the tile's
+    (rows, cols); ``win`` is :attr:`Tile.window`. Interior tiles share one mask, so it is cached (on the CPU;
+    callers move it)."""
+    oy, wh, ox, ww = win
+    qy, qx = torch.meshgrid(torch.arange(tile[0]) + oy, torch.arange(tile[1]) + ox, indexing="ij")
+    ky, kx = torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")
+    dy = ky.reshape(1, -1) - qy.reshape(-1, 1)
+    dx = kx.reshape(1, -1) - qx.reshape(-1, 1)
+    return ~neighbourhood_allowed(dy, dx, radius, window)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ROI windows: bilinear reads around a per-position centre
+
+
+def _pixel_grid(offset: Tensor, t: Tile, dy: Tensor, dx: float) -> Tensor:
+    """Cell positions ``(B, n, th, tw, 2)`` (x, y) of tile ``t``'s targets moved by ``offset + (dx, dy_i)``."""
+    b = offset.shape[0]
+    th, tw = t.shape
+    ys = torch.arange(t.y0, t.y1, device=offset.device, dtype=offset.dtype).view(1, 1, -1, 1)
+    xs = torch.arange(t.x0, t.x1, device=offset.device, dtype=offset.dtype).view(1, 1, 1, -1)
+    o = offset[:, :, t.y0:t.y1, t.x0:t.x1]  # (B, 2, th, tw): (dx, dy)
+    px = (xs + o[:, 0:1] + dx).expand(b, dy.numel(), th, tw)
+    py = (ys + o[:, 1:2] + dy.to(offset).view(1, -1, 1, 1)).expand(b, dy.numel(), th, tw)
+    return torch.stack([px, py], dim=-1)
+
+
+def _sample(x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+    """Bilinear samples of ``x`` ``(B, C, h, w)`` at cell positions ``pos`` ``(B, n, th, tw, 2)``.
+
+    Returns ``(B, C, n, th, tw)`` and the bool mask ``(B, n, th, tw)`` of positions inside the frame. Pixel-centre
+    coordinates (``align_corners=True``), as the authors' ``deform_im2col`` under the PyTorch 1.1 MAST used.
+    """
+    b, c, h, w = x.shape
+    _, n, th, tw, _ = pos.shape
+    norm = torch.stack([pos[..., 0] * (2.0 / max(w - 1, 1)) - 1.0, pos[..., 1] * (2.0 / max(h - 1, 1)) - 1.0], -1)
+    out = F.grid_sample(x, norm.view(b, n * th, tw, 2), mode="bilinear", padding_mode="zeros", align_corners=True)
+    valid = (pos[..., 0] >= 0) & (pos[..., 0] <= w - 1) & (pos[..., 1] >= 0) & (pos[..., 1] <= h - 1)
+    return out.view(b, c, n, th, tw), valid
+
+
+def _roi_row_logits(feat_t: Tensor, feat_r: Tensor, offset: Tensor, t: Tile, dy: Tensor, radius: int) -> Tensor:
+    """Unscaled logits ``(B, n * P, th, tw)`` of window rows ``dy`` (n of them) around ``offset``."""
+    parts = []
+    ft = feat_t[:, :, None, t.y0:t.y1, t.x0:t.x1]
+    for dx in range(-radius, radius + 1):
+        s, _ = _sample(feat_r, _pixel_grid(offset, t, dy, float(dx)))  # (B, C, n, th, tw)
+        parts.append((ft * s).sum(1))  # (B, n, th, tw)
+    return torch.stack(parts, dim=2).flatten(1, 2)  # displacement order (dy, dx)
+
+
+def _roi_window(
+    feat_t: Tensor, feat_r: Tensor, values: Tensor, offset: Tensor, t: Tile, radius: int, scale: float
+) -> tuple[Tensor, Tensor]:
+    """Logits ``(B, P_t, P^2)`` (outside the frame: the most negative float) and values ``(B, P_t, P^2, V)`` of
+    the ``(2R+1)^2`` window centred on ``p + offset(p)`` for every target ``p`` of tile ``t``."""
+    size = 2 * radius + 1
+    rows = []
+    for dy in range(-radius, radius + 1):
+        dys = torch.tensor([float(dy)], device=feat_t.device)
+        if torch.is_grad_enabled() and (feat_t.requires_grad or feat_r.requires_grad or offset.requires_grad):
+            # bilinear samples are new tensors: recompute them in backward instead of keeping (2R+1)^2 copies
+            z = checkpoint(_roi_row_logits, feat_t, feat_r, offset, t, dys, radius, use_reentrant=False)
+        else:
+            z = _roi_row_logits(feat_t, feat_r, offset, t, dys, radius)
+        rows.append(z * scale)
+    logits = torch.cat(rows, dim=1)  # (B, P^2, th, tw)
+    r = torch.arange(-radius, radius + 1, device=feat_t.device, dtype=offset.dtype)
+    pos = _pixel_grid(offset, t, r.repeat_interleave(size), 0.0)  # (B, P^2, th, tw, 2)
+    pos = pos + torch.stack([r.repeat(size), torch.zeros_like(r.repeat(size))], -1).view(1, -1, 1, 1, 2)
+    vals, valid = _sample(values, pos)  # (B, V, P^2, th, tw)
+    logits = logits.masked_fill(~valid, torch.finfo(logits.dtype).min)
+    return logits.flatten(2).transpose(1, 2), vals.flatten(3).permute(0, 3, 2, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The copy
+
+
+def _values_at_features(values: Tensor, h: int, w: int) -> Tensor:
+    """Reference values read at every s-th pixel, ``(B, V, H', W')`` -> ``(B, V, h, w)`` (MAST's ``prep``)."""
+    if values.shape[-2:] == (h, w):
+        return values
+    sy, sx = -(-values.shape[-2] // h), -(-values.shape[-1] // w)
+    small = values[:, :, ::sy, ::sx]
+    if small.shape[-2:] != (h, w) or sy != sx:
+        raise ValueError(f"values {tuple(values.shape)} do not subsample to the feature grid {h}x{w}")
+    return small
+
+
+def local_attention(
+    feat_t: Tensor, refs: Sequence[Reference], radius: int, scale: float | None = None, tile: int | None = None
+) -> Tensor:
+    """Copy values from references through one softmax over all their windows.
+
+    Args:
+        feat_t: ``(B, C, h, w)`` target features.
+        refs: ``(feat_r (B, C, h, w), values_r (B, V, H', W'), offset)`` per reference. Values at a multiple s of
+            the feature size are read at every s-th pixel from the top-left (MAST's ``x[:, :, ::s, ::s]``).
+            ``offset`` is ``None`` for a window centred on the target position itself, or ``(B, 2, h, w)``
+            (dx, dy) in cells centring it on ``p + offset(p)`` (:func:`roi_offsets`), read bilinearly.
+        radius: R: target p sees reference positions ``p + d`` with ``|d_y|, |d_x| <= R``.
+        scale: logits are ``scale <f_t(p), f_r(q)>``; ``1 / sqrt(C)`` when ``None``.
+        tile: target tile side in cells (speed and memory only; the result does not depend on it). None: 8.
+    Returns:
+        ``(B, V, h, w)``: ``sum_{r, q} softmax_{r, q}(logit) v_r(q)`` over the window positions of every reference
+        that lie inside its frame (positions outside are left out of the softmax).
+    """
+    if not refs:
+        raise ValueError("local_attention: needs at least one reference")
+    if feat_t.dim() != 4:
+        raise ValueError(f"local_attention: target features must be (B, C, h, w), got {tuple(feat_t.shape)}")
+    for f_r, v_r, offset in refs:
+        if f_r.shape != feat_t.shape or v_r.dim() != 4 or v_r.shape[0] != feat_t.shape[0]:
+            raise ValueError(f"local_attention: need reference features {tuple(feat_t.shape)} and values "
+                             f"(B, V, H', W'), got {tuple(f_r.shape)}, {tuple(v_r.shape)}")
+        if offset is not None and offset.shape != (feat_t.shape[0], 2, *feat_t.shape[2:]):
+            raise ValueError(f"local_attention: an ROI offset must be (B, 2, h, w), got {tuple(offset.shape)}")
+    if radius < 0:
+        raise ValueError(f"local_attention: radius must be >= 0, got {radius}")
+    b, c, h, w = feat_t.shape
+    scale = 1.0 / math.sqrt(c) if scale is None else scale
+    small = [_values_at_features(v, h, w).to(feat_t.dtype) for _, v, _ in refs]
+    out = feat_t.new_empty(b, small[0].shape[1], h, w)
+    neg = torch.finfo(feat_t.dtype).min
+    for t in tiles(h, w, 8 if tile is None else tile, radius):
+        q = feat_t[:, :, t.y0:t.y1, t.x0:t.x1].flatten(2).transpose(1, 2)  # (B, P_t, C)
+        logits, values = [], []
+        for (f_r, _, offset), v in zip(refs, small, strict=True):
+            if offset is None:
+                keys = f_r[:, :, t.wy0:t.wy1, t.wx0:t.wx1].flatten(2)  # (B, C, P_w): the tile's window rectangle
+                outside = outside_window(t.shape, t.window, float(radius), "square").to(feat_t.device)
+                logits.append(torch.bmm(q, keys).mul(scale).masked_fill(outside, neg))  # (B, P_t, P_w)
+                values.append(v[:, :, t.wy0:t.wy1, t.wx0:t.wx1].flatten(2).transpose(1, 2))  # (B, P_w, V)
+            else:
+                z, vals = _roi_window(feat_t, f_r, v, offset, t, radius, scale)
+                logits.append(z)
+                values.append(vals)  # (B, P_t, P^2, V)
+        weights = F.softmax(torch.cat(logits, dim=2), dim=2).split([z.shape[2] for z in logits], dim=2)
+        copied = q.new_zeros(b, q.shape[1], out.shape[1])  # (B, P_t, V)
+        for p, v in zip(weights, values, strict=True):
+            copied = copied + (torch.bmm(p, v) if v.dim() == 3 else torch.einsum("bpk,bpkv->bpv", p, v))
+        out[:, :, t.y0:t.y1, t.x0:t.x1] = copied.transpose(1, 2).reshape(b, -1, *t.shape)
+    return out
+
+
+def local_copy(
+    feat_t: Tensor, feat_r: Tensor, labels_r: Tensor, window: int, temperature: float | None = None,
+    band: int | None = None,
+) -> Tensor:
+    """:func:`local_attention` for one reference at feature resolution through an odd ``window`` x ``window``
+    window, logits ``<f_t, f_r> / temperature`` (``sqrt(C)`` when None): CorrFlow's copy.
+
+    ``feat_t``, ``feat_r`` ``(B, C, h, w)``, ``labels_r`` ``(B, K, h, w)`` -> ``(B, K, h, w)``. ``band``: the tile
+    side (speed and memory only).
+    """
+    if feat_t.dim() != 4 or feat_r.shape != feat_t.shape or labels_r.dim() != 4 or labels_r.shape[0] != feat_t.shape[0]:
+        raise ValueError(f"local_copy: need feat_t, feat_r (B, C, h, w) and labels_r (B, K, h, w), got "
+                         f"{tuple(feat_t.shape)}, {tuple(feat_r.shape)}, {tuple(labels_r.shape)}")
+    if labels_r.shape[2:] != feat_t.shape[2:] or window < 1 or window % 2 == 0:
+        raise ValueError(f"local_copy: labels must match the features' {tuple(feat_t.shape[2:])} and window be odd, "
+                         f"got {tuple(labels_r.shape[2:])}, {window}")
+    t = temperature if temperature is not None else math.sqrt(feat_t.shape[1])
+    return local_attention(feat_t, [(feat_r, labels_r, None)], window // 2, 1.0 / t, band)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MAST's coarse ROI search
+
+
+def roi_dilation(distance: int, roi_after: int = 15, max_dilation: int = 4) -> int:
+    """Dilation of the coarse search for a reference ``distance`` frames back: ``min(4, distance // 15 + 1)``."""
+    return min(max_dilation, distance // roi_after + 1)
+
+
+def roi_offsets(feat_t: Tensor, feat_r: Tensor, dilation: int, search_radius: int = 12, scale: float = 1.0) -> Tensor:
+    """Coarse search: the expected displacement of each target position in the reference.
+
+    A ``(2S+1)^2`` window of reference positions at ``dilation`` cells apart (S = ``search_radius``) around each
+    target position; ``softmax(scale <f_t, f_r>)`` over the positions inside the frame; the softmax-weighted
+    mean displacement. ``(B, C, h, w)`` x2 -> ``(B, 2, h, w)`` (dx, dy) in cells.
+    """
+    if feat_t.dim() != 4 or feat_t.shape != feat_r.shape:
+        raise ValueError(f"roi_offsets: target and reference features must both be (B, C, h, w), got "
+                         f"{tuple(feat_t.shape)} and {tuple(feat_r.shape)}")
+    h, w = feat_t.shape[-2:]
+    reach = search_radius * dilation
+    pad = F.pad(feat_r, (reach,) * 4)
+    inside = F.pad(torch.ones(1, 1, h, w, device=feat_r.device, dtype=torch.bool), (reach,) * 4)
+    neg = torch.finfo(feat_t.dtype).min
+    zs, disp = [], []
+    for iy in range(-search_radius, search_radius + 1):
+        for ix in range(-search_radius, search_radius + 1):
+            oy, ox = reach + iy * dilation, reach + ix * dilation
+            z = (feat_t * pad[:, :, oy:oy + h, ox:ox + w]).sum(1) * scale
+            zs.append(z.masked_fill(~inside[:, 0, oy:oy + h, ox:ox + w], neg))
+            disp.append((ix * dilation, iy * dilation))
+    p = F.softmax(torch.stack(zs, dim=1), dim=1)  # (B, (2S+1)^2, h, w)
+    d = torch.tensor(disp, device=feat_t.device, dtype=feat_t.dtype)  # ((2S+1)^2, 2): (dx, dy)
+    return torch.einsum("bnhw,nk->bkhw", p, d)
