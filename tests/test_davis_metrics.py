@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vidssl.cli import main
-from vidssl.eval.davis_io import LabelFileError, write_indexed_png
+from vidssl.data.label_io import LabelFileError, write_indexed_png
 from vidssl.eval.davis_metrics import (
     GLOBAL_COLUMNS,
     DavisResult,

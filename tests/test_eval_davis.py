@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from vidssl.cli import main
+from vidssl.data.label_io import davis_palette, read_indexed_png, write_indexed_png
 from vidssl.engine.config import load_config
 from vidssl.eval.davis import DavisInputError, evaluate_encoder
-from vidssl.eval.davis_io import davis_palette, read_indexed_png, write_indexed_png
 from vidssl.eval.encoders import backbone_encoder, build_encoder, random_backbone
 from vidssl.eval.propagation import PropagationConfig
 from vidssl.paths import REPO_ROOT

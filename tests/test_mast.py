@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vidssl.data.label_io import davis_palette, read_indexed_png, write_indexed_png
 from vidssl.data.views import VideoInfo
 from vidssl.eval.davis import run
-from vidssl.eval.davis_io import davis_palette, read_indexed_png, write_indexed_png
 from vidssl.eval.mast_memory import MastMemoryConfig, mast_propagate, mast_references
 from vidssl.methods.mast import (
     MAST,

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from vidssl.data.views import VideoInfo
-from vidssl.methods import METHODS
+from vidssl.methods import METHODS, Method
 from vidssl.models.resnet import ResNet
 
 # Small values for each registered method's Config; a new method adds its entry here.
@@ -86,6 +86,7 @@ def method(request: pytest.FixtureRequest) -> nn.Module:
 
 
 def test_contract_surface(method: nn.Module) -> None:
+    assert isinstance(method, Method)  # the protocol the training loop is typed against
     assert method.input in ("video", "images")
     assert isinstance(method.encoder(), ResNet)
     assert any(p is q for p in method.encoder().parameters() for q in _trainable(method).values())

@@ -14,6 +14,7 @@ import scipy.io
 from PIL import Image
 
 from vidssl.data import synthetic
+from vidssl.data.label_io import davis_palette
 from vidssl.data.synthetic import (
     COMPLETE_MARKER,
     GENERATOR_VERSION,
@@ -26,7 +27,6 @@ from vidssl.data.synthetic import (
     video_seed,
     write_dataset,
 )
-from vidssl.eval.davis_io import davis_palette
 
 # Small videos keep each test at a fraction of a second on CPU.
 FRAMES, SIZE, OBJECTS = 16, (96, 128), 3

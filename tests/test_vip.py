@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vidssl.data.label_io import read_indexed_png, write_indexed_png
 from vidssl.eval import vip
-from vidssl.eval.davis_io import read_indexed_png, write_indexed_png
 from vidssl.eval.encoders import build_encoder
 from vidssl.eval.propagation import PropagationConfig
 from vidssl.eval.vip import VipError, confusion, mean_iou

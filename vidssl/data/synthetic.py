@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidssl.eval.davis_io import write_indexed_png
+from vidssl.data.label_io import write_indexed_png
 from vidssl.paths import cache_dir
 
 # Bump whenever the pixels, masks, keypoints or files change, so cached datasets are regenerated.

@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+import vidssl.eval.mast_memory as mast_memory
+from vidssl.data.label_io import LabelFileError, davis_palette, read_indexed_png, write_indexed_png
 from vidssl.engine.config import ConfigError, load_config, save_config
-from vidssl.eval import mast_memory
-from vidssl.eval.davis_io import LabelFileError, davis_palette, read_indexed_png, write_indexed_png
 from vidssl.eval.davis_metrics import DavisResult, evaluate_davis, format_table, read_sequence_list, write_csvs
 from vidssl.eval.encoders import DEFAULT_BACKBONE, FrameEncoder, add_encoder_arguments, build_encoder
 from vidssl.eval.mast_memory import MastMemoryConfig

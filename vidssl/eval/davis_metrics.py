@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidssl.eval.davis_io import LabelFileError, read_indexed_png
+from vidssl.data.label_io import LabelFileError, read_indexed_png
 
 HELP = "score DAVIS-2017 semi-supervised results with the official J, F and J&F metrics"
 

@@ -72,7 +72,7 @@ class MastMemoryConfig:
     search_radius: int = 12  # coarse window 25x25 (``memory_patch_R``)
     max_dilation: int = 4
     temperature: float | None = None  # logits = <f_t, f_r> / temperature; None: sqrt(C), as training
-    tile: int = 8  # target tile side in feature cells: speed and memory only, results do not depend on it
+    tile: int = 16  # target tile side in feature cells: speed and memory only, results do not depend on it
 
     def __post_init__(self) -> None:
         for key in ("radius", "roi_after", "search_radius", "max_dilation", "tile"):

@@ -14,8 +14,6 @@ and window sizes, not on the image size or the video length.
 
 from __future__ import annotations
 
-import functools
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -24,8 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from vidssl.engine.config import ConfigError
-
-Window = Literal["circle", "square"]
+from vidssl.nn.local_attention import Tile, Window, outside_window, tiles, window_half_width
 
 
 @dataclass
@@ -56,45 +53,8 @@ class PropagationConfig:
                 raise ConfigError(f"{key}: {getattr(self, key)!r} is out of range")
 
 
-def window_half_width(radius: float, window: Window) -> int:
-    """The largest cell offset along one axis that the neighbourhood can reach."""
-    if window == "circle":
-        return max(0, math.ceil(radius) - 1)  # strict: distance < radius, as CRW's MaskedAttention
-    return math.floor(radius)
-
-
-def neighbourhood_allowed(dy: torch.Tensor, dx: torch.Tensor, radius: float, window: Window) -> torch.Tensor:
-    """Whether a context cell at offset ``(dy, dx)`` from a target cell is within the neighbourhood."""
-    if window == "circle":
-        return (dy * dy + dx * dx).double() < radius * radius
-    return (dy.abs() <= radius) & (dx.abs() <= radius)
-
-
-@functools.lru_cache(maxsize=64)
-def _outside_mask(
-    tile: tuple[int, int], win: tuple[int, int, int, int], radius: float, window: Window
-) -> torch.Tensor:
-    """``(P, Pw)`` True where a window cell is outside a tile cell's neighbourhood. ``tile`` is the tile's
-    (rows, cols); ``win`` the tile origin's offset in the window and the window size: (oy, wh, ox, ww).
-    Interior tiles share one mask, so it is cached."""
-    oy, wh, ox, ww = win
-    qy, qx = torch.meshgrid(torch.arange(tile[0]) + oy, torch.arange(tile[1]) + ox, indexing="ij")
-    ky, kx = torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")
-    dy = ky.reshape(1, -1) - qy.reshape(-1, 1)
-    dx = kx.reshape(1, -1) - qx.reshape(-1, 1)
-    return ~neighbourhood_allowed(dy, dx, radius, window)
-
-
 def _window_logits(
-    query: torch.Tensor,
-    keys_cl: torch.Tensor,
-    labels_cl: torch.Tensor,
-    ty: tuple[int, int],
-    tx: tuple[int, int],
-    half: int,
-    radius: float,
-    window: Window,
-    k: int,
+    query: torch.Tensor, keys_cl: torch.Tensor, labels_cl: torch.Tensor, t: Tile, radius: float, window: Window, k: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k within the neighbourhood, jointly over the restricted frames, for one target tile.
 
@@ -102,16 +62,14 @@ def _window_logits(
     channel-last ->
     logits ``(P, k')`` and their labels ``(P, k', K)``.
     """
-    n, h, w, c = keys_cl.shape
-    (y0, y1), (x0, x1) = ty, tx
-    wy0, wy1, wx0, wx1 = max(0, y0 - half), min(h, y1 + half), max(0, x0 - half), min(w, x1 + half)
-    keys = keys_cl[:, wy0:wy1, wx0:wx1].reshape(-1, c)  # (N Pw, C): one copy of the window
+    n, c = keys_cl.shape[0], keys_cl.shape[-1]
+    keys = keys_cl[:, t.wy0:t.wy1, t.wx0:t.wx1].reshape(-1, c)  # (N Pw, C): one copy of the window
     logits = query @ keys.t()  # (P, N Pw): one GEMM for all frames (query is already divided by t)
-    outside = _outside_mask((y1 - y0, x1 - x0), (y0 - wy0, wy1 - wy0, x0 - wx0, wx1 - wx0), radius, window)
+    outside = outside_window(t.shape, t.window, radius, window)
     p = query.shape[0]
     logits.view(p, n, -1).masked_fill_(outside.to(logits.device)[:, None, :], float("-inf"))
     values, index = logits.topk(min(k, logits.shape[-1]), dim=-1)  # (P, k')
-    labels = labels_cl[:, wy0:wy1, wx0:wx1].reshape(-1, labels_cl.shape[-1])  # (N Pw, K)
+    labels = labels_cl[:, t.wy0:t.wy1, t.wx0:t.wx1].reshape(-1, labels_cl.shape[-1])  # (N Pw, K)
     return values, labels[index]
 
 
@@ -194,25 +152,21 @@ def propagate(
     keys_cl = ctx_feats[split:].permute(0, 2, 3, 1).contiguous()  # (N, h, w, C); free for channel-last input
     labels_cl = ctx_labels[split:].permute(0, 2, 3, 1).contiguous()  # (N, h, w, K)
     out = feat_t.new_empty(h, w, ctx_labels.shape[1])
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
-            query = query_cl[y0:y1, x0:x1].reshape(-1, c)  # (P, C)
-            values, labels = [], []
-            if split:
-                values.append(first_values[y0:y1, x0:x1].reshape(query.shape[0], -1))
-                labels.append(first_labels[y0:y1, x0:x1].reshape(query.shape[0], -1, out.shape[-1]))
-            if keys_cl.shape[0]:
-                v, lab = _window_logits(
-                    query, keys_cl, labels_cl, (y0, y1), (x0, x1), half, radius, window, topk
-                )
-                values.append(v)
-                labels.append(lab)
-            logits, cand = torch.cat(values, dim=1), torch.cat(labels, dim=1)  # (P, M), (P, M, K)
-            best, index = logits.topk(min(topk, logits.shape[1]), dim=1)  # joint top-k over all candidates
-            weights = best.softmax(dim=1)  # (P, k)
-            chosen = torch.gather(cand, 1, index.unsqueeze(-1).expand(-1, -1, cand.shape[-1]))  # (P, k, K)
-            out[y0:y1, x0:x1] = (weights.unsqueeze(-1) * chosen).sum(dim=1).reshape(y1 - y0, x1 - x0, -1)
+    for t in tiles(h, w, tile, half):  # the local attention's tiles and windows (vidssl.nn.local_attention)
+        query = query_cl[t.y0:t.y1, t.x0:t.x1].reshape(-1, c)  # (P, C)
+        values, labels = [], []
+        if split:
+            values.append(first_values[t.y0:t.y1, t.x0:t.x1].reshape(query.shape[0], -1))
+            labels.append(first_labels[t.y0:t.y1, t.x0:t.x1].reshape(query.shape[0], -1, out.shape[-1]))
+        if keys_cl.shape[0]:
+            v, lab = _window_logits(query, keys_cl, labels_cl, t, radius, window, topk)
+            values.append(v)
+            labels.append(lab)
+        logits, cand = torch.cat(values, dim=1), torch.cat(labels, dim=1)  # (P, M), (P, M, K)
+        best, index = logits.topk(min(topk, logits.shape[1]), dim=1)  # joint top-k over all candidates
+        weights = best.softmax(dim=1)  # (P, k)
+        chosen = torch.gather(cand, 1, index.unsqueeze(-1).expand(-1, -1, cand.shape[-1]))  # (P, k, K)
+        out[t.y0:t.y1, t.x0:t.x1] = (weights.unsqueeze(-1) * chosen).sum(dim=1).reshape(*t.shape, -1)
     return out.permute(2, 0, 1).contiguous()
 
 

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vidssl.data.label_io import LabelFileError, read_indexed_png, write_indexed_png
 from vidssl.data.video import list_frame_files
-from vidssl.eval.davis_io import LabelFileError, read_indexed_png, write_indexed_png
 from vidssl.eval.encoders import FrameEncoder, add_encoder_arguments, build_encoder
 from vidssl.eval.propagation import PropagationConfig
 

@@ -204,7 +204,8 @@ def local_attention(
             (dx, dy) in cells centring it on ``p + offset(p)`` (:func:`roi_offsets`), read bilinearly.
         radius: R: target p sees reference positions ``p + d`` with ``|d_y|, |d_x| <= R``.
         scale: logits are ``scale <f_t(p), f_r(q)>``; ``1 / sqrt(C)`` when ``None``.
-        tile: target tile side in cells (speed and memory only; the result does not depend on it). None: 8.
+        tile: target tile side in cells (speed and memory only; the result does not depend on it). None: 16,
+            the fastest measured for radii 6 and 12 (``docs/benchmarks.md``).
     Returns:
         ``(B, V, h, w)``: ``sum_{r, q} softmax_{r, q}(logit) v_r(q)`` over the window positions of every reference
         that lie inside its frame (positions outside are left out of the softmax).
@@ -226,18 +227,24 @@ def local_attention(
     small = [_values_at_features(v, h, w).to(feat_t.dtype) for _, v, _ in refs]
     out = feat_t.new_empty(b, small[0].shape[1], h, w)
     neg = torch.finfo(feat_t.dtype).min
-    for t in tiles(h, w, 8 if tile is None else tile, radius):
+    band: tuple[int, list[tuple[Tensor, Tensor] | None]] = (-1, [])  # ROI windows of the current row of tiles
+    for t in tiles(h, w, 16 if tile is None else tile, radius):
+        if t.y0 != band[0]:  # ROI windows are read per position: once for a whole row of tiles, sliced below
+            row = Tile(t.y0, t.y1, 0, w, 0, 0, 0, 0)
+            band = (t.y0, [None if o is None else _roi_window(feat_t, f, v, o, row, radius, scale)
+                           for (f, _, o), v in zip(refs, small, strict=True)])
         q = feat_t[:, :, t.y0:t.y1, t.x0:t.x1].flatten(2).transpose(1, 2)  # (B, P_t, C)
         logits, values = [], []
-        for (f_r, _, offset), v in zip(refs, small, strict=True):
-            if offset is None:
+        for (f_r, _, _), v, roi in zip(refs, small, band[1], strict=True):
+            if roi is None:
                 keys = f_r[:, :, t.wy0:t.wy1, t.wx0:t.wx1].flatten(2)  # (B, C, P_w): the tile's window rectangle
                 outside = outside_window(t.shape, t.window, float(radius), "square").to(feat_t.device)
                 logits.append(torch.bmm(q, keys).mul(scale).masked_fill(outside, neg))  # (B, P_t, P_w)
                 values.append(v[:, :, t.wy0:t.wy1, t.wx0:t.wx1].flatten(2).transpose(1, 2))  # (B, P_w, V)
             else:
-                z, vals = _roi_window(feat_t, f_r, v, offset, t, radius, scale)
-                logits.append(z)
+                th = t.y1 - t.y0
+                z, vals = (x.unflatten(1, (th, w))[:, :, t.x0:t.x1].flatten(1, 2) for x in roi)
+                logits.append(z)  # (B, P_t, P^2)
                 values.append(vals)  # (B, P_t, P^2, V)
         weights = F.softmax(torch.cat(logits, dim=2), dim=2).split([z.shape[2] for z in logits], dim=2)
         copied = q.new_zeros(b, q.shape[1], out.shape[1])  # (B, P_t, V)

@@ -1,0 +1,78 @@
+"""The shared parts that talk across processes, run in two gloo processes against one process holding the
+global batch: NT-Xent's gathered negatives (value and gradient), the queue's and the memory bank's commits."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from vidssl.engine import distributed as dist
+from vidssl.losses import nt_xent
+from vidssl.nn import MemoryBank, Queue
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_distributed import _free_port, _torchrun_env
+
+WORLD, B, D = 2, 3, 5
+
+
+def _global_views() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(WORLD * B, D, generator=g, dtype=torch.float64),
+            torch.randn(WORLD * B, D, generator=g, dtype=torch.float64))
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    _torchrun_env(rank, world, port)
+    dist.setup("cpu")
+    try:
+        z1, z2 = (z[rank * B:(rank + 1) * B].clone().requires_grad_(True) for z in _global_views())
+        loss = nt_xent(z1, z2, 0.3)
+        loss.backward()
+        torch.manual_seed(0)  # equal initial memories on both processes
+        queue, bank = Queue(8, 2), MemoryBank(10, 2, momentum=0.5)
+        queue.stage(torch.full((2, 2), 10.0 * rank + 1))
+        queue.stage(torch.full((1, 2), 10.0 * rank + 2))  # a second micro-batch
+        queue.commit()
+        bank.stage(torch.tensor([rank, 5 + rank]), F.normalize(torch.ones(2, 2) * (rank + 1), dim=1))
+        bank.commit()
+        torch.save({"loss": loss.detach(), "g1": z1.grad, "g2": z2.grad, "keys": queue.keys, "ptr": queue.ptr,
+                    "bank": bank.bank}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.cleanup()
+
+
+@pytest.mark.slow
+def test_gathered_losses_and_memories_across_two_processes(tmp_path: Path) -> None:
+    mp.spawn(_worker, args=(WORLD, _free_port(), str(tmp_path)), nprocs=WORLD)
+    r = [torch.load(tmp_path / f"rank{k}.pt", weights_only=True) for k in range(WORLD)]
+    # NT-Xent: the mean over processes (what DDP's averaged gradients optimise) is the global batch's loss,
+    # and each process's gradient, averaged by DDP (/ WORLD), is the global loss's gradient of its slice
+    z1, z2 = (z.clone().requires_grad_(True) for z in _global_views())
+    whole = nt_xent(z1, z2, 0.3)
+    whole.backward()
+    assert z1.grad is not None and z2.grad is not None
+    torch.testing.assert_close(sum(x["loss"] for x in r) / WORLD, whole.detach())
+    for k in range(WORLD):
+        rows = slice(k * B, (k + 1) * B)
+        torch.testing.assert_close(r[k]["g1"] / WORLD, z1.grad[rows])
+        torch.testing.assert_close(r[k]["g2"] / WORLD, z2.grad[rows])
+    # the queue holds every process's keys of the step in rank order, the same on both
+    want = torch.tensor([[1.0] * 2, [1.0] * 2, [2.0] * 2, [11.0] * 2, [11.0] * 2, [12.0] * 2])
+    for k in range(WORLD):
+        torch.testing.assert_close(r[k]["keys"][:6], want)
+        assert int(r[k]["ptr"]) == 6
+    # the memory bank moved the entries of both processes' samples, identically on both
+    torch.manual_seed(0)
+    Queue(8, 2)
+    start = MemoryBank(10, 2).bank
+    torch.testing.assert_close(r[0]["bank"], r[1]["bank"])
+    for i, rank in ((0, 0), (5, 0), (1, 1), (6, 1)):
+        feat = F.normalize(torch.ones(2) * (rank + 1), dim=0)
+        torch.testing.assert_close(r[0]["bank"][i], F.normalize(0.5 * start[i] + 0.5 * feat, dim=0))
+    torch.testing.assert_close(r[0]["bank"][[2, 3, 4, 7, 8, 9]], start[[2, 3, 4, 7, 8, 9]])
