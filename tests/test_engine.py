@@ -10,7 +10,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -25,7 +25,7 @@ from vidssl import train as train_module
 from vidssl.engine import checkpoint as ckpt
 from vidssl.engine.config import ConfigError, to_dict
 from vidssl.engine.optim import LARS, build_optimizer, lr_at, param_groups
-from vidssl.methods import METHODS, SSLMethod
+from vidssl.methods import METHODS, EpochContext, SSLMethod
 from vidssl.models import ResNet
 from vidssl.train import NonFiniteLoss, epoch_indices, load_run_config, resolve_config, train
 
@@ -486,3 +486,53 @@ def test_every_shipped_training_config_resolves_and_builds() -> None:
         cfg, model_cfg = load_run_config(path, ["model.init_from=null"] if path.stem == "mast_stage2" else [])
         method = METHODS[cfg.method](model_cfg)
         assert sum(p.numel() for p in method.encoder().parameters()) > 0, path
+
+
+# ---- the method protocol: the epoch hook and one setting for the input ------------------------------------
+
+class EpochWatcher(Tiny):
+    """Tiny that records every call of its epoch hook and the dataset pass it was given."""
+
+    seen: ClassVar[list[tuple[int, int, int, list[int]]]] = []
+
+    def on_epoch_start(self, ctx: EpochContext) -> None:
+        indices = [int(i) for batch in ctx.batches(5) for i in batch["index"]]
+        assert all(batch["video"].device == ctx.device for batch in ctx.batches(5))
+        EpochWatcher.seen.append((ctx.epoch, ctx.start, ctx.step, indices))
+        torch.rand(1, generator=ctx.generator)  # the hook's randomness: its own generator
+
+
+def test_epoch_hook_runs_before_every_epoch_with_a_pass_over_the_dataset(
+    tiny: type[Tiny], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(METHODS, "tiny", EpochWatcher)
+    EpochWatcher.seen = []
+    # 24 clips in batches of 4: 6 steps per epoch; 14 steps reach epoch 2
+    const = {"schedule.name": "constant", "ckpt.every": 4}  # the same learning rates whatever schedule.steps says
+    cfg, _ = resolve_config(tiny_config(tmp_path / "a", **{"schedule.steps": 14, **const}))
+    train(cfg, dataset=ClipSet())
+    assert [(e, s, k) for e, s, k, _ in EpochWatcher.seen] == [(0, 0, 0), (1, 0, 6), (2, 0, 12)]
+    assert all(ix == list(range(24)) for *_, ix in EpochWatcher.seen)  # the whole dataset, in index order
+    # a run stopped at step 8 (epoch 1, batch 2) resumes there: the hook runs again, told it resumes
+    EpochWatcher.seen = []
+    cfg8, _ = resolve_config(tiny_config(tmp_path / "b", **{"schedule.steps": 8, **const}))
+    train(cfg8, dataset=ClipSet())
+    EpochWatcher.seen = []
+    cfg14, _ = resolve_config(tiny_config(tmp_path / "b", **{"schedule.steps": 14, **const}))
+    train(cfg14, dataset=ClipSet())
+    assert [(e, s, k) for e, s, k, _ in EpochWatcher.seen] == [(1, 2, 8), (2, 0, 12)]
+    a = ckpt.load_checkpoint(tmp_path / "a" / "checkpoints" / "ckpt_00000014.pt")
+    b = ckpt.load_checkpoint(tmp_path / "b" / "checkpoints" / "ckpt_00000014.pt")
+    for key in ("head.weight", "backbone.conv1.weight"):  # the hook's pass moved no training randomness
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=1e-6)
+
+
+def test_model_input_follows_data_kind(tmp_path: Path) -> None:
+    base = {"method": "moco", "out_dir": str(tmp_path), "data": {"kind": "images"}}
+    cfg, model_cfg = resolve_config(base)
+    assert cfg.model["input"] == "images" and model_cfg.input == "images"  # one setting: data.kind
+    cfg, _ = resolve_config({**base, "model": {"input": "images"}})  # saying it twice is fine when they agree
+    with pytest.raises(ConfigError, match=r"model\.input: 'video' disagrees with data\.kind: 'images'"):
+        resolve_config({**base, "model": {"input": "video"}})
+    with pytest.raises(ConfigError, match=r"model\.input.*'images'.*\['video'\]"):
+        resolve_config({"method": "crw", "out_dir": str(tmp_path), "data": {"kind": "images"}})  # a walk needs video

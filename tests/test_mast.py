@@ -240,3 +240,25 @@ def test_eval_davis_mast_mode_end_to_end(tmp_path: Path) -> None:
     for t in range(n):
         assert read_indexed_png(out / seq / f"{t:05d}.png").shape == (40, 48)
     assert (out / "propagation.yaml").read_text().startswith("mode: mast")
+
+
+def test_memory_mode_loads_its_encoder_like_every_evaluation(tmp_path: Path) -> None:
+    """MAST's memory reads its encoder through the encoder record: ``--backbone`` and ``--layers`` count, and the
+    encoder is fed Lab."""
+    from vidssl.eval.mast_memory import build_lab_encoder
+    from vidssl.models import build_backbone, encoder_entries
+    from vidssl.nn.colour import normalize_input
+
+    assert build_lab_encoder("random").stride == 4  # the mode's default trunk: resnet18_mast
+    assert build_lab_encoder("random", backbone="resnet18_s8_l3").stride == 8
+    torch.manual_seed(0)
+    net = build_backbone("resnet18_mast").eval()
+    path = tmp_path / "mast.pt"
+    torch.save({**encoder_entries(net, "lab"), "config": {"method": "mast"}}, path)
+    frame = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    full, short = build_lab_encoder(str(path)), build_lab_encoder(str(path), layers=3)
+    assert full.encode is not None and short.encode is not None
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        torch.testing.assert_close(full.encode(frame), net.forward_features(normalize_input(x, "lab"))[0])
+    assert full.encode(frame).shape[0] == 512 and short.encode(frame).shape[0] == 256

@@ -183,3 +183,46 @@ def test_build_encoder_layers_option(tmp_path: Path) -> None:
     assert full.encode(frame).shape == (512, 5, 6) and short.encode(frame).shape == (256, 5, 6)
     random_short = build_encoder("random", backbone="resnet18_s8", layers=3)
     assert random_short.encode is not None and random_short.encode(frame).shape[0] == 256
+
+
+def test_video_backbones_keep_the_clip_contract_and_the_record(tmp_path: Path) -> None:
+    from vidssl.models import VideoBackbone, build_video_backbone, encoder_entries, load_encoder
+    from vidssl.models.video import VideoResNet
+
+    torch.manual_seed(0)
+    net = build_video_backbone("r3d_18").eval()
+    assert isinstance(net, VideoBackbone) and isinstance(net, VideoResNet)
+    clip = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        feats = net.forward_features(clip)
+    assert feats.shape == (1, 512, 1, 2, 2)  # temporal stride 8, spatial stride 16
+    torch.testing.assert_close(net(clip), feats.mean(dim=(2, 3, 4)))
+    path = tmp_path / "video.pt"
+    torch.save(encoder_entries(net, "rgb"), path)
+    again = load_encoder(path).eval()  # the record rebuilds the clip trunk from its arch key
+    assert isinstance(again, VideoResNet) and again.config == {"arch": "video_resnet", "name": "r3d_18"}
+    with torch.no_grad():
+        torch.testing.assert_close(again.forward_features(clip), feats)
+    torchvision.models.video.r3d_18().load_state_dict({**torchvision.models.video.r3d_18().state_dict(),
+                                                       **net.state_dict()}, strict=True)  # torchvision's names
+    from vidssl.eval.encoders import build_encoder
+
+    with pytest.raises(ValueError, match="not an image trunk"):
+        build_encoder(str(path))  # label propagation encodes frames
+    with pytest.raises(ValueError, match="clip trunk"):
+        build_backbone("r3d_18")
+
+
+def test_the_record_reads_what_the_loop_writes(tmp_path: Path) -> None:
+    from vidssl.models import encoder_entries, load_record
+
+    net = build_backbone("resnet18_mast")
+    path = tmp_path / "mast.pt"
+    torch.save({**encoder_entries(net, "lab"), "config": {"method": "mast", "model": {}}}, path)
+    record = load_record(str(path), layers=3)
+    assert record.input == "lab" and record.method == "mast" and record.name == "mast"
+    assert record.backbone.num_features == 256 and record.backbone.stride == 4  # layer4 dropped
+    assert load_record(str(path), input="rgb").input == "rgb"
+    assert load_record("random", backbone="resnet18_cifar", seed=2).name == "random-resnet18_cifar"
+    with pytest.raises(ValueError, match="hsv"):
+        encoder_entries(net, "hsv")  # type: ignore[arg-type]

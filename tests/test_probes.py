@@ -146,3 +146,30 @@ def test_short_moco_cifar_run_beats_chance(shared_data: Path, tmp_path: Path) ->
     # chance is 0.1; a random ResNet-18 already gets about 0.23 here, 8 CPU steps do not move it (0.21):
     # this checks the pipeline (train -> checkpoint -> load_encoder -> kNN), not learning
     assert acc > 0.15, f"kNN top-1 {acc:.3f}"
+
+
+def test_knn_feeds_a_mast_checkpoint_lab(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``vidssl eval knn`` feeds every encoder what it trained on: a MAST checkpoint gets MAST-normalised Lab."""
+    from vidssl.models import encoder_entries, load_record
+    from vidssl.nn.colour import mast_normalize_lab, rgb_to_lab
+
+    _write_folder(tmp_path / "data" / "train", per_class=4)
+    _write_folder(tmp_path / "data" / "test", per_class=2)
+    torch.manual_seed(0)
+    net = build_backbone("resnet18").eval()
+    results = {}
+    for method, space in (("mast", "lab"), ("crw", "rgb")):
+        ckpt = tmp_path / f"{method}.pt"
+        torch.save({**encoder_entries(net, space), "config": {"method": method}}, ckpt)
+        out = tmp_path / f"{method}.json"
+        assert main(["eval", "knn", "--encoder", str(ckpt), "--data", str(tmp_path / "data"), "--size", "32",
+                     "--k", "3", "--json", str(out), "--device", "cpu"]) == 0
+        results[method] = json.loads(out.read_text())
+        assert f"fed {space}" in capsys.readouterr().out
+    assert results["mast"]["input"] == "lab" and results["crw"]["input"] == "rgb"
+    x, _, _ = read_image_folder(tmp_path / "data" / "train", 32)
+    record = load_record(str(tmp_path / "mast.pt"))
+    with torch.no_grad():
+        want = net(mast_normalize_lab(rgb_to_lab(x.float() / 255)))
+    torch.testing.assert_close(extract_features(record.backbone, x, input=record.input), want)
+    assert not torch.allclose(extract_features(record.backbone, x), want, atol=1e-3)  # RGB would differ

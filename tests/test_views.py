@@ -1,0 +1,86 @@
+"""Views (vidssl.data.views): what samplers are told about a video (its shots and motion, computed on first use
+by the dataset), the samplers, and the device-side views (two views, multi-crop)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vidssl.data.augment import ClipAugment
+from vidssl.data.datasets import RawVideoDataset
+from vidssl.data.samplers import ClipTooShort, random_clip
+from vidssl.data.views import FrameSampler, MultiCrop, ShotFrames, StillFrame, TwoViews, VideoInfo
+from vidssl.nn.colour import imagenet_normalize
+
+
+def _two_shot_folder(root: Path, cut: int = 6, n: int = 14) -> Path:
+    """A frame folder with a hard cut before frame ``cut``: dark noise, then bright noise."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    for i in range(n):
+        base = 40 if i < cut else 200
+        frame = np.clip(base + rng.integers(-10, 10, (24, 32, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(frame).save(root / f"{i:05d}.png")
+    return root
+
+
+def test_samplers_get_the_video_info_and_its_policy() -> None:
+    rng = np.random.default_rng(0)
+    clip = FrameSampler(random_clip, {"length": 4, "stride": 3})
+    assert clip(VideoInfo(100), rng).shape == (4,)
+    assert clip(VideoInfo(5, short="repeat"), rng).max() == 4  # the video's policy reaches the sampler
+    with pytest.raises(ClipTooShort):
+        clip(VideoInfo(5, short="skip"), rng)
+    assert StillFrame()(VideoInfo(7), rng).tolist() == [0]
+    with pytest.raises(ValueError, match="shots"):
+        ShotFrames()(VideoInfo(10), rng)  # a VideoInfo without shots says so
+
+
+def test_dataset_hands_samplers_shots_and_motion_computed_once(tmp_path: Path) -> None:
+    folder = _two_shot_folder(tmp_path / "v")
+    calls: list[str] = []
+
+    class Spy:
+        def __call__(self, video: VideoInfo, rng: np.random.Generator) -> np.ndarray:
+            calls.append("shots")
+            assert list(video.shots()) == [(0, 6), (6, 14)]  # the hard cut found by vidssl.data.shots
+            motion = video.motion()
+            assert motion.shape == (13,) and bool((motion >= 0).all())  # one score per transition
+            return ShotFrames(num=3)(video, rng)
+
+    ds = RawVideoDataset(folder, Spy(), size=None, seed=0)
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        idx = ds[0]["frame_indices"].numpy()
+        assert len(idx) == 3 and (idx.max() < 6 or idx.min() >= 6)  # three frames of one shot
+    assert len(calls) == 4 and list(ds._shots) == [str(folder)] and list(ds._motion) == [str(folder)]
+
+
+def test_two_views_from_frames_or_from_one_image() -> None:
+    views = TwoViews(ClipAugment(size=8, scale=(0.5, 1.0)))
+    video = torch.zeros(2, 3, 2, 16, 16, dtype=torch.uint8)
+    video[:, :, 1] = 255
+    a, b = views(video)
+    black, white = imagenet_normalize(torch.zeros(1, 3, 1, 1)), imagenet_normalize(torch.ones(1, 3, 1, 1))
+    torch.testing.assert_close(a, black.expand_as(a))
+    torch.testing.assert_close(b, white.expand_as(b))
+    a, b = views(video[:, :, :1])  # a still image: two augmentations of frame 0
+    torch.testing.assert_close(b, black.expand_as(b))
+
+
+def test_multi_crop_sizes_and_frames() -> None:
+    crops = MultiCrop(ClipAugment(size=12, scale=(0.4, 1.0)), ClipAugment(size=6, scale=(0.05, 0.4)), 2, 3)
+    video = torch.zeros(4, 3, 2, 20, 20, dtype=torch.uint8)
+    video[:, :, 1] = 255  # frame 1 white: crop i comes from frame i mod 2
+    out = crops(video)
+    assert [tuple(x.shape) for x in out] == [(4, 3, 12, 12)] * 2 + [(4, 3, 6, 6)] * 3
+    white = imagenet_normalize(torch.ones(1, 3, 1, 1))
+    is_white = [bool(torch.allclose(x, white.expand_as(x))) for x in out]
+    assert is_white == [False, True, False, True, False]  # global 0, 1 then local 2, 3, 4 -> frames 0 1 0 1 0
+    assert len(crops(video[:, :, :1])) == 5  # an image gives every crop from its one frame
+    with pytest.raises(ValueError, match="uint8"):
+        crops(video.float())
