@@ -106,6 +106,12 @@ def test_method_files_stay_short() -> None:
     assert {name: n for name, n in sizes.items() if n > 300} == {}
 
 
+def test_the_documented_public_api_imports() -> None:
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    block = text.split("## Public API", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    exec(compile(block, "docs/architecture.md", "exec"), {})  # every import line of the documented API
+
+
 def test_public_api() -> None:
     from vidssl.data import VideoError, open_video
     from vidssl.eval import evaluate_davis, propagate, propagate_sequence

@@ -9,9 +9,8 @@ RNG when it is ``None``, so ``torch.manual_seed`` makes a run repeatable). They 
 device (CPU by default) and only then moved to the clip's device, so one seed gives the same crops, flips
 and jitter factors for a batch on CPU and on GPU. kornia's own augmentation modules take no generator,
 which is why the parameters are sampled here and only kornia's functional ops are used to apply them.
-Clip consistency folds T into the batch and repeats each clip's parameters over its frames; for the MoCo v2
-pipeline this measured about 1.5-2.5x faster on CPU than ``kornia.augmentation.VideoSequential`` with
-``same_on_frame=True`` (which is also clip-consistent, but draws from the global RNG only).
+Clip consistency folds T into the batch and repeats each clip's parameters over its frames (faster on a CPU
+than ``kornia.augmentation.VideoSequential``, which also draws from the global RNG only: ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
