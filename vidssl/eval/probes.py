@@ -6,8 +6,8 @@
 - Linear probe: a single ``nn.Linear`` trained on frozen, standardised features with Adam.
 
 Data is an ImageFolder tree read with PIL (``train/<class>/*.jpg`` and ``test/<class>/*.jpg``, the CIFAR
-layout of the shared data). ``vidssl eval knn --encoder CKPT --data ROOT`` runs both from the shell, feeding the encoder the input its
-checkpoint records (Lab for MAST).
+layout of the shared data). ``vidssl eval knn --encoder CKPT --data ROOT`` runs both from the shell, feeding
+the encoder the input its checkpoint records (Lab for MAST).
 """
 
 from __future__ import annotations
