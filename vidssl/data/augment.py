@@ -28,6 +28,7 @@ __all__ = [
     "ClipParams",
     "adjust_hue",
     "crop_flip",
+    "moco_v1_augment",
     "moco_v2_augment",
     "patch_grid",
     "resize_clip",
@@ -371,19 +372,28 @@ def _color_jitter(x: Tensor, params: ClipParams, strengths: tuple[float, ...]) -
     return x
 
 
-def moco_v2_augment(size: int | Size2) -> ClipAugment:
+def moco_v2_augment(size: int | Size2, scale: Range = (0.2, 1.0), blur_p: float = 0.5) -> ClipAugment:
     """MoCo v2 / SimCLR augmentation: RandomResizedCrop(0.2, 1), jitter (0.4, 0.4, 0.4, 0.1) p=0.8,
-    grayscale p=0.2, Gaussian blur sigma in [0.1, 2] p=0.5, horizontal flip p=0.5 (He et al. / Chen et al.)."""
+    grayscale p=0.2, Gaussian blur sigma in [0.1, 2] p=0.5, horizontal flip p=0.5 (He et al. / Chen et al.).
+    The CIFAR recipes crop from (0.08, 1) and drop the blur at 32 px (``blur_p=0``)."""
     return ClipAugment(
         size=size,
-        scale=(0.2, 1.0),
+        scale=scale,
         color_jitter=(0.4, 0.4, 0.4, 0.1),
         jitter_p=0.8,
         grayscale_p=0.2,
-        blur_p=0.5,
+        blur_p=blur_p,
         blur_sigma=(0.1, 2.0),
         hflip=0.5,
     )
+
+
+def moco_v1_augment(size: int | Size2, scale: Range = (0.2, 1.0)) -> ClipAugment:
+    """MoCo v1 / InstDisc augmentation: RandomResizedCrop(0.2, 1), grayscale p=0.2, jitter (0.4, 0.4, 0.4, 0.4)
+    always, horizontal flip p=0.5. (v1 greys before the jitter; here the jitter comes first, which only differs
+    for the greyed 20%.)"""
+    return ClipAugment(size=size, scale=scale, color_jitter=(0.4, 0.4, 0.4, 0.4), jitter_p=1.0, grayscale_p=0.2,
+                       hflip=0.5)
 
 
 def crop_flip(

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vidssl.engine.config import ConfigError, from_dict, read_yaml
+from vidssl.engine.config import ConfigError, apply_overrides, from_dict, read_yaml
 from vidssl.eval.encoders import FrameEncoder, build_encoder
 from vidssl.nn.local_attention import Reference, local_attention, roi_dilation, roi_offsets
 
@@ -178,6 +178,4 @@ def build_lab_encoder(
 
 def load_mast_config(path: str | Path, overrides: Sequence[str] = ()) -> MastMemoryConfig:
     """``MastMemoryConfig`` from a YAML with ``mode: mast`` and ``key=value`` overrides."""
-    from vidssl.engine.config import apply_overrides
-
     return from_dict(MastMemoryConfig, apply_overrides(read_yaml(path), overrides))

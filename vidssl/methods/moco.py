@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidssl.data.augment import ClipAugment
+from vidssl.data.augment import moco_v1_augment, moco_v2_augment
 from vidssl.data.samplers import frame_pair
 from vidssl.data.views import FrameSampler, Sampler, StillFrame, TwoViews
 from vidssl.engine.distributed import shuffle_batch, unshuffle_batch
@@ -92,13 +92,8 @@ class MoCo(SSLMethod):
         self.query = _Encoder(backbone, head)
         self.key = copy.deepcopy(self.query).requires_grad_(False)  # starts equal; trained only by the EMA
         self.queue = Queue(cfg.queue_size, cfg.dim)
-        if cfg.version == 1:  # crop, grayscale 0.2, jitter 0.4 always, flip (v1 greys before jitter; here after)
-            augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, color_jitter=(0.4, 0.4, 0.4, 0.4),
-                                  jitter_p=1.0, grayscale_p=0.2, hflip=0.5)
-        else:  # MoCo v2 / SimCLR: jitter 0.8, grayscale 0.2, blur, flip
-            augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, color_jitter=(0.4, 0.4, 0.4, 0.1),
-                                  jitter_p=0.8, grayscale_p=0.2, blur_p=cfg.blur_p, blur_sigma=(0.1, 2.0), hflip=0.5)
-        self.views = TwoViews(augment)
+        self.views = TwoViews(moco_v1_augment(cfg.crop_size, cfg.crop_scale) if cfg.version == 1
+                              else moco_v2_augment(cfg.crop_size, cfg.crop_scale, cfg.blur_p))
 
     def sampler(self) -> Sampler:
         """Two frames at most ``max_gap`` apart for video; frame 0 for still images."""
