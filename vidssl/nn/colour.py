@@ -76,7 +76,8 @@ def lab_to_rgb(x: Tensor, clip: bool = True) -> Tensor:
     return _per_pixel(lambda t: kornia.color.lab_to_rgb(t, clip=clip), x)
 
 
-def _channel_affine(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...], inverse: bool) -> Tensor:
+def _channel_affine(x: Tensor, where: str, mean: tuple[float, ...], std: tuple[float, ...], inverse: bool) -> Tensor:
+    check_channels_first(x, where)
     shape = (1, 3) + (1,) * (x.ndim - 2)
     m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(shape)
     s = torch.tensor(std, device=x.device, dtype=x.dtype).view(shape)
@@ -85,26 +86,22 @@ def _channel_affine(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...], 
 
 def mast_normalize_lab(lab: Tensor) -> Tensor:
     """Lab ``(B, 3, ...)`` -> MAST's input, ``(lab - (50, 0, 0)) / (50, 127, 127)``."""
-    check_channels_first(lab, "mast_normalize_lab")
-    return _channel_affine(lab, MAST_LAB_MEAN, MAST_LAB_STD, inverse=False)
+    return _channel_affine(lab, "mast_normalize_lab", MAST_LAB_MEAN, MAST_LAB_STD, inverse=False)
 
 
 def mast_denormalize_lab(x: Tensor) -> Tensor:
     """Inverse of :func:`mast_normalize_lab`: ``x * (50, 127, 127) + (50, 0, 0)``."""
-    check_channels_first(x, "mast_denormalize_lab")
-    return _channel_affine(x, MAST_LAB_MEAN, MAST_LAB_STD, inverse=True)
+    return _channel_affine(x, "mast_denormalize_lab", MAST_LAB_MEAN, MAST_LAB_STD, inverse=True)
 
 
 def imagenet_normalize(x: Tensor) -> Tensor:
     """RGB in [0, 1] ``(B, 3, ...)`` -> ``(x - mean) / std`` with the ImageNet statistics."""
-    check_channels_first(x, "imagenet_normalize")
-    return _channel_affine(x, IMAGENET_MEAN, IMAGENET_STD, inverse=False)
+    return _channel_affine(x, "imagenet_normalize", IMAGENET_MEAN, IMAGENET_STD, inverse=False)
 
 
 def imagenet_denormalize(x: Tensor) -> Tensor:
     """Inverse of :func:`imagenet_normalize` (for visualisation)."""
-    check_channels_first(x, "imagenet_denormalize")
-    return _channel_affine(x, IMAGENET_MEAN, IMAGENET_STD, inverse=True)
+    return _channel_affine(x, "imagenet_denormalize", IMAGENET_MEAN, IMAGENET_STD, inverse=True)
 
 
 def normalize_input(x: Tensor, space: InputSpace) -> Tensor:
