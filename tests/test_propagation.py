@@ -344,3 +344,10 @@ def test_label_resize_settings_are_checked() -> None:
     PropagationConfig(label_resize="stride", label_downsample="nearest")
     with pytest.raises(ConfigError, match="label_resize: 'crww' is not one of .*; did you mean 'crw'"):
         from_dict(PropagationConfig, {"label_resize": "crww"})
+    with pytest.raises(ConfigError, match="unknown key 'jhmdb.decode_top'; did you mean 'decode_topk'"):
+        from_dict(PropagationConfig, {"jhmdb": {"decode_top": 1}})
+    with pytest.raises(ConfigError, match=r"jhmdb.size\[0\]: expected an integer"):
+        from_dict(PropagationConfig, {"jhmdb": {"size": ["a", 320]}})
+    with pytest.raises(ConfigError, match="jhmdb.decode_topk"):
+        from_dict(PropagationConfig, {"jhmdb": {"decode_topk": 0}})
+    assert from_dict(PropagationConfig, {"jhmdb": {"size": None}}).jhmdb.size is None

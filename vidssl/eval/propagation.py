@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import cv2
@@ -35,6 +35,26 @@ LabelResize = Literal["crw", "vfs", "dino", "stride"]
 
 
 @dataclass
+class JhmdbConfig:
+    """The JHMDB keypoint settings of a preset, read by ``vidssl eval jhmdb``; the defaults are CRW's code
+    (``code/data/jhmdb.py``, ``code/utils/test_utils.py:process_pose``, ``code/eval/eval_pck.py``)."""
+
+    size: tuple[int, int] | None = (320, 320)  # (H, W) frames are resized to before encoding; None: native
+    decode_topk: int = 3  # 1: the arg-max cell; k: the value-weighted mean of the top-k cells (CRW: 3)
+    heatmap: Literal["crw", "rounded"] = "crw"  # crw: draw_labelmap_np's 4x4 patch; rounded: 3x3 at the rounded cell
+    sigma: float = 0.5  # Gaussian std in feature cells (JhmdbSet's default)
+    zero_box: Literal["miss", "skip"] = "miss"  # a frame whose box is 0: eval_pck divides by it (a miss), or skip it
+
+    def __post_init__(self) -> None:
+        if self.decode_topk < 1:
+            raise ConfigError(f"jhmdb.decode_topk: {self.decode_topk!r} is out of range")
+        if self.sigma <= 0:
+            raise ConfigError(f"jhmdb.sigma: {self.sigma!r} is out of range")
+        if self.size is not None and min(self.size) < 1:
+            raise ConfigError(f"jhmdb.size: {list(self.size)!r} is out of range")
+
+
+@dataclass
 class PropagationConfig:
     """One label-propagation protocol; the defaults are CRW's (``configs/eval/crw.yaml`` explains them)."""
 
@@ -49,6 +69,7 @@ class PropagationConfig:
     label_downsample: Literal["bilinear", "nearest"] = "bilinear"  # the interpolation of label_resize: stride
     norm_mask: bool = False  # per-channel min-max of the upsampled soft labels before argmax (VFS, DINO)
     tile: int = 12  # target tile side in feature cells: speed only, results do not depend on it
+    jhmdb: JhmdbConfig = field(default_factory=JhmdbConfig)  # keypoints: only `vidssl eval jhmdb` reads it
 
     def __post_init__(self) -> None:
         if self.label_downsample != "bilinear" and self.label_resize != "stride":
