@@ -156,13 +156,17 @@ def _jhmdb_case(
     theirs = np.stack([cells[0] / 40 * 320, cells[1] / 40 * 240], axis=-1).transpose(1, 0, 2)  # (T, J, 2)
     touched = np.stack([[bool((want.soft[t][j] > 0)[r].any()) for j in range(gt.shape[1])]
                         for t, r in enumerate(agree.reach)])
-    same = visible & ~touched
+    # process_pose's top-3: where the 3rd and 4th cells (nearly) tie, torch.topk picks one (decoding ties)
+    ranked = torch.stack(want.soft).flatten(2).topk(4, dim=-1).values  # (T, J, 4)
+    tied = ((ranked[..., 2] - ranked[..., 3]) <= 1e-6 * ranked[..., 0]).numpy()
+    same = visible & ~touched & ~tied
     np.testing.assert_allclose(pred[same], theirs[same], atol=1e-3)
     distances = jhmdb.normalised_distances(pred, gt, visible, cfg.jhmdb.zero_box)
     ours = 100 * jhmdb.pck([distances])[1]
     np.testing.assert_allclose(ours, ref.crw_pck(cells, pos_img, 240, 320), atol=1e-4)
     print(f"jhmdb ({frames} frames): max heat-map difference {max(agree.max_diff):.2e}, near-ties per frame "
-          f"{agree.ties}, joints touched {int(touched.sum())}, PCK@0.1/0.2 {ours[0]:.2f} / {ours[1]:.2f}")
+          f"{agree.ties}, joints touched {int(touched.sum())}, decoding ties {int((visible & tied).sum())}, "
+          f"PCK@0.1/0.2 {ours[0]:.2f} / {ours[1]:.2f}")
 
 
 def test_crw_preset_reproduces_crw_code_on_jhmdb(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -229,18 +229,20 @@ def decode_heatmaps(
 
     ``topk=1``: the arg-max cell; ``topk>1``: the value-weighted mean of the top-k cells (CRW's
     ``process_pose`` uses 3). Cell ``(i, j)`` maps to pixel ``(j W / w, i H / h)``, the inverse of
-    ``joint_heatmaps``. A heat map that is zero everywhere is not visible and decodes to NaN.
+    ``joint_heatmaps``. A heat map that is zero everywhere is not visible and decodes to NaN. Which of
+    equal cells the top-k keeps is torch.topk's choice; the maps are laid out ``(h w, J)`` and ranked along
+    the cells as ``process_pose`` does, so that ties fall as they do in CRW's code.
     """
     if heat.dim() != 3:
         raise ValueError(f"heat maps must be (J, h, w), got {tuple(heat.shape)}")
     j, h, w = heat.shape
-    flat = heat.detach().float().reshape(j, -1).cpu()
-    values, index = flat.topk(min(topk, flat.shape[1]), dim=1)  # (J, k)
-    weights = values / values.sum(dim=1, keepdim=True).clamp_min(1e-30)
-    col = ((index % w).double() * weights.double()).sum(1)
-    row = ((index // w).double() * weights.double()).sum(1)
+    flat = heat.detach().float().cpu().permute(1, 2, 0).reshape(-1, j)  # (h w, J), as process_pose
+    values, index = flat.topk(min(topk, flat.shape[0]), dim=0)  # (k, J)
+    weights = values / values.sum(dim=0, keepdim=True).clamp_min(1e-30)
+    col = ((index % w).double() * weights.double()).sum(0)
+    row = ((index // w).double() * weights.double()).sum(0)
     xy = torch.stack([col * image_size[1] / w, row * image_size[0] / h], dim=1).numpy()
-    visible = (flat != 0).any(dim=1).numpy()
+    visible = (flat != 0).any(dim=0).numpy()
     xy[~visible] = np.nan
     return xy, visible
 
