@@ -67,7 +67,8 @@ class PropagationConfig:
     pad_with_first: bool = True  # CRW fills the not-yet-seen recent slots with copies of the first frame
     label_resize: LabelResize = "crw"  # labels to the feature grid and back as that code does (label_to_feature_res)
     label_downsample: Literal["bilinear", "nearest"] = "bilinear"  # the interpolation of label_resize: stride
-    norm_mask: bool = False  # per-channel min-max of the upsampled soft labels before argmax (VFS, DINO)
+    norm_mask: bool = False  # per-channel min-max of the upsampled soft labels before argmax (VFS, DINO; not
+    # CRW's --norm_mask, which normalises each position over the channels at feature resolution)
     tile: int = 12  # target tile side in feature cells: speed only, results do not depend on it
     jhmdb: JhmdbConfig = field(default_factory=JhmdbConfig)  # keypoints: only `vidssl eval jhmdb` reads it
 
@@ -305,7 +306,8 @@ def pil_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def cv2_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``(K, H, W)`` -> ``(K, h, w)`` float32 by ``cv2.resize(..., (w, h))`` (INTER_LINEAR), as CRW's code.
 
-    OpenCV's bilinear differs from ``F.interpolate`` by up to ~1e-4 on one-hot maps, so CRW's path calls it.
+    OpenCV's bilinear differs from ``F.interpolate`` (up to 1.5e-5 on a DAVIS one-hot map, 5e-5 on random
+    maps), so CRW's path calls OpenCV itself.
     """
     arr = x.detach().to("cpu", torch.float32).permute(1, 2, 0).numpy()  # (H, W, K)
     parts = []
