@@ -175,23 +175,20 @@ def find_clips(root: str | Path, clips: Sequence[str] | None = None) -> list[Jhm
 
 
 def _crw_patch(heat: torch.Tensor, px: float, py: float, sigma: float) -> None:
-    """Draw one joint into ``heat`` ``(h, w)`` as CRW's ``draw_labelmap_np`` does, in place.
+    """Draw one joint at cell coordinate ``(px, py)`` into ``heat`` ``(h, w)`` as CRW's ``draw_labelmap_np``.
 
-    The patch is ``n x n`` cells, ``n = len(range(0, 6 sigma + 1))``, with its peak at index ``(6 sigma + 1) // 2``;
-    its corner is cell ``int(p - 3 sigma)`` (``int`` truncates towards zero) and it is clipped to the map.
+    The patch spans cells ``int(p - 3 sigma)`` (``int`` truncates towards zero) up to ``int(p + 3 sigma + 1)``
+    on each axis, holds ``len(range(0, 6 sigma + 1))`` Gaussian values per axis peaking (1) at index
+    ``(6 sigma + 1) // 2``, and is clipped to the map; a patch wholly off the map draws nothing.
     """
-    h, w = heat.shape
-    ul = (int(px - 3 * sigma), int(py - 3 * sigma))
-    br = (int(px + 3 * sigma + 1), int(py + 3 * sigma + 1))
-    if ul[0] >= w or ul[1] >= h or br[0] < 0 or br[1] < 0:
-        return  # wholly off the map
-    size = 6 * sigma + 1
-    grid = torch.arange(0, math.ceil(size), dtype=torch.float64)
-    centre = size // 2
-    g = torch.exp(-((grid[None, :] - centre) ** 2 + (grid[:, None] - centre) ** 2) / (2 * sigma**2)).float()
-    gx, gy = (max(0, -ul[0]), min(br[0], w) - ul[0]), (max(0, -ul[1]), min(br[1], h) - ul[1])
-    ix, iy = (max(0, ul[0]), min(br[0], w)), (max(0, ul[1]), min(br[1], h))
-    heat[iy[0] : iy[1], ix[0] : ix[1]] = g[gy[0] : gy[1], gx[0] : gx[1]]
+    first = (int(py - 3 * sigma), int(px - 3 * sigma))  # (row, column) of the patch's first cell
+    last = (int(py + 3 * sigma + 1), int(px + 3 * sigma + 1))  # one past its last cell
+    if any(f >= n for f, n in zip(first, heat.shape, strict=True)) or any(e < 0 for e in last):
+        return
+    steps = torch.arange(math.ceil(6 * sigma + 1), dtype=torch.float64) - (6 * sigma + 1) // 2
+    values = torch.exp(-(steps[:, None] ** 2 + steps[None, :] ** 2) / (2 * sigma**2)).float()
+    (r0, r1), (c0, c1) = ((max(0, f), min(e, n)) for f, e, n in zip(first, last, heat.shape, strict=True))
+    heat[r0:r1, c0:c1] = values[r0 - first[0] : r1 - first[0], c0 - first[1] : c1 - first[1]]
 
 
 def joint_heatmaps(
