@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import torch
 
 from vidssl.eval import jhmdb
 from vidssl.eval.jhmdb import (
@@ -18,7 +21,10 @@ from vidssl.eval.jhmdb import (
     pck,
     read_joints,
 )
-from vidssl.eval.propagation import PropagationConfig
+from vidssl.eval.propagation import JhmdbConfig, PropagationConfig
+
+# vidssl's own keypoint variant: native size, arg-max decoding, a 3x3 patch at the rounded cell
+ROUNDED = JhmdbConfig(size=None, decode_topk=1, heatmap="rounded")
 
 
 def _box_joints() -> np.ndarray:
@@ -69,7 +75,7 @@ def test_pck_box_uses_visible_joints_only_and_pools_per_joint() -> None:
 def test_heatmap_argmax_recovers_joint_at_cell_positions() -> None:
     image, feat = (240, 320), (30, 40)  # stride 8
     joints = np.array([[0.0, 0.0], [8.0 * 7, 8.0 * 3], [8.0 * 39, 8.0 * 29], [8.0 * 20 + 3.9, 8.0 * 10 - 3.9]])
-    heat = joint_heatmaps(joints, image, feat)
+    heat = joint_heatmaps(joints, image, feat, patch="rounded")
     assert heat.shape == (4, 30, 40) and heat.max() == 1.0
     assert heat[1, 3, 7] == 1.0 and heat[1, 3, 8] == pytest.approx(math.exp(-2.0))  # sigma 0.5 cells
     assert heat[1, 4, 8] == pytest.approx(math.exp(-4.0)) and heat[1, 3, 9] == 0  # truncated at 3 sigma
@@ -87,9 +93,13 @@ def test_heatmap_off_the_map_is_invisible() -> None:
     assert heat[0].sum() == 0
     xy, vis = decode_heatmaps(heat, (64, 64))
     assert vis.tolist() == [False, True] and np.isnan(xy[0]).all()
-    d = normalised_distances(np.stack([xy, xy]), np.array([[[-40.0, 10.0], [16.0, 8.0]]] * 2),
-                             np.stack([vis, vis]))
+    gt = np.array([[[-40.0, 10.0], [16.0, 8.0]]] * 2)
+    d = normalised_distances(np.stack([xy, xy]), gt, np.stack([vis, vis]), zero_box="skip")
     assert np.isnan(d[1]).all()  # one visible joint has no extent: the frame is skipped
+    # CRW's eval_pck.py divides by the zero box instead: the visible joint is scored and missed
+    d = normalised_distances(np.stack([xy, xy]), gt, np.stack([vis, vis]))
+    assert np.isnan(d[1, 0]) and d[1, 1] == np.inf
+    assert pck([d], alphas=(0.5,))[1][0] == 0.0
 
 
 def _write_mat(path: Path, pos_img: np.ndarray) -> None:
@@ -139,9 +149,42 @@ def test_identical_frames_reproduce_the_keypoints() -> None:
     joints = np.array([[8.0, 16.0], [40.0, 0.0], [56.0, 40.0]])  # on cells of the stride-8 grid
     encoder = jhmdb.build_frame_encoder("pixels")
     # 4 context frames (the first + 3 recent) hold 4 exact copies of every cell: the top-3 are copies
-    pred, vis = jhmdb.propagate_keypoints(frames, joints, encoder, PropagationConfig(topk=3, context=3))
+    cfg = PropagationConfig(topk=3, context=3, jhmdb=ROUNDED)
+    pred, vis = jhmdb.propagate_keypoints(frames, joints, encoder, cfg)
     assert vis.all()
     np.testing.assert_array_equal(pred, np.stack([joints] * 5))
+    # CRW's patch and decoding (at the native size: resizing would merge cells): the heat maps survive too,
+    # so every frame decodes like frame 0's 4x4 patch read by the weighted top-3
+    cfg = PropagationConfig(topk=3, context=3, jhmdb=JhmdbConfig(size=None))
+    pred, vis = jhmdb.propagate_keypoints(frames, joints, encoder, cfg)
+    want, _ = decode_heatmaps(joint_heatmaps(joints, (48, 64), (6, 8)), (48, 64), topk=3)
+    assert vis.all() and not np.allclose(want, joints)
+    np.testing.assert_allclose(pred, np.stack([want] * 5), atol=1e-6)
+
+
+def test_keypoints_encode_frames_at_the_preset_size() -> None:
+    """CRW's JHMDB settings are the default: frames resized to 320x320 (cv2 bilinear) before encoding, a
+    40x40 grid, predictions mapped back to the original pixels."""
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (3, 24, 40, 3), dtype=np.uint8)
+    pixels = jhmdb.build_frame_encoder("pixels")
+    seen: list[tuple[int, ...]] = []
+
+    def encode(frame: np.ndarray) -> torch.Tensor:
+        seen.append(frame.shape)
+        return pixels.encode(frame)  # type: ignore[misc]
+
+    spy = replace(pixels, encode=encode)
+    joints = np.array([[20.0, 12.0], [39.0, 0.0]])
+    pred, vis = jhmdb.propagate_keypoints(frames, joints, spy, PropagationConfig(context=1))
+    assert seen == [(320, 320, 3)] * 3 and pred.shape == (3, 2, 2) and vis.all()
+    resized = cv2.resize(frames[0], (320, 320), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(jhmdb.resize_frame(frames[0], (320, 320)), resized)
+    want, _ = decode_heatmaps(joint_heatmaps(joints, (24, 40), (40, 40)), (24, 40), topk=3)
+    np.testing.assert_allclose(pred[0], want)  # frame 0: its heat maps decoded in original pixels
+    seen.clear()
+    jhmdb.propagate_keypoints(frames, joints, spy, PropagationConfig(context=1, jhmdb=ROUNDED))
+    assert seen == [(24, 40, 3)] * 3
 
 
 def _copy_first_pck(gt: np.ndarray, size: tuple[int, int], feat: tuple[int, int]) -> np.ndarray:
@@ -165,7 +208,7 @@ def _copy_first_pck(gt: np.ndarray, size: tuple[int, int], feat: tuple[int, int]
 def test_real_clip_identity_equals_copying_the_first_frame(shared_data: Path, tmp_path: Path) -> None:
     clips = jhmdb.find_clips(shared_data / "jhmdb")
     # the context size does not change what identity features copy; a short one keeps the test fast
-    cfg = PropagationConfig(context=2)
+    cfg = PropagationConfig(context=2, jhmdb=ROUNDED)
     results, _, mean = jhmdb.evaluate_clips(clips, jhmdb.build_frame_encoder("identity"), cfg)
     assert results[0].visible.all()
     np.testing.assert_allclose(mean, _copy_first_pck(results[0].gt, (240, 320), (30, 40)), atol=1e-12)
@@ -195,3 +238,25 @@ def test_cli_on_synthetic_clip(tmp_path: Path) -> None:
         jhmdb.evaluate_clips(jhmdb.find_clips(root / "jhmdb"), jhmdb.build_frame_encoder("pixels"),
                              PropagationConfig(context=1))
     assert main(["eval", "jhmdb", "--root", str(root / "jhmdb"), "--encoder", "pixels", "--out", str(out)]) == 2
+
+
+def test_cli_defaults_to_crws_jhmdb_settings_and_options_override(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    from vidssl.cli import main
+    from vidssl.data.synthetic import write_dataset
+
+    root = write_dataset(tmp_path / "syn", seed=4, num_videos=1, num_frames=4, size=(48, 64), num_objects=2)
+    out = tmp_path / "out"
+    args = ["eval", "jhmdb", "--root", str(root / "jhmdb"), "--encoder", "pixels", "--out", str(out)]
+    assert main([*args, "context=1"]) == 0
+    summary = json.loads((out / "pck.json").read_text())
+    assert summary["config"] == "configs/eval/crw.yaml"
+    assert summary["size"] == [320, 320] and summary["decode_topk"] == 3 and summary["heatmap"] == "crw"
+    assert summary["propagation"]["jhmdb"]["zero_box"] == "miss" and summary["propagation"]["context"] == 1
+    assert main([*args, "--size", "0", "0", "--decode-topk", "1", "context=1", "jhmdb.heatmap=rounded"]) == 0
+    summary = json.loads((out / "pck.json").read_text())
+    assert summary["size"] is None and summary["decode_topk"] == 1 and summary["heatmap"] == "rounded"
+    assert main([*args, "--size", "240", "0"]) == 2
+    assert "--size" in capsys.readouterr().err
+    assert main([*args, "jhmdb.heatmapp=crw"]) == 2
+    assert "did you mean 'heatmap'" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -170,23 +171,27 @@ def test_label_downsample_matches_cv2_bilinear_on_multiples_of_the_stride() -> N
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 3, (40, 64), generator=g)
     onehot = one_hot(ids, 3)
-    got = label_to_feature_res(onehot, (5, 8), stride=8)
+    got = label_to_feature_res(onehot, (5, 8), stride=8, resize="stride")
     # CRW: cv2.resize of the float one-hot map to the feature size (bilinear, half-pixel centres)
     want = cv2.resize(onehot.permute(1, 2, 0).numpy(), (8, 5), interpolation=cv2.INTER_LINEAR)
     torch.testing.assert_close(got, torch.from_numpy(want).permute(2, 0, 1), atol=1e-6, rtol=0)
+    # on a multiple of the stride CRW's own resize is the same map
+    torch.testing.assert_close(label_to_feature_res(onehot, (5, 8), stride=8), got, atol=1e-6, rtol=0)
     # nearest (DINO) picks pixel 8 i + 4 of each cell
-    near = label_to_feature_res(onehot, (5, 8), stride=8, mode="nearest")
+    near = label_to_feature_res(onehot, (5, 8), stride=8, mode="nearest", resize="stride")
     torch.testing.assert_close(near, onehot[:, 4::8, 4::8])
+    for resize in ("vfs", "dino"):  # PIL nearest, which on a multiple of the stride picks the same pixels
+        torch.testing.assert_close(label_to_feature_res(onehot, (5, 8), stride=8, resize=resize), near)
 
 
 def test_label_downsample_pads_and_crops_to_the_feature_grid() -> None:
     ids = torch.zeros(20, 30, dtype=torch.long)
     ids[:, 28:] = 1  # a 2-pixel stripe at the right edge
-    small = label_to_feature_res(one_hot(ids, 2), (3, 4), stride=8)  # 20x30 -> padded to 24x32
+    small = label_to_feature_res(one_hot(ids, 2), (3, 4), stride=8, resize="stride")  # 20x30 -> padded to 24x32
     assert small.shape == (2, 3, 4)
     # the last cell covers pixels 24..31; 28..31 are the (replicated) stripe, sampled at 27.5 -> half
     torch.testing.assert_close(small[1, :, 3], torch.full((3,), 0.5))
-    cropped = label_to_feature_res(one_hot(ids, 2), (2, 3), stride=8)  # floor grid: crops to 16x24
+    cropped = label_to_feature_res(one_hot(ids, 2), (2, 3), stride=8, resize="stride")  # floor grid: crops to 16x24
     assert cropped.shape == (2, 2, 3) and cropped[1].sum() == 0
 
 
@@ -194,18 +199,19 @@ def test_upsample_labels_round_trip_and_norm_mask() -> None:
     ids = torch.zeros(24, 40, dtype=torch.long)
     ids[:, 8:24] = 2
     ids[:, 24:] = 1
-    soft = label_to_feature_res(one_hot(ids, 3), (3, 5), stride=8)
-    back = upsample_labels(soft, (24, 37), stride=8)  # width 37: not a multiple of the stride
+    soft = label_to_feature_res(one_hot(ids, 3), (3, 5), stride=8, resize="stride")
+    back = upsample_labels(soft, (24, 37), stride=8, resize="stride")  # width 37: not a multiple of the stride
     assert back.shape == (24, 37) and back.dtype == torch.long
     assert torch.equal(back, ids[:, :37])  # cell-aligned straight edges survive the round trip exactly
-    shifted = upsample_labels(soft, (24, 41), stride=8)  # wider than the grid: edge-padded
+    shifted = upsample_labels(soft, (24, 41), stride=8, resize="stride")  # wider than the grid: edge-padded
     assert torch.equal(shifted[:, 40], ids[:, 39])
     # a weak channel wins only after per-channel min-max normalisation (VFS, DINO)
     weak = torch.zeros(2, 2, 2)
     weak[0] = 0.6
     weak[1, 0, 0] = 0.4
-    assert upsample_labels(weak, (16, 16), stride=8)[0, 0] == 0
-    assert upsample_labels(weak, (16, 16), stride=8, norm_mask=True)[0, 0] == 1
+    for resize in ("crw", "vfs", "dino", "stride"):
+        assert upsample_labels(weak, (16, 16), stride=8, resize=resize)[0, 0] == 0, resize  # type: ignore[arg-type]
+        assert upsample_labels(weak, (16, 16), stride=8, norm_mask=True, resize=resize)[0, 0] == 1, resize  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -265,3 +271,83 @@ def test_driver_context_is_first_plus_most_recent(monkeypatch: pytest.MonkeyPatc
     list(propagate_sequence(lambda t: frames[t], torch.ones(1, 2, 2), num, cfg))
     for t, ids in zip(range(1, num), got, strict=True):
         assert ids == {0} | set(range(max(0, t - n), t)), t
+
+
+# ----------------------------------------------------------------------------------------------------
+# The authors' label resizing (label_resize: crw / vfs / dino)
+
+
+@pytest.mark.parametrize(("size_in", "size_out"), [((480, 854), (60, 107)), ((240, 427), (30, 54)),
+                                                   ((480, 856), (480, 854)), ((37, 50), (64, 91))])
+def test_pil_nearest_is_pil_resize(size_in: tuple[int, int], size_out: tuple[int, int]) -> None:
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 7, size_in, generator=g)
+    want = np.asarray(Image.fromarray(ids.numpy().astype(np.uint8)).resize(size_out[::-1], Image.Resampling.NEAREST))
+    assert np.array_equal(prop.pil_nearest(ids, size_out).numpy(), want)
+    # on a one-hot stack it is the one-hot of the resized ids (VFS and DINO resize the ids, then one-hot)
+    assert torch.equal(prop.pil_nearest(one_hot(ids, 7), size_out), one_hot(torch.from_numpy(want.copy()), 7))
+
+
+def test_cv2_bilinear_is_cv2_resize_for_any_channel_count() -> None:
+    cv2 = pytest.importorskip("cv2")
+    g = torch.Generator().manual_seed(2)
+    for k in (1, 3, 300):  # one channel comes back 2-D from OpenCV; more than 128 are done in parts
+        x = torch.rand(k, 30, 43, generator=g)
+        got = prop.cv2_bilinear(x, (4, 6))
+        arr = x.permute(1, 2, 0).numpy()
+        want = np.concatenate([cv2.resize(np.ascontiguousarray(arr[..., i : i + 100]), (6, 4)).reshape(4, 6, -1)
+                               for i in range(0, k, 100)], axis=-1)
+        assert got.shape == (k, 4, 6) and torch.equal(got, torch.from_numpy(want).permute(2, 0, 1))
+
+
+def test_crw_label_resize_at_a_width_that_is_not_a_multiple_of_the_stride() -> None:
+    """CRW: cv2.resize of the whole one-hot map to (ceil(W/8), ceil(H/8)) and back; not the cell-aligned
+    crop/pad resize, which differs at 854 px."""
+    cv2 = pytest.importorskip("cv2")
+    ids = torch.zeros(480, 854, dtype=torch.long)
+    ids[100:300, 200:611] = 1
+    ids[310:400, 405:853] = 2
+    onehot = one_hot(ids, 3)
+    small = label_to_feature_res(onehot, (60, 107), 8)
+    want = cv2.resize(onehot.permute(1, 2, 0).numpy(), (107, 60))
+    assert torch.equal(small, torch.from_numpy(want).permute(2, 0, 1))
+    old = label_to_feature_res(onehot, (60, 107), 8, resize="stride")
+    assert (old - small).abs().max() > 0.1
+    back = upsample_labels(small, (480, 854), 8)
+    want_ids = cv2.resize(small.permute(1, 2, 0).numpy(), (854, 480)).argmax(-1)
+    assert np.array_equal(back.numpy(), want_ids)
+    assert not torch.equal(back, upsample_labels(old, (480, 854), 8, resize="stride"))
+
+
+def test_dino_upsampling_goes_through_the_stride_grid() -> None:
+    """DINO: bilinear by the stride to (h s, w s), argmax there, then PIL nearest of the ids to (H, W)."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(3)
+    soft = torch.rand(3, 6, 11, generator=g)
+    up = F.interpolate(soft[None], scale_factor=8, mode="bilinear", align_corners=False, recompute_scale_factor=False)
+    ids = up[0].argmax(0).numpy().astype(np.uint8)  # (48, 88)
+    want = np.asarray(Image.fromarray(ids).resize((85, 45), Image.Resampling.NEAREST))
+    assert np.array_equal(upsample_labels(soft, (45, 85), 8, resize="dino").numpy(), want)
+    vfs = upsample_labels(soft, (45, 85), 8, resize="vfs")  # VFS: bilinear straight to (H, W)
+    direct = F.interpolate(soft[None], size=(45, 85), mode="bilinear", align_corners=False)[0].argmax(0)
+    assert torch.equal(vfs, direct) and not torch.equal(vfs, torch.from_numpy(want.copy()).long())
+
+
+def test_label_resize_settings_are_checked() -> None:
+    from vidssl.engine.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match="label_downsample: 'nearest' applies to label_resize: stride only"):
+        PropagationConfig(label_downsample="nearest")
+    PropagationConfig(label_resize="stride", label_downsample="nearest")
+    with pytest.raises(ConfigError, match="label_resize: 'crww' is not one of .*; did you mean 'crw'"):
+        from_dict(PropagationConfig, {"label_resize": "crww"})
+    with pytest.raises(ConfigError, match="unknown key 'jhmdb.decode_top'; did you mean 'decode_topk'"):
+        from_dict(PropagationConfig, {"jhmdb": {"decode_top": 1}})
+    with pytest.raises(ConfigError, match=r"jhmdb.size\[0\]: expected an integer"):
+        from_dict(PropagationConfig, {"jhmdb": {"size": ["a", 320]}})
+    with pytest.raises(ConfigError, match="jhmdb.decode_topk"):
+        from_dict(PropagationConfig, {"jhmdb": {"decode_topk": 0}})
+    assert from_dict(PropagationConfig, {"jhmdb": {"size": None}}).jhmdb.size is None

@@ -118,3 +118,48 @@ def test_layout_errors_name_the_path(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "Images" / "v1" / "0001.jpg")
     with pytest.raises(VipError, match=r"0001.png: the first frame has no label PNG"):
         vip.find_videos(tmp_path, ["v1"])
+
+
+def test_frame_0_is_scored_as_crws_round_trip(tmp_path: Path) -> None:
+    """CRW's test.py writes frame 0 as the first labels taken to the feature grid and back (cv2.resize both
+    ways), and eval_vip.py scores that file: vidssl scores the same, not the ground truth itself."""
+    import cv2
+
+    from vidssl.engine.config import load_config
+    from vidssl.paths import REPO_ROOT
+
+    cfg = load_config(PropagationConfig, REPO_ROOT / "configs" / "eval" / "crw.yaml")
+    root = _vip_tree(tmp_path, frames=3)
+    videos = vip.find_videos(root)
+    encoder = build_encoder("pixels")
+    hist, _ = vip.evaluate_videos(videos, encoder, cfg)
+    rest, _ = vip.evaluate_videos(videos, encoder, cfg, score_first=False)
+    first_hist = np.zeros_like(hist)
+    differs = 0
+    for v in videos:
+        assert v.labels[0] is not None
+        first = read_indexed_png(v.labels[0])
+        # by hand, as CRW: one channel per value present, cv2.resize to (ceil(W/8), ceil(H/8)) and back, argmax
+        values = np.unique(first)
+        onehot = np.stack([first == c for c in values], axis=-1).astype(np.float32)
+        small = cv2.resize(onehot, (12, 8))
+        want = values[cv2.resize(small, (96, 64)).argmax(-1)]
+        got = vip.first_frame_prediction(first, 8, cfg)
+        assert np.array_equal(got, want)
+        differs += int((got != first).sum())
+        first_hist += vip.confusion(first, got)
+    np.testing.assert_array_equal(hist - rest, first_hist)
+    assert differs > 0  # the round trip is not the ground truth
+
+
+def test_cli_defaults_to_the_crw_preset(tmp_path: Path) -> None:
+    from vidssl.cli import main
+
+    root = _vip_tree(tmp_path, frames=3)
+    out = tmp_path / "out"
+    assert main(["eval", "vip", "--root", str(root), "--encoder", "pixels", "--out", str(out)]) == 0
+    summary = json.loads((out / "miou.json").read_text())
+    assert summary["config"] == "configs/eval/crw.yaml" and summary["propagation"]["label_resize"] == "crw"
+    assert main(["eval", "vip", "--root", str(root), "--encoder", "pixels", "--out", str(out),
+                 "--config", "configs/eval/dino.yaml"]) == 0
+    assert json.loads((out / "miou.json").read_text())["propagation"]["window"] == "square"

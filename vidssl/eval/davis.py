@@ -100,11 +100,14 @@ def propagate_video(
     feats0 = encode(read_checked(0))  # (C, h, w): its size fixes the label grid
     labels = torch.from_numpy(first_mask.astype(np.int64)).to(feats0.device)
     grid = (int(feats0.shape[-2]), int(feats0.shape[-1]))
-    small = label_to_feature_res(one_hot(labels, int(first_mask.max()) + 1), grid, encoder.stride, cfg.label_downsample)
+    small = label_to_feature_res(
+        one_hot(labels, int(first_mask.max()) + 1), grid, encoder.stride, cfg.label_downsample, cfg.label_resize
+    )
     stream = propagate_sequence(encode_frame, small, len(frames), cfg)
     next(stream)  # frame 0: the ground truth, already yielded
     for soft in stream:
-        yield upsample_labels(soft, size, encoder.stride, cfg.norm_mask).to("cpu", torch.uint8).numpy()
+        ids = upsample_labels(soft, size, encoder.stride, cfg.norm_mask, cfg.label_resize)
+        yield ids.to("cpu", torch.uint8).numpy()
 
 
 def overlay(frame: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> np.ndarray:

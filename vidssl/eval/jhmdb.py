@@ -1,32 +1,34 @@
 """JHMDB pose propagation: keypoints carried by label propagation, scored with PCK.
 
 The protocol of CRW (Jabri et al. 2020, https://arxiv.org/abs/2006.14613), itself UVC's and TimeCycle's,
-as their released code computes it (``code/data/jhmdb.py``, ``code/utils/test_utils.py:process_pose``,
-``code/eval/eval_pck.py`` of ajabri/videowalk). vidssl follows that code, except where noted:
+reproduced as its released code computes it (ajabri/videowalk: ``code/data/jhmdb.py`` ``JhmdbSet``,
+``code/utils/test_utils.py`` ``process_pose``, ``code/eval/eval_pck.py``). The settings are the ``jhmdb``
+section of the propagation preset (``vidssl.eval.propagation.JhmdbConfig``, ``configs/eval/crw.yaml``);
+vidssl's own variants are named options there.
 
 1. Ground truth: ``joint_positions.mat`` holds ``pos_img`` ``(2, 15, T)``, 1-based MATLAB pixel
-   coordinates; vidssl subtracts 1 (pixel centres at integers, as ``eval_pck.py``).
-2. Frame 0's 15 joints become 15 label channels at feature resolution: joint ``(x, y)`` maps to the
-   continuous cell coordinate ``(x w / W, y h / H)`` (cell i is taken to sit at pixel ``i W / w``, as
-   ``eval_pck.py`` maps back), and a Gaussian with ``sigma = 0.5`` cells and peak 1 is drawn around the
-   nearest cell, truncated at 3 sigma (a 3x3 patch). CRW draws the same Gaussian with ``int()`` truncation,
-   which misplaces joints less than 1.5 cells from the top/left edge by a cell; vidssl rounds correctly.
-   CRW's extra background channel is left out: channels propagate independently, so it changes nothing.
-3. The heat maps are propagated exactly like DAVIS masks (``vidssl.eval.propagation``).
-4. Decoding: each joint's location is the arg-max cell of its propagated heat map, mapped back to
-   pixels. CRW's code takes a value-weighted mean of the top-3 cells instead (``decode_topk=3`` here);
-   with ties among neighbours (always present for a fresh Gaussian) its result depends on the order
-   ``torch.topk`` returns ties in, so the plain arg-max (``decode_topk=1``) of the protocol is the default.
-   A joint whose heat map is zero everywhere (its frame-0 position lies off the map) is *not visible*,
-   as CRW's ``jnt_visible``, and is excluded from PCK and from the normalisation box.
-5. PCK@alpha: per frame t >= 1, the box is ``0.6 * ||max(xy) - min(xy)||`` over that frame's visible
+   coordinates; 1 is subtracted (pixel centres at integers, as ``eval_pck.py``).
+2. Frames are resized to ``size`` before encoding (CRW: 320x320, ``--cropSize 320``; None: native), by
+   ``cv2.resize`` bilinear. CRW resizes the float image, vidssl the uint8 frame (a rounding of at most
+   half a grey level). Keypoints are always reported and scored in the original pixels.
+3. Frame 0's 15 joints become 15 label channels at feature resolution: joint ``(x, y)`` maps to the
+   continuous cell coordinate ``(x w / W, y h / H)`` (cell i sits at pixel ``i W / w``, as ``eval_pck.py``
+   maps back) and a Gaussian with peak 1 and ``sigma = 0.5`` cells is drawn (``heatmap``):
+   ``crw``: ``draw_labelmap_np``'s 4x4 patch at offsets -2..+1 of cell ``int(x - 1.5) + 2`` (the rounded
+   cell, except for joints less than 1.5 cells from the top/left edge, which ``int()`` truncation moves);
+   ``rounded``: a 3x3 patch centred on the rounded cell (vidssl's). CRW's extra background channel is left
+   out: channels propagate independently, so it changes nothing.
+4. The heat maps are propagated exactly like DAVIS masks (``vidssl.eval.propagation``).
+5. Decoding (``decode_topk``): the value-weighted mean of the top-k cells of each joint's map (CRW: 3;
+   1 is the plain arg-max), mapped back to pixels. A joint whose heat map is zero everywhere (its frame-0
+   position lies off the map) is *not visible*, as CRW's ``jnt_visible``, and is excluded from PCK and from
+   the normalisation box.
+6. PCK@alpha: per frame t >= 1, the box is ``0.6 * ||max(xy) - min(xy)||`` over that frame's visible
    ground-truth joints; a joint is correct when ``||pred - gt|| / box <= alpha``. Normalised distances are
    pooled per joint over all frames of all clips, PCK is computed per joint, and the reported PCK is the
-   mean over the 15 joints (``eval_pck.py``'s ``computePCK``). Frames with a zero box are skipped.
-
-Resolution: vidssl encodes frames at their native size (320x240) as for DAVIS; CRW's default resizes
-JHMDB frames to 320x320 (``--cropSize 320``). ``size=(320, 320)`` reproduces that; keypoints are always
-reported and scored in the original pixels.
+   mean over the 15 joints (``eval_pck.py``'s ``computePCK``). A zero box (one visible joint, or all at one
+   point) counts its joints as misses, as ``eval_pck.py``'s division by it does (``zero_box: miss``);
+   ``zero_box: skip`` leaves such frames out.
 """
 
 from __future__ import annotations
@@ -40,18 +42,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
 import torch
 
 from vidssl.eval.encoders import DEFAULT_BACKBONE, FrameEncoder, add_encoder_arguments, build_encoder
-from vidssl.eval.propagation import PropagationConfig, propagate_sequence
+from vidssl.eval.propagation import JhmdbConfig, PropagationConfig, propagate_sequence
 
 HELP = "propagate JHMDB keypoints through an encoder's features and score PCK@0.1..0.5"
+DEFAULT_CONFIG = Path("configs/eval/crw.yaml")  # CRW's code: its propagation and its JHMDB settings
 
 NUM_JOINTS = 15
-SIGMA = 0.5  # Gaussian std in feature cells (CRW's JhmdbSet default, UVC's too)
+SIGMA = JhmdbConfig.sigma  # Gaussian std in feature cells (CRW's JhmdbSet default, UVC's too)
 ALPHAS = (0.1, 0.2, 0.3, 0.4, 0.5)
 BOX_SCALE = 0.6  # the normalisation box is 0.6 x the diagonal of the visible joints' extent
 MAT_NAME = "joint_positions.mat"
@@ -170,19 +174,42 @@ def find_clips(root: str | Path, clips: Sequence[str] | None = None) -> list[Jhm
 # Heat maps and decoding
 
 
+def _crw_patch(heat: torch.Tensor, px: float, py: float, sigma: float) -> None:
+    """Draw one joint at cell coordinate ``(px, py)`` into ``heat`` ``(h, w)`` as CRW's ``draw_labelmap_np``.
+
+    The patch spans cells ``int(p - 3 sigma)`` (``int`` truncates towards zero) up to ``int(p + 3 sigma + 1)``
+    on each axis, holds ``len(range(0, 6 sigma + 1))`` Gaussian values per axis peaking (1) at index
+    ``(6 sigma + 1) // 2``, and is clipped to the map; a patch wholly off the map draws nothing.
+    """
+    first = (int(py - 3 * sigma), int(px - 3 * sigma))  # (row, column) of the patch's first cell
+    last = (int(py + 3 * sigma + 1), int(px + 3 * sigma + 1))  # one past its last cell
+    if any(f >= n for f, n in zip(first, heat.shape, strict=True)) or any(e < 0 for e in last):
+        return
+    steps = torch.arange(math.ceil(6 * sigma + 1), dtype=torch.float64) - (6 * sigma + 1) // 2
+    values = torch.exp(-(steps[:, None] ** 2 + steps[None, :] ** 2) / (2 * sigma**2)).float()
+    (r0, r1), (c0, c1) = ((max(0, f), min(e, n)) for f, e, n in zip(first, last, heat.shape, strict=True))
+    heat[r0:r1, c0:c1] = values[r0 - first[0] : r1 - first[0], c0 - first[1] : c1 - first[1]]
+
+
 def joint_heatmaps(
-    joints: np.ndarray, image_size: tuple[int, int], feat_size: tuple[int, int], sigma: float = SIGMA
+    joints: np.ndarray, image_size: tuple[int, int], feat_size: tuple[int, int], sigma: float = SIGMA,
+    patch: Literal["crw", "rounded"] = "crw",
 ) -> torch.Tensor:
     """``(J, 2)`` pixel ``(x, y)`` -> ``(J, h, w)`` float32 Gaussian heat maps at feature resolution.
 
-    The peak (value 1) is the cell nearest to ``(x w / W, y h / H)``; values are ``exp(-d^2 / 2 sigma^2)``
-    for cell offsets up to 3 sigma on each axis. A joint whose patch lies wholly off the map gets zeros.
+    The joint sits at cell coordinate ``(x w / W, y h / H)``. ``patch="crw"``: CRW's ``draw_labelmap_np``
+    (:func:`_crw_patch`: for sigma 0.5 a 4x4 patch at offsets -2..+1 of ``int(x - 1.5) + 2``);
+    ``"rounded"``: the peak (value 1) at the nearest cell, ``exp(-d^2 / 2 sigma^2)`` for cell offsets up to
+    3 sigma on each axis. A joint whose patch lies wholly off the map gets zeros.
     """
     (big_h, big_w), (h, w) = image_size, feat_size
     heat = torch.zeros(len(joints), h, w)
     half = math.floor(3 * sigma)
     offsets = torch.arange(-half, half + 1)
     for j, (x, y) in enumerate(np.asarray(joints, dtype=np.float64)):
+        if patch == "crw":
+            _crw_patch(heat[j], x * w / big_w, y * h / big_h, sigma)
+            continue
         cx, cy = math.floor(x * w / big_w + 0.5), math.floor(y * h / big_h + 0.5)
         ys, xs = cy + offsets, cx + offsets
         g = torch.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2).float() / (2 * sigma * sigma))
@@ -199,18 +226,20 @@ def decode_heatmaps(
 
     ``topk=1``: the arg-max cell; ``topk>1``: the value-weighted mean of the top-k cells (CRW's
     ``process_pose`` uses 3). Cell ``(i, j)`` maps to pixel ``(j W / w, i H / h)``, the inverse of
-    ``joint_heatmaps``. A heat map that is zero everywhere is not visible and decodes to NaN.
+    ``joint_heatmaps``. A heat map that is zero everywhere is not visible and decodes to NaN. Which of
+    equal cells the top-k keeps is torch.topk's choice; the maps are laid out ``(h w, J)`` and ranked along
+    the cells as ``process_pose`` does, so that ties fall as they do in CRW's code.
     """
     if heat.dim() != 3:
         raise ValueError(f"heat maps must be (J, h, w), got {tuple(heat.shape)}")
     j, h, w = heat.shape
-    flat = heat.detach().float().reshape(j, -1).cpu()
-    values, index = flat.topk(min(topk, flat.shape[1]), dim=1)  # (J, k)
-    weights = values / values.sum(dim=1, keepdim=True).clamp_min(1e-30)
-    col = ((index % w).double() * weights.double()).sum(1)
-    row = ((index // w).double() * weights.double()).sum(1)
+    flat = heat.detach().float().cpu().permute(1, 2, 0).reshape(-1, j)  # (h w, J), as process_pose
+    values, index = flat.topk(min(topk, flat.shape[0]), dim=0)  # (k, J)
+    weights = values / values.sum(dim=0, keepdim=True).clamp_min(1e-30)
+    col = ((index % w).double() * weights.double()).sum(0)
+    row = ((index // w).double() * weights.double()).sum(0)
     xy = torch.stack([col * image_size[1] / w, row * image_size[0] / h], dim=1).numpy()
-    visible = (flat != 0).any(dim=1).numpy()
+    visible = (flat != 0).any(dim=0).numpy()
     xy[~visible] = np.nan
     return xy, visible
 
@@ -219,17 +248,22 @@ def decode_heatmaps(
 # PCK
 
 
-def normalised_distances(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray) -> np.ndarray:
+def normalised_distances(
+    pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, zero_box: Literal["miss", "skip"] = "miss"
+) -> np.ndarray:
     """``(T, J)`` distances ``||pred - gt|| / box`` with NaN where not scored.
 
     pred, gt ``(T, J, 2)`` pixels; visible ``(T, J)`` bool. The box of frame t is ``0.6 * ||max - min||``
-    of the visible ground-truth joints of that frame. Frame 0 (the given one), invisible joints and
-    frames with no extent (box 0) are NaN.
+    of the visible ground-truth joints of that frame. Frame 0 (the given one) and invisible joints are NaN.
+    A frame whose box is 0: ``zero_box="miss"`` gives its visible joints an infinite distance (scored, never
+    correct: ``eval_pck.py`` divides by the zero box), ``"skip"`` leaves them NaN.
     """
     pred, gt, visible = np.asarray(pred, np.float64), np.asarray(gt, np.float64), np.asarray(visible, bool)
     if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[2] != 2 or visible.shape != gt.shape[:2]:
         raise ValueError(f"expected pred, gt (T, J, 2) and visible (T, J); got {pred.shape}, {gt.shape}, "
                          f"{visible.shape}")
+    if zero_box not in ("miss", "skip"):
+        raise ValueError(f"zero_box must be 'miss' or 'skip', got {zero_box!r}")
     out = np.full(visible.shape, np.nan)
     for t in range(1, len(gt)):
         vis = visible[t]
@@ -238,6 +272,8 @@ def normalised_distances(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray) 
         pts = gt[t, vis]
         box = BOX_SCALE * float(np.linalg.norm(pts.max(axis=0) - pts.min(axis=0)))
         if box <= 0:
+            if zero_box == "miss":
+                out[t, vis] = np.inf
             continue
         out[t, vis] = np.linalg.norm(pred[t, vis] - gt[t, vis], axis=1) / box
     return out
@@ -267,50 +303,57 @@ def build_frame_encoder(
     seed: int = 0, layers: int | None = None, input: str = "auto",
 ) -> FrameEncoder:
     """``vidssl.eval.encoders.build_encoder``, with frames optionally resized to ``size = (H, W)`` before
-    encoding (bilinear, as CRW's ``cv2.resize``; CRW evaluates JHMDB at 320x320)."""
+    encoding (:func:`resize_frame`). ``propagate_keypoints`` resizes by the preset's ``jhmdb.size`` itself."""
     encoder = build_encoder(spec, device, backbone, seed, layers, input)
     if size is None or encoder.encode is None:
         return encoder
     inner = encoder.encode
 
     def encode(frame: np.ndarray) -> torch.Tensor:
-        if frame.shape[:2] != tuple(size):
-            frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        return inner(frame)
+        return inner(resize_frame(frame, size))
 
     return replace(encoder, encode=encode)
 
 
+def resize_frame(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """``(H, W, 3)`` uint8 resized to ``size = (H', W')`` by ``cv2.resize`` bilinear (CRW's JhmdbSet), or as is."""
+    if size is None or frame.shape[:2] == tuple(size):
+        return frame
+    return cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+
 def propagate_keypoints(
     frames: np.ndarray, first_joints: np.ndarray, encoder: FrameEncoder, cfg: PropagationConfig,
-    *, sigma: float = SIGMA, decode_topk: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Carry frame 0's joints through a clip.
+    """Carry frame 0's joints through a clip, with the keypoint settings of ``cfg.jhmdb``.
 
-    frames ``(T, H, W, 3)`` uint8; first_joints ``(J, 2)`` pixel ``(x, y)``. Returns predicted joints
-    ``(T, J, 2)`` in pixels of the original frames (frame 0: frame 0's heat maps decoded) and their
-    visibility ``(T, J)`` (heat map not zero everywhere).
+    frames ``(T, H, W, 3)`` uint8; first_joints ``(J, 2)`` pixel ``(x, y)``. Frames are resized to
+    ``cfg.jhmdb.size`` before encoding. Returns predicted joints ``(T, J, 2)`` in pixels of the original
+    frames (frame 0: frame 0's heat maps decoded) and their visibility ``(T, J)`` (heat map not zero
+    everywhere).
     """
+    kp = cfg.jhmdb
     image_size = (frames.shape[1], frames.shape[2])
     if encoder.encode is None:  # the identity baseline: frame 0's heat maps in every frame
-        feat_size = (math.ceil(image_size[0] / encoder.stride), math.ceil(image_size[1] / encoder.stride))
-        heat0 = joint_heatmaps(first_joints, image_size, feat_size, sigma)
-        xy, vis = decode_heatmaps(heat0, image_size, topk=decode_topk)
+        encoded = tuple(kp.size) if kp.size is not None else image_size
+        feat_size = (math.ceil(encoded[0] / encoder.stride), math.ceil(encoded[1] / encoder.stride))
+        heat0 = joint_heatmaps(first_joints, image_size, feat_size, kp.sigma, kp.heatmap)
+        xy, vis = decode_heatmaps(heat0, image_size, topk=kp.decode_topk)
         return np.stack([xy] * len(frames)), np.stack([vis] * len(frames))
     encode = encoder.encode
     with torch.no_grad():
-        feats0 = encode(frames[0])
-    heat0 = joint_heatmaps(first_joints, image_size, (feats0.shape[1], feats0.shape[2]), sigma)
+        feats0 = encode(resize_frame(frames[0], kp.size))
+    heat0 = joint_heatmaps(first_joints, image_size, (feats0.shape[1], feats0.shape[2]), kp.sigma, kp.heatmap)
 
     def encode_frame(t: int) -> torch.Tensor:
         if t == 0:
             return feats0  # encoded once, for the heat-map grid and the propagation
         with torch.no_grad():
-            return encode(frames[t])
+            return encode(resize_frame(frames[t], kp.size))
 
     preds, visible = [], []
     for soft in propagate_sequence(encode_frame, heat0.to(feats0.device), len(frames), cfg):
-        xy, vis = decode_heatmaps(soft, image_size, topk=decode_topk)
+        xy, vis = decode_heatmaps(soft, image_size, topk=kp.decode_topk)
         preds.append(xy)
         visible.append(vis)
     return np.stack(preds), np.stack(visible)
@@ -329,10 +372,11 @@ class ClipResult:
 
 
 def evaluate_clips(
-    clips: Sequence[JhmdbClip], encoder: FrameEncoder, cfg: PropagationConfig, *, sigma: float = SIGMA,
-    decode_topk: int = 1, on_clip: Callable[[ClipResult, np.ndarray], None] | None = None,
+    clips: Sequence[JhmdbClip], encoder: FrameEncoder, cfg: PropagationConfig, *,
+    on_clip: Callable[[ClipResult, np.ndarray], None] | None = None,
 ) -> tuple[list[ClipResult], np.ndarray, np.ndarray]:
-    """Propagate and score every clip; returns the clips' results, per-joint PCK ``(A, J)`` and PCK ``(A,)``.
+    """Propagate and score every clip with the keypoint settings of ``cfg.jhmdb``; returns the clips' results,
+    per-joint PCK ``(A, J)`` and PCK ``(A,)``.
 
     ``on_clip(result, frames)`` is called after each clip (progress, overlays); frames are not kept.
     """
@@ -343,8 +387,9 @@ def evaluate_clips(
         with open_video(clip.frames, backend="frames") as reader:
             frames = reader.get(range(len(reader)))
         gt = read_joints(clip.mat, num_frames=len(frames))
-        pred, visible = propagate_keypoints(frames, gt[0], encoder, cfg, sigma=sigma, decode_topk=decode_topk)
-        result = ClipResult(clip.name, pred, gt, visible, normalised_distances(pred, gt, visible))
+        pred, visible = propagate_keypoints(frames, gt[0], encoder, cfg)
+        distances = normalised_distances(pred, gt, visible, cfg.jhmdb.zero_box)
+        result = ClipResult(clip.name, pred, gt, visible, distances)
         results.append(result)
         if on_clip is not None:
             on_clip(result, frames)
@@ -409,29 +454,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "lists/test_split1.txt)")
     add_encoder_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder for pck.json, pck.csv, overlays")
-    parser.add_argument("--config", type=Path, default=None, help="propagation YAML (default: CRW's settings)")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help="propagation preset; its jhmdb section sets size, decoding, heat maps (default: CRW's)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="resize frames before encoding (CRW: 320 320); default native")
-    parser.add_argument("--decode-topk", type=int, default=1, help="1: arg-max (default); 3: CRW's weighted top-3")
+                        help="resize frames before encoding (overrides jhmdb.size; CRW: 320 320); 0 0: native")
+    parser.add_argument("--decode-topk", type=int, default=None,
+                        help="overrides jhmdb.decode_topk: 1 arg-max, 3 CRW's weighted top-3")
     parser.add_argument("--vis", action="store_true", help="write keypoint overlays to OUT/vis/<clip>/")
     parser.add_argument("overrides", nargs="*", help="propagation key=value overrides (topk=5 radius=12 ...)")
+
+
+def with_keypoint_options(
+    cfg: PropagationConfig, size: Sequence[int] | None, decode_topk: int | None
+) -> PropagationConfig:
+    """``cfg`` with the command line's ``--size`` (``0 0``: native) and ``--decode-topk`` over its jhmdb section."""
+    kp = cfg.jhmdb
+    if size is not None:
+        if len(size) != 2 or any(v < 0 for v in size) or (0 in size and tuple(size) != (0, 0)):
+            raise JhmdbError("--size", f"expected two positive sizes H W, or 0 0 for native; got {list(size)}")
+        kp = replace(kp, size=None if tuple(size) == (0, 0) else (int(size[0]), int(size[1])))
+    if decode_topk is not None:
+        kp = replace(kp, decode_topk=decode_topk)
+    return replace(cfg, jhmdb=kp)
 
 
 def run(args: argparse.Namespace) -> int:
     from vidssl.data.video import VideoError
     from vidssl.engine.config import ConfigError, load_config, to_dict
+    from vidssl.eval.davis import _resolve_config  # the presets ship with the repository
 
     start = time.perf_counter()
     try:
-        cfg = load_config(PropagationConfig, args.config, args.overrides)
+        cfg = load_config(PropagationConfig, _resolve_config(args.config), args.overrides)
+        cfg = with_keypoint_options(cfg, args.size, args.decode_topk)
         if args.list is not None:
             clips = read_file_list(args.list)
         elif args.root is not None:
             clips = find_clips(args.root, args.clips)
         else:
             raise JhmdbError("--root/--list", "give a JHMDB folder (--root) or a file list (--list)")
-        encoder = build_frame_encoder(args.encoder, args.device, tuple(args.size) if args.size else None,
-                                      args.backbone, args.seed, args.layers, args.input)
+        encoder = build_encoder(args.encoder, args.device, args.backbone, args.seed, args.layers, args.input)
 
         def on_clip(result: ClipResult, frames: np.ndarray) -> None:
             scores = pck([result.distances])[1]
@@ -445,9 +507,10 @@ def run(args: argparse.Namespace) -> int:
                 for t, frame in enumerate(frames):
                     Image.fromarray(draw_keypoints(frame, result.pred[t], result.gt[t])).save(folder / f"{t:05d}.png")
 
-        results, per_joint, mean = evaluate_clips(clips, encoder, cfg, decode_topk=args.decode_topk, on_clip=on_clip)
-        meta = {"encoder": args.encoder, "size": args.size, "decode_topk": args.decode_topk, "sigma": SIGMA,
-                "propagation": to_dict(cfg), "clips": len(results)}
+        results, per_joint, mean = evaluate_clips(clips, encoder, cfg, on_clip=on_clip)
+        kp = cfg.jhmdb
+        meta = {"encoder": args.encoder, "config": str(args.config), "size": kp.size, "decode_topk": kp.decode_topk,
+                "heatmap": kp.heatmap, "sigma": kp.sigma, "propagation": to_dict(cfg), "clips": len(results)}
         paths = write_results(args.out, results, per_joint, mean, meta)
     except (JhmdbError, ConfigError, VideoError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,15 +14,43 @@ and window sizes, not on the image size or the video length.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from vidssl.engine.config import ConfigError
 from vidssl.nn.local_attention import Tile, Window, outside_window, tiles, window_half_width
+
+# How labels go from the image to the feature grid and back (``label_to_feature_res``, ``upsample_labels``):
+# the authors' code each preset follows, or vidssl's own cell-aligned resize
+LabelResize = Literal["crw", "vfs", "dino", "stride"]
+
+
+@dataclass
+class JhmdbConfig:
+    """The JHMDB keypoint settings of a preset, read by ``vidssl eval jhmdb``; the defaults are CRW's code
+    (``code/data/jhmdb.py``, ``code/utils/test_utils.py:process_pose``, ``code/eval/eval_pck.py``)."""
+
+    size: tuple[int, int] | None = (320, 320)  # (H, W) frames are resized to before encoding; None: native
+    decode_topk: int = 3  # 1: the arg-max cell; k: the value-weighted mean of the top-k cells (CRW: 3)
+    heatmap: Literal["crw", "rounded"] = "crw"  # crw: draw_labelmap_np's 4x4 patch; rounded: 3x3 at the rounded cell
+    sigma: float = 0.5  # Gaussian std in feature cells (JhmdbSet's default)
+    zero_box: Literal["miss", "skip"] = "miss"  # a frame whose box is 0: eval_pck divides by it (a miss), or skip it
+
+    def __post_init__(self) -> None:
+        if self.decode_topk < 1:
+            raise ConfigError(f"jhmdb.decode_topk: {self.decode_topk!r} is out of range")
+        if self.sigma <= 0:
+            raise ConfigError(f"jhmdb.sigma: {self.sigma!r} is out of range")
+        if self.size is not None and min(self.size) < 1:
+            raise ConfigError(f"jhmdb.size: {list(self.size)!r} is out of range")
 
 
 @dataclass
@@ -36,11 +64,19 @@ class PropagationConfig:
     context: int = 20  # N most recent frames, besides the first frame
     restrict_first: bool = False  # CRW leaves the first frame unrestricted; VFS and DINO restrict it
     pad_with_first: bool = True  # CRW fills the not-yet-seen recent slots with copies of the first frame
-    label_downsample: Literal["bilinear", "nearest"] = "bilinear"
-    norm_mask: bool = False  # per-channel min-max of the upsampled soft labels before argmax (VFS, DINO)
+    label_resize: LabelResize = "crw"  # labels to the feature grid and back as that code does (label_to_feature_res)
+    label_downsample: Literal["bilinear", "nearest"] = "bilinear"  # the interpolation of label_resize: stride
+    norm_mask: bool = False  # per-channel min-max of the upsampled soft labels before argmax (VFS, DINO; not
+    # CRW's --norm_mask, which normalises each position over the channels at feature resolution)
     tile: int = 12  # target tile side in feature cells: speed only, results do not depend on it
+    jhmdb: JhmdbConfig = field(default_factory=JhmdbConfig)  # keypoints: only `vidssl eval jhmdb` reads it
 
     def __post_init__(self) -> None:
+        if self.label_downsample != "bilinear" and self.label_resize != "stride":
+            raise ConfigError(
+                f"label_downsample: {self.label_downsample!r} applies to label_resize: stride only; "
+                f"label_resize: {self.label_resize} resizes as its authors' code does"
+            )
         checks = {
             "topk": self.topk >= 1,
             "radius": self.radius > 0,
@@ -172,6 +208,21 @@ def propagate(
 
 # ----------------------------------------------------------------------------------------------------
 # Labels between image and feature resolution
+#
+# Each authors' code moves labels to the feature grid (h, w) and back to the image (H, W) its own way; at
+# a width that is not a multiple of the stride (854 px: most of DAVIS) the ways give different masks.
+#   crw (ajabri/videowalk): data/vos.py VOSDataset.__getitem__ cv2.resize of the one-hot map to
+#       (w, h) = (ceil(W/8), ceil(H/8)); utils/test_utils.py dump_predictions cv2.resize of the soft labels
+#       to (W, H), argmax. Both bilinear (INTER_LINEAR, no antialiasing), on the whole map.
+#   vfs (xvjiarui/VFS): models/trackers/vanilla_tracker.py VanillaTracker.forward_test: the label ids are
+#       resized to (h, w) by PIL nearest (common/utils.py pil_nearest_interpolate), then one-hot;
+#       predictions F.interpolate(size=(H, W), bilinear, align_corners=False), min-max, argmax.
+#   dino (facebookresearch/dino): eval_video_segmentation.py read_seg PIL nearest of the ids to the patch
+#       grid, then one-hot; eval_video_tracking_davis F.interpolate(scale_factor=patch), min-max, argmax at
+#       (h s, w s), and PIL nearest of the ids to (W, H).
+#   stride (vidssl): the labels are cropped or edge-padded to (s h, s w), so that cell (i, j) covers pixels
+#       [s i, s i + s), resized by exactly s (bilinear or nearest) and back; geometrically aligned with the
+#       features, but no authors' code does it.
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -189,46 +240,105 @@ def _fit(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x
 
 
-def label_to_feature_res(
-    labels: torch.Tensor, size: tuple[int, int], stride: int, mode: Literal["bilinear", "nearest"] = "bilinear"
-) -> torch.Tensor:
-    """``(K, H, W)`` one-hot labels -> ``(K, h, w)`` at feature resolution.
+@functools.lru_cache(maxsize=64)
+def _pil_nearest_index(n_in: int, n_out: int) -> torch.Tensor:
+    """``(n_out,)`` the source index that PIL's NEAREST resize reads along an axis of ``n_in`` pixels.
 
-    Feature cell (i, j) covers pixels ``[s i, s i + s)``: the labels are cropped or edge-padded to
-    ``(s h, s w)`` (the image size need not be a multiple of the stride) and downsampled by exactly s.
-    ``bilinear`` (no antialiasing) is CRW's ``cv2.resize`` of the one-hot map; ``nearest`` is DINO's.
+    PIL scales an axis on its own (its affine scaling steps a float coordinate from 0.5 scale by scale), so
+    resizing a line of indices gives its exact choice, with its float rounding, for any map and any K.
+    """
+    line = Image.fromarray(np.arange(n_in, dtype=np.int32)[None, :])  # mode "I"
+    picked = np.asarray(line.resize((n_out, 1), Image.Resampling.NEAREST))[0]
+    return torch.from_numpy(picked.astype(np.int64))
+
+
+def pil_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(..., H, W)`` -> ``(..., h, w)`` exactly as ``PIL.Image.resize((w, h), NEAREST)`` of each map."""
+    rows = _pil_nearest_index(x.shape[-2], size[0]).to(x.device)
+    cols = _pil_nearest_index(x.shape[-1], size[1]).to(x.device)
+    return x[..., rows[:, None], cols[None, :]]
+
+
+def cv2_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(K, H, W)`` -> ``(K, h, w)`` float32 by ``cv2.resize(..., (w, h))`` (INTER_LINEAR), as CRW's code.
+
+    OpenCV's bilinear differs from ``F.interpolate`` (up to 1.5e-5 on a DAVIS one-hot map, 5e-5 on random
+    maps), so CRW's path calls OpenCV itself.
+    """
+    arr = x.detach().to("cpu", torch.float32).permute(1, 2, 0).numpy()  # (H, W, K)
+    parts = []
+    for k in range(0, arr.shape[-1], 128):  # OpenCV 5 images hold at most 128 channels (4.x: 512)
+        part = np.ascontiguousarray(arr[..., k : k + 128])
+        out = cv2.resize(part, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        parts.append(out.reshape(size[0], size[1], -1))  # one channel comes back as (h, w)
+    return torch.from_numpy(np.concatenate(parts, axis=-1)).permute(2, 0, 1).to(x.device)
+
+
+def label_to_feature_res(
+    labels: torch.Tensor,
+    size: tuple[int, int],
+    stride: int,
+    mode: Literal["bilinear", "nearest"] = "bilinear",
+    resize: LabelResize = "crw",
+) -> torch.Tensor:
+    """``(K, H, W)`` one-hot labels -> ``(K, h, w)`` at the feature grid ``size``, as ``resize``'s code does.
+
+    ``crw``: OpenCV bilinear of the whole map to ``(h, w)``; ``vfs`` and ``dino``: PIL nearest of the whole
+    map (the one-hot of PIL nearest of the ids); ``stride``: crop or edge-pad to ``(s h, s w)`` and resize by
+    exactly s, bilinear (no antialiasing) or nearest (``mode``, used by ``stride`` only).
     """
     if labels.dim() != 3:
         raise ValueError(f"labels must be (K, H, W), got {tuple(labels.shape)}")
     h, w = size
+    if resize == "crw":
+        return cv2_bilinear(labels.float(), size)
+    if resize in ("vfs", "dino"):
+        return pil_nearest(labels.float(), size)
     fitted = _fit(labels.float(), (h * stride, w * stride)).unsqueeze(0)
     if mode == "bilinear":
         return F.interpolate(fitted, size=(h, w), mode="bilinear", align_corners=False, antialias=False)[0]
     return F.interpolate(fitted, size=(h, w), mode="nearest-exact")[0]
 
 
-def upsample_labels(
-    soft: torch.Tensor, size: tuple[int, int], stride: int, norm_mask: bool = False
-) -> torch.Tensor:
-    """``(K, h, w)`` soft labels -> ``(H, W)`` long label ids at image size ``size``.
+def _min_max(up: torch.Tensor) -> torch.Tensor:
+    """Per-channel min-max over the image (VFS, DINO); channels that are never positive, or flat, are left
+    as they are (VFS sends a flat positive channel to 0, DINO to NaN)."""
+    flat = up.reshape(up.shape[0], -1)
+    low, high = flat.min(dim=1).values, flat.max(dim=1).values
+    span = high - low
+    ok = (high > 0) & (span > 0)
+    scaled = (up - low[:, None, None]) / span.clamp_min(1e-12)[:, None, None]
+    return torch.where(ok[:, None, None], scaled, up)
 
-    Bilinear upsampling by the stride (the inverse of ``label_to_feature_res``), crop or pad to the image,
-    optionally per-channel min-max normalisation over the image (VFS, DINO), then argmax.
+
+def upsample_labels(
+    soft: torch.Tensor, size: tuple[int, int], stride: int, norm_mask: bool = False, resize: LabelResize = "crw"
+) -> torch.Tensor:
+    """``(K, h, w)`` soft labels -> ``(H, W)`` long label ids at image size ``size``, as ``resize``'s code does.
+
+    ``crw``: OpenCV bilinear to ``(H, W)``, argmax. ``vfs``: ``F.interpolate`` bilinear to ``(H, W)``.
+    ``dino``: ``F.interpolate`` bilinear by the stride to ``(s h, s w)``, argmax there, then PIL nearest of
+    the ids to ``(H, W)``. ``stride``: bilinear by the stride, crop or pad to the image (the inverse of
+    ``label_to_feature_res``'s ``stride``). ``norm_mask``: per-channel min-max before the argmax.
     """
     if soft.dim() != 3:
         raise ValueError(f"soft labels must be (K, h, w), got {tuple(soft.shape)}")
     h, w = soft.shape[-2:]
-    up = F.interpolate(soft[None].float(), size=(h * stride, w * stride), mode="bilinear", align_corners=False)[0]
-    up = _fit(up, size)
+    if resize == "crw":
+        up = cv2_bilinear(soft, size)
+    elif resize == "vfs":
+        up = F.interpolate(soft[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+    elif resize == "dino":
+        up = F.interpolate(
+            soft[None].float(), scale_factor=stride, mode="bilinear", align_corners=False, recompute_scale_factor=False
+        )[0]
+    else:
+        up = F.interpolate(soft[None].float(), size=(h * stride, w * stride), mode="bilinear", align_corners=False)[0]
+        up = _fit(up, size)
     if norm_mask:
-        flat = up.reshape(up.shape[0], -1)
-        low, high = flat.min(dim=1).values, flat.max(dim=1).values
-        span = high - low
-        # channels that are never positive, or flat, are left as they are (as DINO's norm_mask)
-        ok = (high > 0) & (span > 0)
-        scaled = (up - low[:, None, None]) / span.clamp_min(1e-12)[:, None, None]
-        up = torch.where(ok[:, None, None], scaled, up)
-    return up.argmax(dim=0)
+        up = _min_max(up)
+    ids = up.argmax(dim=0)
+    return pil_nearest(ids, size) if resize == "dino" else ids
 
 
 # ----------------------------------------------------------------------------------------------------

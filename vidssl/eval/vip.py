@@ -2,17 +2,20 @@
 
 The protocol of CRW (Jabri et al. 2020) and UVC on VIP (Video Instance-level Parsing, Zhou et al. 2018):
 the first frame's part labels (``Category_ids``: 0 background, 1..19 parts) are propagated through the
-video exactly like DAVIS masks (``vidssl.eval.davis.propagate_video``), and scored as CRW's
-``code/eval/eval_vip.py`` does:
+video exactly like DAVIS masks (``vidssl.eval.davis.propagate_video``, with the preset's propagation and
+label resizing; CRW's ``configs/eval/crw.yaml`` by default), and scored as CRW's ``code/eval/eval_vip.py``
+(ajabri/videowalk) ``compute_hist`` and ``show_result`` do:
 
 - one 20 x 20 confusion matrix (rows ground truth, columns prediction) accumulated over every scored
-  frame of every video; ground-truth values outside 0..19 (void) are ignored;
+  frame of every video (``fast_hist``); ground-truth values outside 0..19 (void) are ignored;
 - IoU of class c = ``hist[c, c] / (gt_c + pred_c - hist[c, c])``; classes whose union is empty over the
-  whole set (never in the ground truth nor predicted) are NaN and left out of the mean;
+  whole set (never in the ground truth nor predicted) are NaN and left out of the mean (``np.nanmean``);
 - **background (class 0) counts** as a class, as in CRW's script; mIoU is the mean over the others present.
-- Frames scored: every frame with a ground-truth PNG, **including frame 0** (CRW's ``test.py`` writes a
-  prediction for it, the first labels after the trip to feature resolution and back, and the script
-  scores every file); ``score_first=False`` leaves it out.
+- Frames scored: every frame with a ground-truth PNG, **including frame 0**: ``eval_vip.py`` scores every
+  file ``test.py`` wrote, and for frame 0 ``test.py`` writes the first labels after the trip to the feature
+  grid and back (``pred = lbls[0]``, then ``dump_predictions``), not the ground truth itself; vidssl scores
+  that round trip (:func:`first_frame_prediction`). ``score_first=False`` leaves frame 0 out. The identity
+  baseline copies the first labels exactly into every frame, frame 0 included.
 
 Differences from CRW's run, both stated in the output: frames are encoded at their native size (CRW and
 UVC resize VIP to 560x560); pixels of the first labels outside 0..19 are propagated as background.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -34,11 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from vidssl.data.label_io import LabelFileError, read_indexed_png, write_indexed_png
 from vidssl.data.video import list_frame_files
 from vidssl.eval.encoders import FrameEncoder, add_encoder_arguments, build_encoder
-from vidssl.eval.propagation import PropagationConfig
+from vidssl.eval.propagation import PropagationConfig, label_to_feature_res, one_hot, upsample_labels
 
 HELP = "propagate VIP human-part labels through an encoder's features and score mean IoU"
 
@@ -50,6 +55,7 @@ CLASSES = (
 )
 LABEL_DIRS = ("Annotations/Category_ids", "Category_ids")  # official VIP_Fine first, then the flat layout
 VAL_LIST = "lists/val_videos.txt"
+DEFAULT_CONFIG = Path("configs/eval/crw.yaml")  # CRW's code
 
 
 class VipError(ValueError):
@@ -138,14 +144,25 @@ def find_videos(root: str | Path, videos: Sequence[str] | None = None) -> list[V
 # Evaluation
 
 
+def first_frame_prediction(first: np.ndarray, stride: int, cfg: PropagationConfig) -> np.ndarray:
+    """``(H, W)`` uint8: frame 0's labels taken to the feature grid ``ceil(H / stride) x ceil(W / stride)``
+    and back with the preset's label resizing, as CRW's ``test.py`` writes frame 0's prediction."""
+    size = (int(first.shape[0]), int(first.shape[1]))
+    grid = (math.ceil(size[0] / stride), math.ceil(size[1] / stride))
+    labels = one_hot(torch.from_numpy(first.astype(np.int64)), int(first.max()) + 1)
+    small = label_to_feature_res(labels, grid, stride, cfg.label_downsample, cfg.label_resize)
+    return upsample_labels(small, size, stride, cfg.norm_mask, cfg.label_resize).numpy().astype(np.uint8)
+
+
 def evaluate_videos(
     videos: Sequence[VipVideo], encoder: FrameEncoder, cfg: PropagationConfig, *,
     num_classes: int = NUM_CLASSES, score_first: bool = True, save_dir: Path | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Propagate every video's first labels and accumulate the confusion matrix.
 
-    Returns the total ``(n, n)`` confusion and each video's own. ``save_dir``: predictions are written
-    there as indexed PNGs ``<video>/<frame>.png``.
+    Returns the total ``(n, n)`` confusion and each video's own. Frame 0 is scored as CRW's round trip of
+    the first labels (:func:`first_frame_prediction`; the identity baseline: the labels themselves) unless
+    ``score_first`` is False. ``save_dir``: predictions are written there as indexed PNGs ``<video>/<frame>.png``.
     """
     from vidssl.eval.davis import propagate_video
 
@@ -158,6 +175,8 @@ def evaluate_videos(
         first[first >= num_classes] = 0  # void pixels are propagated as background
         hist = np.zeros_like(total)
         for t, pred in enumerate(propagate_video(encoder, list(video.frames), first, cfg)):
+            if t == 0 and encoder.encode is not None:  # CRW writes the first labels' round trip, not the labels
+                pred = first_frame_prediction(first, encoder.stride, cfg)
             if save_dir is not None:
                 write_indexed_png(save_dir / video.name / f"{video.frames[t].stem}.png", pred)
             label = video.labels[t]
@@ -188,8 +207,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", nargs="+", default=None, help="default: lists/val_videos.txt")
     add_encoder_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder for miou.json, miou.csv")
-    parser.add_argument("--config", type=Path, default=None, help="propagation YAML (default: CRW's settings)")
-    parser.add_argument("--exclude-first", action="store_true", help="do not score frame 0 (CRW scores it)")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="propagation preset (default: CRW's)")
+    parser.add_argument("--exclude-first", action="store_true",
+                        help="do not score frame 0 (CRW scores the first labels' round trip)")
     parser.add_argument("--save-predictions", action="store_true", help="write OUT/pred/<video>/<frame>.png")
     parser.add_argument("overrides", nargs="*", help="propagation key=value overrides (topk=5 radius=12 ...)")
 
@@ -197,10 +217,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from vidssl.data.video import VideoError
     from vidssl.engine.config import ConfigError, load_config, to_dict
+    from vidssl.eval.davis import _resolve_config  # the presets ship with the repository
 
     start = time.perf_counter()
     try:
-        cfg = load_config(PropagationConfig, args.config, args.overrides)
+        cfg = load_config(PropagationConfig, _resolve_config(args.config), args.overrides)
         videos = find_videos(args.root, args.videos)
         encoder = build_encoder(args.encoder, args.device, args.backbone, args.seed, args.layers, args.input)
         hist, per_video = evaluate_videos(
@@ -216,7 +237,8 @@ def run(args: argparse.Namespace) -> int:
         "miou": miou,
         "iou": {CLASSES[c]: None if np.isnan(v) else v for c, v in enumerate(iou)},
         "per_video_miou": {name: mean_iou(h)[1] for name, h in per_video.items()},
-        "encoder": args.encoder, "score_first": not args.exclude_first, "resolution": "native",
+        "encoder": args.encoder, "config": str(args.config), "score_first": not args.exclude_first,
+        "resolution": "native",
         "propagation": to_dict(cfg), "videos": len(videos),
     }
     (args.out / "miou.json").write_text(json.dumps(summary, indent=1) + "\n")
