@@ -297,12 +297,12 @@ def vfs_davis(
 ) -> Reference:
     """VanillaTracker.forward_test on given features (test_cfg of configs/r18_nc_sgd_cos_100e_r2_1xNx8_k400.py).
 
-    The ids are PIL-nearest resized to the feature grid and one-hot (F.one_hot: max + 1 channels); target t
-    sees the first frame (with_first) and frames ``max(0, t - precede_frames) .. t - 1``: for t <=
-    precede_frames frame 0 is there twice (``duplicate_first=False`` drops the second copy, vidssl's
-    driver). masked_attention_efficient: L2-normalised features, ``dot / temperature``, the circle mask
-    ``dist < neighbor_range // 2`` on every frame (with_first_neighbor: non_mask_len 0) as -inf, top-k over
-    all context positions, softmax. Predictions: F.interpolate to ``(H, W)`` bilinear, per-channel
+    The ids are PIL-nearest resized to the feature grid and one-hot (F.one_hot: max + 1 channels); target t sees
+    the first frame (with_first) and frames ``max(0, t - precede_frames) .. t - 1``: for t <= precede_frames
+    frame 0 is there twice (``duplicate_first=False`` drops the second copy, as the preset with
+    ``first_is_recent: false``). masked_attention_efficient: L2-normalised features, ``dot / temperature``, the
+    circle mask ``dist < neighbor_range // 2`` on every frame (with_first_neighbor: non_mask_len 0) as -inf,
+    top-k over all context positions, softmax. Predictions: F.interpolate to ``(H, W)`` bilinear, per-channel
     ``(x - min) / (max - min + 1e-12)`` where ``max > 0``, argmax.
     """
     t_real, c, h, w = feats.shape

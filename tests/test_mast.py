@@ -245,9 +245,13 @@ def test_eval_davis_mast_mode_end_to_end(tmp_path: Path) -> None:
 def test_memory_mode_loads_its_encoder_like_every_evaluation(tmp_path: Path) -> None:
     """MAST's memory reads its encoder through the encoder record: ``--backbone`` and ``--layers`` count, and the
     encoder is fed Lab."""
-    from vidssl.eval.mast_memory import build_lab_encoder
+    from vidssl.eval.encoders import FrameEncoder
+    from vidssl.eval.modes import preset_encoder
     from vidssl.models import build_backbone, encoder_entries
     from vidssl.nn.colour import normalize_input
+
+    def build_lab_encoder(spec: str, backbone: str | None = None, layers: int | None = None) -> FrameEncoder:
+        return preset_encoder(MastMemoryConfig(), spec, backbone=backbone, layers=layers)
 
     assert build_lab_encoder("random").stride == 4  # the mode's default trunk: resnet18_mast
     assert build_lab_encoder("random", backbone="resnet18_s8_l3").stride == 8

@@ -17,7 +17,7 @@ import torch
 from tests import propagation_reference as ref
 from vidssl.data.label_io import read_indexed_png
 from vidssl.engine.config import load_config
-from vidssl.eval import davis, jhmdb, vip
+from vidssl.eval import jhmdb, propagation, vip
 from vidssl.eval.davis import propagate_video, read_frame
 from vidssl.eval.davis_metrics import evaluate_sequence
 from vidssl.eval.encoders import FrameEncoder, build_encoder
@@ -49,8 +49,8 @@ def run_preset(
 ) -> tuple[list[torch.Tensor], np.ndarray]:
     """``propagate_video`` (what ``vidssl eval davis`` writes) and the soft labels it upsampled, per frame."""
     soft: list[torch.Tensor] = []
-    real = davis.upsample_labels
-    monkeypatch.setattr(davis, "upsample_labels", lambda s, *a, **k: soft.append(s) or real(s, *a, **k))
+    real = propagation.upsample_labels  # the top-k mode's last step (propagation.propagate_labels)
+    monkeypatch.setattr(propagation, "upsample_labels", lambda s, *a, **k: soft.append(s) or real(s, *a, **k))
     masks = np.stack(list(propagate_video(encoder, paths, first, cfg)))
     monkeypatch.undo()
     labels = one_hot(torch.from_numpy(first.astype(np.int64)), int(first.max()) + 1)

@@ -13,17 +13,16 @@ from tests import propagation_reference as ref
 from tests.test_reference_crw import Dog, check_against, davis_clip, dog, preset
 from vidssl.eval.davis import read_frame
 from vidssl.eval.encoders import build_encoder
-from vidssl.eval.propagation import label_to_feature_res, one_hot, upsample_labels
+from vidssl.eval.propagation import label_to_feature_res, one_hot, propagate_sequence, upsample_labels
 
 __all__ = ["dog"]  # the shared fixture
 
 
 @pytest.fixture(scope="module")
 def vfs_ref(dog: Dog) -> ref.Reference:
-    # precede_frames 1 keeps the dense reference quick. VFS's context for t <= precede_frames holds frame 0
-    # twice; vidssl's driver once: the reference drops the second copy here (the xfail below keeps it)
+    # precede_frames 1 keeps the dense reference quick; for t <= precede_frames VFS's context holds frame 0 twice
     _, gts, _, feats = dog
-    return ref.vfs_davis(feats, gts[0], precede_frames=1, duplicate_first=False)
+    return ref.vfs_davis(feats, gts[0], precede_frames=1)
 
 
 def test_vfs_preset_reproduces_vfs_code_on_davis(
@@ -33,12 +32,31 @@ def test_vfs_preset_reproduces_vfs_code_on_davis(
     check_against("vfs", vfs_ref, encoder, paths, gts, preset("vfs", context=1), monkeypatch)
 
 
-@pytest.mark.xfail(strict=True, reason="VFS's preceding frames max(0, t - 20) .. t - 1 include frame 0, so for "
-                   "t <= 20 its context holds frame 0 twice; vidssl's propagate_sequence cannot express that yet")
-def test_vfs_preset_with_frame_0_twice_in_early_contexts(dog: Dog, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_frame_0_twice_in_early_contexts_is_what_tells_vfs_apart(
+    dog: Dog, vfs_ref: ref.Reference, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``first_is_recent``: without it the preset is the reference that holds frame 0 once, and not VFS's code."""
     paths, gts, encoder, feats = dog
-    want = ref.vfs_davis(feats, gts[0], precede_frames=1)
-    check_against("vfs", want, encoder, paths, gts, preset("vfs", context=1), monkeypatch)
+    once = ref.vfs_davis(feats, gts[0], precede_frames=1, duplicate_first=False)
+    assert not torch.allclose(once.soft[1], vfs_ref.soft[1])
+    check_against("vfs", once, encoder, paths, gts, preset("vfs", context=1, first_is_recent=False), monkeypatch)
+
+
+def test_frame_0_leaves_the_preceding_frames_after_context_frames() -> None:
+    """``first_is_recent`` with a context of 2 over 6 frames: frame 0 is a preceding frame for t = 1, 2 and then
+    only the first frame, as VFS's ``max(0, t - 2) .. t - 1``; random features, soft labels to 1e-5."""
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(6, 16, 9, 11, generator=gen)
+    first = np.zeros((72, 88), np.uint8)
+    first[10:50, 20:70] = 1
+    first[55:, :30] = 2
+    want = ref.vfs_davis(feats, first, precede_frames=2, neighbor_range=8)
+    cfg = preset("vfs", context=2, radius=4.0)
+    got = list(propagate_sequence(lambda t: feats[t], want.soft[0], 6, cfg))
+    for t in range(1, 6):
+        torch.testing.assert_close(got[t], want.soft[t], atol=1e-5, rtol=0)
+    once = ref.vfs_davis(feats, first, precede_frames=2, neighbor_range=8, duplicate_first=False)
+    assert not torch.allclose(once.soft[2], want.soft[2], atol=1e-3)  # the case tells the two apart
 
 
 def test_vfs_label_resizing_at_native_size(dog: Dog, vfs_ref: ref.Reference) -> None:
@@ -58,13 +76,13 @@ def test_vfs_label_resizing_at_native_size(dog: Dog, vfs_ref: ref.Reference) -> 
 def test_vfs_preset_reproduces_vfs_code_on_davis_full_context(
     shared_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """20 preceding frames (all 8 frames here: frame 0 is in VFS's context twice, so the reference drops
-    the second copy) on the random trunk's features (seed 0, first 64 channels)."""
+    """20 preceding frames (all 8 frames here, frame 0 twice: as the first frame and as a preceding one) on the
+    random trunk's features (seed 0, first 64 channels)."""
     paths, gts = davis_clip(shared_data / "davis", "dog", 8)
     trunk = build_encoder("random", seed=0)
     assert trunk.encode is not None
     full = trunk.encode
     encoder = type(trunk)(trunk.name, trunk.stride, lambda frame: full(frame)[:64], trunk.device)
     feats = torch.stack([encoder.encode(read_frame(p)) for p in paths])  # type: ignore[misc]
-    want = ref.vfs_davis(feats, gts[0], precede_frames=20, duplicate_first=False)
+    want = ref.vfs_davis(feats, gts[0], precede_frames=20)
     check_against("vfs", want, encoder, paths, gts, preset("vfs"), monkeypatch)

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vidssl.engine import checkpoint as ckpt
 from vidssl.engine import distributed as dist
-from vidssl.engine.config import ConfigError, _nearest, apply_overrides, from_dict, read_yaml, to_dict
+from vidssl.engine.config import ConfigError, apply_overrides, did_you_mean, from_dict, read_yaml, to_dict
 from vidssl.engine.logging import RunLogger, prepare_run_dir, scalar
 from vidssl.engine.optim import build_optimizer, lr_at, set_lr
 from vidssl.methods import METHODS, EpochContext, Method
@@ -120,7 +120,7 @@ def resolve_config(data: dict[str, Any]) -> tuple[RunConfig, Any]:
     """A checked ``RunConfig`` and the method's Config; ``RunConfig.model`` is filled with every default."""
     cfg = from_dict(RunConfig, data)
     if cfg.method not in METHODS:
-        raise ConfigError(f"method: unknown method {cfg.method!r}{_nearest(cfg.method, list(METHODS))}")
+        raise ConfigError(f"method: unknown method {cfg.method!r}{did_you_mean(cfg.method, list(METHODS))}")
     cfg = replace(cfg, model=_input_follows_data(cfg))
     try:
         model_cfg = from_dict(METHODS[cfg.method].Config, cfg.model, "model")

@@ -24,7 +24,8 @@ class ConfigError(ValueError):
     """A configuration value or key that cannot be used; the message names the key."""
 
 
-def _nearest(key: str, valid: Sequence[str]) -> str:
+def did_you_mean(key: str, valid: Sequence[str]) -> str:
+    """The hint ``"; did you mean 'x'?"`` with the valid name nearest ``key``, or ``""`` when there is none."""
     close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.0)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -55,7 +56,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {tp}")
     if origin is typing.Literal:
         if value not in args:
-            hint = _nearest(str(value), [str(a) for a in args])
+            hint = did_you_mean(str(value), [str(a) for a in args])
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}{hint}")
         return value
     if origin in (tuple, list):
@@ -102,7 +103,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     for key, value in data.items():
         name = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            raise ConfigError(f"unknown key {name!r}{_nearest(str(key), list(fields))}")
+            raise ConfigError(f"unknown key {name!r}{did_you_mean(str(key), list(fields))}")
         kwargs[key] = _convert(value, hints[key], name)
     missing = [
         n for n, f in fields.items()

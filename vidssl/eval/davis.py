@@ -1,10 +1,10 @@
 """``vidssl eval davis``: propagate each sequence's first-frame masks with a frame encoder and score the
 result with the official DAVIS-2017 semi-supervised metrics.
 
-Per sequence: frames are read one at a time at native resolution, encoded, and streamed through
-``propagate_sequence`` (the first frame plus the N most recent frames, PROTOCOLS.md section 2); each
-predicted label map is upsampled to the ground-truth size and written as an indexed PNG with the DAVIS
-palette (``<out>/<sequence>/<frame>.png``), optionally with an overlay PNG and an mp4 per sequence. The
+Per sequence: frames are read one at a time at native resolution, encoded, and streamed through the preset's
+propagation mode (``vidssl.eval.modes``: CRW-style top-k over the first and N most recent frames, PROTOCOLS.md
+section 2, or MAST's memory); each predicted label map, at the ground-truth size, is written as an indexed PNG
+with the DAVIS palette (``<out>/<sequence>/<frame>.png``), optionally with an overlay PNG and an mp4 per sequence. The
 results folder is then scored by ``evaluate_davis`` (never from stale CSVs) and the tables are printed
 and written as CSVs, beside the resolved config (``<out>/propagation.yaml``).
 """
@@ -20,35 +20,23 @@ from pathlib import Path
 
 import av
 import numpy as np
-import torch
 from PIL import Image
 from tqdm import tqdm
 
-import vidssl.eval.mast_memory as mast_memory
 from vidssl.data.label_io import LabelFileError, davis_palette, read_indexed_png, write_indexed_png
-from vidssl.engine.config import ConfigError, load_config, save_config
+from vidssl.engine.config import ConfigError, save_config
 from vidssl.eval.davis_metrics import DavisResult, evaluate_davis, format_table, read_sequence_list, write_csvs
-from vidssl.eval.encoders import DEFAULT_BACKBONE, FrameEncoder, add_encoder_arguments, build_encoder
-from vidssl.eval.mast_memory import MastMemoryConfig
-from vidssl.eval.propagation import (
-    PropagationConfig,
-    label_to_feature_res,
-    one_hot,
-    propagate_sequence,
-    upsample_labels,
-)
-from vidssl.paths import REPO_ROOT
+from vidssl.eval.encoders import FrameEncoder, add_encoder_arguments
+from vidssl.eval.modes import EvalConfig, FrameInputError, load_preset, preset_encoder
+from vidssl.eval.modes import propagate_video as propagate_mode
+from vidssl.eval.propagation import PropagationConfig
 
 HELP = "label propagation on DAVIS-2017 (CRW / VFS / DINO protocols) scored with the official J&F"
 DEFAULT_CONFIG = Path("configs/eval/crw.yaml")
 
 
-class DavisInputError(ValueError):
+class DavisInputError(FrameInputError):
     """A DAVIS folder that cannot be propagated; ``str()`` is ``"<path>: <problem>"``."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path, self.problem = str(path), problem
-        super().__init__(f"{path}: {problem}")
 
 
 def read_frame(path: Path) -> np.ndarray:
@@ -73,41 +61,14 @@ def sequence_files(davis_root: Path, sequence: str, resolution: str = "480p") ->
 
 
 def propagate_video(
-    encoder: FrameEncoder, frames: Sequence[Path], first_mask: np.ndarray, cfg: PropagationConfig | MastMemoryConfig
+    encoder: FrameEncoder, frames: Sequence[Path], first_mask: np.ndarray, cfg: EvalConfig
 ) -> Iterator[np.ndarray]:
-    """Yield the ``(H, W)`` uint8 label map of every frame (frame 0: ``first_mask`` itself), streaming."""
-    if isinstance(cfg, MastMemoryConfig):  # `mode: mast`: MAST's memory, vidssl/eval/mast_memory.py
-        yield from mast_memory.propagate_frames(encoder, frames, first_mask, cfg, read_frame)
-        return
-    size = (int(first_mask.shape[0]), int(first_mask.shape[1]))
-    yield first_mask
-    if encoder.encode is None:  # the identity baseline: copy the first mask
-        for _ in frames[1:]:
-            yield first_mask
-        return
-    encode = encoder.encode
-
-    def read_checked(t: int) -> np.ndarray:
-        image = read_frame(frames[t])
-        if image.shape[:2] != size:
-            problem = f"frame is {image.shape[1]}x{image.shape[0]}, the first mask {size[1]}x{size[0]}"
-            raise DavisInputError(frames[t], problem)
-        return image
-
-    def encode_frame(t: int) -> torch.Tensor:
-        return feats0 if t == 0 else encode(read_checked(t))
-
-    feats0 = encode(read_checked(0))  # (C, h, w): its size fixes the label grid
-    labels = torch.from_numpy(first_mask.astype(np.int64)).to(feats0.device)
-    grid = (int(feats0.shape[-2]), int(feats0.shape[-1]))
-    small = label_to_feature_res(
-        one_hot(labels, int(first_mask.max()) + 1), grid, encoder.stride, cfg.label_downsample, cfg.label_resize
-    )
-    stream = propagate_sequence(encode_frame, small, len(frames), cfg)
-    next(stream)  # frame 0: the ground truth, already yielded
-    for soft in stream:
-        ids = upsample_labels(soft, size, encoder.stride, cfg.norm_mask, cfg.label_resize)
-        yield ids.to("cpu", torch.uint8).numpy()
+    """Yield the ``(H, W)`` uint8 label map of every frame (frame 0: ``first_mask`` itself), streaming, with the
+    preset's mode (``vidssl.eval.modes``); a frame of another size than the mask is a ``DavisInputError``."""
+    try:
+        yield from propagate_mode(encoder, frames, first_mask, cfg, read_frame)
+    except FrameInputError as exc:
+        raise DavisInputError(exc.path, exc.problem) from exc
 
 
 def overlay(frame: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -145,7 +106,7 @@ def evaluate_encoder(
     encoder: FrameEncoder,
     davis_root: str | Path,
     out_dir: str | Path,
-    cfg: PropagationConfig | MastMemoryConfig | None = None,
+    cfg: EvalConfig | None = None,
     sequences: Sequence[str] | None = None,
     *,
     resolution: str = "480p",
@@ -210,28 +171,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlay-video", action="store_true", help="also write an overlay mp4 per sequence")
 
 
-def _resolve_config(path: Path) -> Path:
-    # the presets ship with the repository: find them from any working directory
-    if not path.is_file() and not path.is_absolute() and (REPO_ROOT / path).is_file():
-        return REPO_ROOT / path
-    return path
-
-
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
-        cfg: PropagationConfig | MastMemoryConfig
-        if mast_memory.is_mast_config(_resolve_config(args.config)):  # `mode: mast`: MAST's memory on Lab input
-            if args.input == "rgb":
-                raise ValueError(f"--input rgb: {args.config} is MAST's memory (mode: mast), which feeds its "
-                                 "encoder Lab; use a propagation preset such as configs/eval/crw.yaml for RGB")
-            cfg = mast_memory.load_mast_config(_resolve_config(args.config), args.overrides)
-            encoder = mast_memory.build_lab_encoder(args.encoder, args.device, args.seed,
-                                                    args.backbone or "resnet18_mast", args.layers)
-        else:
-            cfg = load_config(PropagationConfig, _resolve_config(args.config), args.overrides)
-            encoder = build_encoder(args.encoder, args.device, args.backbone or DEFAULT_BACKBONE, args.seed,
-                                    args.layers, args.input)
+        cfg = load_preset(args.config, args.overrides)  # `mode:` picks top-k or MAST's memory (vidssl.eval.modes)
+        encoder = preset_encoder(cfg, args.encoder, args.device, args.backbone, args.seed, args.layers, args.input,
+                                 args.config)
         result = evaluate_encoder(
             encoder, args.davis_root, args.out, cfg, args.sequences, resolution=args.resolution,
             overlays=args.overlays, overlay_video=args.overlay_video,

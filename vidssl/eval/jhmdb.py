@@ -48,7 +48,11 @@ import cv2
 import numpy as np
 import torch
 
+from vidssl.data.images import is_image
+from vidssl.data.video import VideoError, open_video
+from vidssl.engine.config import ConfigError, to_dict
 from vidssl.eval.encoders import DEFAULT_BACKBONE, FrameEncoder, add_encoder_arguments, build_encoder
+from vidssl.eval.modes import load_preset
 from vidssl.eval.propagation import JhmdbConfig, PropagationConfig, propagate_sequence
 
 HELP = "propagate JHMDB keypoints through an encoder's features and score PCK@0.1..0.5"
@@ -129,7 +133,7 @@ def _mat_for(root: Path, folder: Path) -> Path:
 
 
 def _has_frames(folder: Path) -> bool:
-    return any(p.suffix.lower() in (".png", ".jpg", ".jpeg") for p in folder.iterdir() if p.is_file())
+    return any(is_image(p) and p.is_file() for p in folder.iterdir())
 
 
 def read_file_list(path: str | Path) -> list[JhmdbClip]:
@@ -380,8 +384,6 @@ def evaluate_clips(
 
     ``on_clip(result, frames)`` is called after each clip (progress, overlays); frames are not kept.
     """
-    from vidssl.data.video import open_video
-
     results = []
     for clip in clips:
         with open_video(clip.frames, backend="frames") as reader:
@@ -479,13 +481,13 @@ def with_keypoint_options(
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidssl.data.video import VideoError
-    from vidssl.engine.config import ConfigError, load_config, to_dict
-    from vidssl.eval.davis import _resolve_config  # the presets ship with the repository
-
     start = time.perf_counter()
     try:
-        cfg = load_config(PropagationConfig, _resolve_config(args.config), args.overrides)
+        preset = load_preset(args.config, args.overrides)
+        if not isinstance(preset, PropagationConfig):
+            raise JhmdbError(args.config, f"mode: {preset.mode}: JHMDB keypoints propagate with a top-k preset "
+                             "(mode: topk, e.g. configs/eval/crw.yaml)")
+        cfg = preset
         cfg = with_keypoint_options(cfg, args.size, args.decode_topk)
         if args.list is not None:
             clips = read_file_list(args.list)

@@ -1,4 +1,4 @@
-"""MAST's test-time memory: its DAVIS propagation mode (``mode: mast``).
+"""MAST's test-time memory: the ``mast`` propagation mode (``vidssl.eval.modes``, ``mode: mast`` in a preset).
 
 Lai, Lu & Xie, "MAST: A Memory-Augmented Self-supervised Tracker", CVPR 2020 (https://arxiv.org/abs/2002.07793),
 the authors' ``models/colorizer.py`` and ``benchmark.py``. To predict frame t the memory holds the long-term
@@ -21,27 +21,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import numpy as np
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vidssl.engine.config import ConfigError, apply_overrides, from_dict, read_yaml
-from vidssl.eval.encoders import FrameEncoder, build_encoder
+from vidssl.engine.config import ConfigError
 from vidssl.nn.local_attention import Reference, local_attention, roi_dilation, roi_offsets
 
-__all__ = [
-    "MastMemoryConfig",
-    "build_lab_encoder",
-    "is_mast_config",
-    "load_mast_config",
-    "mast_propagate",
-    "mast_references",
-    "propagate_frames",
-]
+__all__ = ["MastMemoryConfig", "mast_propagate", "mast_references"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -82,12 +70,6 @@ class MastMemoryConfig:
             raise ConfigError(f"temperature: must be positive, got {self.temperature}")
         if min(self.long_term, default=0) < 0 or min(self.short_term, default=1) < 1 or not self.short_term:
             raise ConfigError("long_term must be >= 0 and short_term non-empty and >= 1")
-
-
-def is_mast_config(path: str | Path) -> bool:
-    """Whether the evaluation YAML at ``path`` selects MAST's memory (``mode: mast``)."""
-    data: Any = read_yaml(path)
-    return isinstance(data, dict) and data.get("mode") == "mast"
 
 
 def mast_propagate(
@@ -139,43 +121,3 @@ def mast_propagate(
         # a later target u > t references long-term frames and frames >= u - max(short_term)
         for old in [x for x in memory if x not in cfg.long_term and x < t + 1 - max(cfg.short_term)]:
             del memory[old]
-
-
-def propagate_frames(
-    encoder: FrameEncoder, frames: Sequence[Path], first_mask: np.ndarray, cfg: MastMemoryConfig,
-    read_frame: Callable[[Path], np.ndarray],
-) -> Iterator[np.ndarray]:
-    """``vidssl eval davis``'s ``mode: mast``: yield each frame's ``(H, W)`` uint8 label map (frame 0: the mask).
-
-    ``encoder`` is a ``FrameEncoder`` (:func:`build_lab_encoder`); ``read_frame(path)`` gives ``(H, W, 3)``
-    uint8 RGB. Frames are read and encoded once each, in order.
-    """
-    size = first_mask.shape[:2]
-    frame_encoder = encoder.encode
-    if frame_encoder is None:  # the identity baseline: copy the first mask
-        yield from (first_mask for _ in frames)
-        return
-
-    def encode(t: int) -> Tensor:
-        image = read_frame(frames[t])
-        if image.shape[:2] != size:
-            raise ValueError(f"{frames[t]}: frame is {image.shape[1]}x{image.shape[0]}, the mask {size[1]}x{size[0]}")
-        return frame_encoder(image)
-
-    mask = torch.from_numpy(first_mask.astype(np.int64))
-    for labels in mast_propagate(encode, mask, len(frames), encoder.stride, cfg):
-        yield labels.to("cpu", torch.uint8).numpy()
-
-
-def build_lab_encoder(
-    spec: str, device: torch.device | str = "cpu", seed: int = 0, backbone: str = "resnet18_mast",
-    layers: int | None = None,
-) -> FrameEncoder:
-    """The encoder of MAST's memory, fed normalised Lab: a checkpoint, ``random`` (a seeded ``backbone``),
-    torchvision weights (loaded into ``backbone``), or ``identity``."""
-    return build_encoder(spec, device, backbone, seed, layers, input="lab")
-
-
-def load_mast_config(path: str | Path, overrides: Sequence[str] = ()) -> MastMemoryConfig:
-    """``MastMemoryConfig`` from a YAML with ``mode: mast`` and ``key=value`` overrides."""
-    return from_dict(MastMemoryConfig, apply_overrides(read_yaml(path), overrides))

@@ -57,6 +57,7 @@ class JhmdbConfig:
 class PropagationConfig:
     """One label-propagation protocol; the defaults are CRW's (``configs/eval/crw.yaml`` explains them)."""
 
+    mode: Literal["topk"] = "topk"  # the evaluation mode (vidssl.eval.modes); `mode: mast` is MastMemoryConfig
     topk: int = 10
     radius: float = 12.0
     window: Window = "circle"  # circle: dy^2 + dx^2 < radius^2 (CRW); square: |dy|, |dx| <= radius (DINO)
@@ -64,6 +65,8 @@ class PropagationConfig:
     context: int = 20  # N most recent frames, besides the first frame
     restrict_first: bool = False  # CRW leaves the first frame unrestricted; VFS and DINO restrict it
     pad_with_first: bool = True  # CRW fills the not-yet-seen recent slots with copies of the first frame
+    first_is_recent: bool = False  # VFS: frame 0 is also the oldest recent frame (its preceding frames are
+    # max(0, t - context) .. t - 1), so until it leaves the ring the context holds it twice
     label_resize: LabelResize = "crw"  # labels to the feature grid and back as that code does (label_to_feature_res)
     label_downsample: Literal["bilinear", "nearest"] = "bilinear"  # the interpolation of label_resize: stride
     norm_mask: bool = False  # per-channel min-max of the upsampled soft labels before argmax (VFS, DINO; not
@@ -72,6 +75,9 @@ class PropagationConfig:
     jhmdb: JhmdbConfig = field(default_factory=JhmdbConfig)  # keypoints: only `vidssl eval jhmdb` reads it
 
     def __post_init__(self) -> None:
+        if self.pad_with_first and self.first_is_recent:
+            raise ConfigError("first_is_recent: true needs pad_with_first: false (the recent frames start as frame "
+                              "0 alone, not as copies of it)")
         if self.label_downsample != "bilinear" and self.label_resize != "stride":
             raise ConfigError(
                 f"label_downsample: {self.label_downsample!r} applies to label_resize: stride only; "
@@ -373,9 +379,10 @@ def propagate_sequence(
     # Stored channel-last, which is the layout the local attention reads windows from.
     feats = first.permute(1, 2, 0).expand(1 + n, -1, -1, -1).contiguous()  # (1 + n, h, w, C)
     labels = first_labels.permute(1, 2, 0).expand(1 + n, -1, -1, -1).contiguous()  # (1 + n, h, w, K)
-    # CRW prepends n copies of the first frame to the video, so its recent slots start full of them
-    filled = n if cfg.pad_with_first else 0
-    slot = 0
+    # CRW prepends n copies of the first frame to the video, so its recent slots start full of them; VFS's
+    # preceding frames start with frame 0 itself (slot 1 holds it, the next frame goes to slot 2)
+    filled = n if cfg.pad_with_first else min(n, int(cfg.first_is_recent))
+    slot = filled % n if n else 0
     for t in range(1, num_frames):
         feat = F.normalize(encode_frame(t).float(), dim=0)
         if feat.shape != first.shape:
@@ -392,3 +399,28 @@ def propagate_sequence(
             labels[1 + slot] = pred.permute(1, 2, 0)
             slot = (slot + 1) % n
             filled = min(n, filled + 1)
+
+
+def propagate_labels(
+    encode_frame: Callable[[int], torch.Tensor], first_mask: torch.Tensor, num_frames: int, stride: int,
+    cfg: PropagationConfig,
+) -> Iterator[torch.Tensor]:
+    """The top-k mode of ``vidssl.eval.modes``: the ``(H, W)`` long label map of frame 0 through a video.
+
+    ``encode_frame(t)`` gives frame t's ``(C, h, w)`` features (frame 0 is encoded once; its grid fixes the
+    label grid). Yields ``(H, W)`` long label maps for frames 0 .. num_frames - 1 (frame 0: ``first_mask``):
+    the labels go to the grid and back as ``cfg.label_resize``'s code does, between them
+    :func:`propagate_sequence`.
+    """
+    if first_mask.dim() != 2:
+        raise ValueError(f"propagate_labels: first_mask must be (H, W), got {tuple(first_mask.shape)}")
+    size = (int(first_mask.shape[0]), int(first_mask.shape[1]))
+    yield first_mask
+    feats0 = encode_frame(0)  # (C, h, w)
+    grid = (int(feats0.shape[-2]), int(feats0.shape[-1]))
+    labels = one_hot(first_mask.to(feats0.device).long(), int(first_mask.max()) + 1)
+    small = label_to_feature_res(labels, grid, stride, cfg.label_downsample, cfg.label_resize)
+    stream = propagate_sequence(lambda t: feats0 if t == 0 else encode_frame(t), small, num_frames, cfg)
+    next(stream)  # frame 0: the given labels, already yielded
+    for soft in stream:
+        yield upsample_labels(soft, size, stride, cfg.norm_mask, cfg.label_resize)

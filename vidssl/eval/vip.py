@@ -2,7 +2,7 @@
 
 The protocol of CRW (Jabri et al. 2020) and UVC on VIP (Video Instance-level Parsing, Zhou et al. 2018):
 the first frame's part labels (``Category_ids``: 0 background, 1..19 parts) are propagated through the
-video exactly like DAVIS masks (``vidssl.eval.davis.propagate_video``, with the preset's propagation and
+video exactly like DAVIS masks (the driver of ``vidssl.eval.modes``, with the preset's mode, propagation and
 label resizing; CRW's ``configs/eval/crw.yaml`` by default), and scored as CRW's ``code/eval/eval_vip.py``
 (ajabri/videowalk) ``compute_hist`` and ``show_result`` do:
 
@@ -14,7 +14,8 @@ label resizing; CRW's ``configs/eval/crw.yaml`` by default), and scored as CRW's
 - Frames scored: every frame with a ground-truth PNG, **including frame 0**: ``eval_vip.py`` scores every
   file ``test.py`` wrote, and for frame 0 ``test.py`` writes the first labels after the trip to the feature
   grid and back (``pred = lbls[0]``, then ``dump_predictions``), not the ground truth itself; vidssl scores
-  that round trip (:func:`first_frame_prediction`). ``score_first=False`` leaves frame 0 out. The identity
+  that round trip (:func:`first_frame_prediction`; MAST's memory, ``mode: mast``, keeps the labels themselves).
+  ``score_first=False`` leaves frame 0 out. The identity
   baseline copies the first labels exactly into every frame, frame 0 included.
 
 Differences from CRW's run, both stated in the output: frames are encoded at their native size (CRW and
@@ -40,9 +41,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidssl.data.images import read_image
 from vidssl.data.label_io import LabelFileError, read_indexed_png, write_indexed_png
-from vidssl.data.video import list_frame_files
-from vidssl.eval.encoders import FrameEncoder, add_encoder_arguments, build_encoder
+from vidssl.data.video import VideoError, list_frame_files
+from vidssl.engine.config import ConfigError, to_dict
+from vidssl.eval.encoders import FrameEncoder, add_encoder_arguments
+from vidssl.eval.modes import EvalConfig, load_preset, preset_encoder, propagate_video
 from vidssl.eval.propagation import PropagationConfig, label_to_feature_res, one_hot, upsample_labels
 
 HELP = "propagate VIP human-part labels through an encoder's features and score mean IoU"
@@ -155,17 +159,16 @@ def first_frame_prediction(first: np.ndarray, stride: int, cfg: PropagationConfi
 
 
 def evaluate_videos(
-    videos: Sequence[VipVideo], encoder: FrameEncoder, cfg: PropagationConfig, *,
+    videos: Sequence[VipVideo], encoder: FrameEncoder, cfg: EvalConfig, *,
     num_classes: int = NUM_CLASSES, score_first: bool = True, save_dir: Path | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Propagate every video's first labels and accumulate the confusion matrix.
 
-    Returns the total ``(n, n)`` confusion and each video's own. Frame 0 is scored as CRW's round trip of
-    the first labels (:func:`first_frame_prediction`; the identity baseline: the labels themselves) unless
-    ``score_first`` is False. ``save_dir``: predictions are written there as indexed PNGs ``<video>/<frame>.png``.
+    Returns the total ``(n, n)`` confusion and each video's own. Frame 0 is scored as CRW's round trip of the
+    first labels (:func:`first_frame_prediction`; the identity baseline and MAST's memory: the labels themselves)
+    unless ``score_first`` is False.
+    ``save_dir``: predictions are written there as indexed PNGs ``<video>/<frame>.png``.
     """
-    from vidssl.eval.davis import propagate_video
-
     total = np.zeros((num_classes, num_classes), np.int64)
     per_video = {}
     for video in videos:
@@ -174,8 +177,9 @@ def evaluate_videos(
         first = read_indexed_png(first_path).copy()
         first[first >= num_classes] = 0  # void pixels are propagated as background
         hist = np.zeros_like(total)
-        for t, pred in enumerate(propagate_video(encoder, list(video.frames), first, cfg)):
-            if t == 0 and encoder.encode is not None:  # CRW writes the first labels' round trip, not the labels
+        for t, pred in enumerate(propagate_video(encoder, list(video.frames), first, cfg, read_image)):
+            if t == 0 and encoder.encode is not None and isinstance(cfg, PropagationConfig):
+                # CRW writes the first labels' round trip, not the labels
                 pred = first_frame_prediction(first, encoder.stride, cfg)
             if save_dir is not None:
                 write_indexed_png(save_dir / video.name / f"{video.frames[t].stem}.png", pred)
@@ -205,7 +209,7 @@ def format_table(iou: np.ndarray, miou: float) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", type=Path, required=True, help="VIP folder (Images, Category_ids, lists)")
     parser.add_argument("--videos", nargs="+", default=None, help="default: lists/val_videos.txt")
-    add_encoder_arguments(parser)
+    add_encoder_arguments(parser, backbone=None)  # the mode's: resnet18_s8_l3 (top-k), resnet18_mast (MAST)
     parser.add_argument("--out", type=Path, required=True, help="output folder for miou.json, miou.csv")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="propagation preset (default: CRW's)")
     parser.add_argument("--exclude-first", action="store_true",
@@ -215,15 +219,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidssl.data.video import VideoError
-    from vidssl.engine.config import ConfigError, load_config, to_dict
-    from vidssl.eval.davis import _resolve_config  # the presets ship with the repository
-
     start = time.perf_counter()
     try:
-        cfg = load_config(PropagationConfig, _resolve_config(args.config), args.overrides)
+        cfg = load_preset(args.config, args.overrides)  # `mode:` picks top-k or MAST's memory (vidssl.eval.modes)
         videos = find_videos(args.root, args.videos)
-        encoder = build_encoder(args.encoder, args.device, args.backbone, args.seed, args.layers, args.input)
+        encoder = preset_encoder(cfg, args.encoder, args.device, args.backbone, args.seed, args.layers, args.input,
+                                 args.config)
         hist, per_video = evaluate_videos(
             videos, encoder, cfg, score_first=not args.exclude_first,
             save_dir=args.out / "pred" if args.save_predictions else None,
