@@ -38,6 +38,20 @@ def davis_clip(root: Path, sequence: str, frames: int) -> tuple[list[Path], np.n
     return paths, gts
 
 
+def random_trunk_clip(
+    root: Path, sequence: str, frames: int
+) -> tuple[list[Path], np.ndarray, FrameEncoder, torch.Tensor]:
+    """A shared DAVIS clip, the random trunk (seed 0) cut to its first 64 channels (to keep the dense references
+    within a few minutes) and its ``(T, 64, h, w)`` features."""
+    paths, gts = davis_clip(root, sequence, frames)
+    trunk = build_encoder("random", seed=0)
+    assert trunk.encode is not None
+    full = trunk.encode
+    encoder = replace(trunk, encode=lambda frame: full(frame)[:64])
+    feats = torch.stack([encoder.encode(read_frame(p)) for p in paths])  # type: ignore[misc]
+    return paths, gts, encoder, feats
+
+
 def jf(gts: np.ndarray, masks: np.ndarray) -> float:
     """J&F of the frames between the first and the last, with the official definitions."""
     scores = evaluate_sequence(gts, masks)
@@ -110,12 +124,7 @@ def test_crw_preset_reproduces_crw_code_on_davis_full_context(
 ) -> None:
     """The preset as it is (20 context frames, CRW's padding with copies of frame 0) on the random trunk's
     features (seed 0, its first 64 channels, to keep the dense reference within a few minutes)."""
-    paths, gts = davis_clip(shared_data / "davis", SEQUENCE, 8)
-    trunk = build_encoder("random", seed=0)
-    assert trunk.encode is not None
-    full = trunk.encode
-    encoder = replace(trunk, encode=lambda frame: full(frame)[:64])
-    feats = torch.stack([encoder.encode(read_frame(p)) for p in paths])  # type: ignore[misc]
+    paths, gts, encoder, feats = random_trunk_clip(shared_data / "davis", SEQUENCE, 8)
     cfg = preset("crw")
     want = ref.crw_davis(feats, gts[0], video_len=20, topk=10, radius=12.0, temperature=0.05)
     check_against("crw", want, encoder, paths, gts, cfg, monkeypatch)

@@ -11,9 +11,7 @@ import pytest
 import torch
 
 from tests import propagation_reference as ref
-from tests.test_reference_crw import Dog, check_against, davis_clip, dog, preset
-from vidssl.eval.davis import read_frame
-from vidssl.eval.encoders import build_encoder
+from tests.test_reference_crw import Dog, check_against, dog, preset, random_trunk_clip
 from vidssl.eval.propagation import label_to_feature_res, one_hot, upsample_labels
 
 __all__ = ["dog"]  # the shared fixture
@@ -49,11 +47,6 @@ def test_dino_preset_reproduces_dino_code_on_davis_full_context(
     shared_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--n_last_frames 7 on 10 frames, the random trunk's features (seed 0, first 64 channels)."""
-    paths, gts = davis_clip(shared_data / "davis", "dog", 10)
-    trunk = build_encoder("random", seed=0)
-    assert trunk.encode is not None
-    full = trunk.encode
-    encoder = type(trunk)(trunk.name, trunk.stride, lambda frame: full(frame)[:64], trunk.device)
-    feats = torch.stack([encoder.encode(read_frame(p)) for p in paths])  # type: ignore[misc]
+    paths, gts, encoder, feats = random_trunk_clip(shared_data / "davis", "dog", 10)
     want = ref.dino_davis(feats, gts[0], n_last_frames=7)
     check_against("dino", want, encoder, paths, gts, preset("dino"), monkeypatch)

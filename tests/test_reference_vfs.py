@@ -10,9 +10,7 @@ import pytest
 import torch
 
 from tests import propagation_reference as ref
-from tests.test_reference_crw import Dog, check_against, davis_clip, dog, preset
-from vidssl.eval.davis import read_frame
-from vidssl.eval.encoders import build_encoder
+from tests.test_reference_crw import Dog, check_against, dog, preset, random_trunk_clip
 from vidssl.eval.propagation import label_to_feature_res, one_hot, propagate_sequence, upsample_labels
 
 __all__ = ["dog"]  # the shared fixture
@@ -78,11 +76,6 @@ def test_vfs_preset_reproduces_vfs_code_on_davis_full_context(
 ) -> None:
     """20 preceding frames (all 8 frames here, frame 0 twice: as the first frame and as a preceding one) on the
     random trunk's features (seed 0, first 64 channels)."""
-    paths, gts = davis_clip(shared_data / "davis", "dog", 8)
-    trunk = build_encoder("random", seed=0)
-    assert trunk.encode is not None
-    full = trunk.encode
-    encoder = type(trunk)(trunk.name, trunk.stride, lambda frame: full(frame)[:64], trunk.device)
-    feats = torch.stack([encoder.encode(read_frame(p)) for p in paths])  # type: ignore[misc]
+    paths, gts, encoder, feats = random_trunk_clip(shared_data / "davis", "dog", 8)
     want = ref.vfs_davis(feats, gts[0], precede_frames=20)
     check_against("vfs", want, encoder, paths, gts, preset("vfs"), monkeypatch)
