@@ -487,8 +487,7 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(preset, PropagationConfig):
             raise JhmdbError(args.config, f"mode: {preset.mode}: JHMDB keypoints propagate with a top-k preset "
                              "(mode: topk, e.g. configs/eval/crw.yaml)")
-        cfg = preset
-        cfg = with_keypoint_options(cfg, args.size, args.decode_topk)
+        cfg = with_keypoint_options(preset, args.size, args.decode_topk)
         if args.list is not None:
             clips = read_file_list(args.list)
         elif args.root is not None:

@@ -9,7 +9,7 @@
 A mode's ``propagate(encode_frame, first_mask, num_frames, stride, cfg)`` yields the ``(H, W)`` long label map
 of every frame, frame 0 first; :func:`propagate_video` reads and checks the frames, encodes each once, and
 handles the identity baseline, so a benchmark (``davis.py``, ``vip.py``) only says where frames and labels are.
-Presets without ``mode:`` are top-k (``configs/eval/crw.yaml``, ``vfs.yaml``, ``dino.yaml``).
+A preset without ``mode:`` is top-k (``configs/eval/crw.yaml``, ``vfs.yaml`` and ``dino.yaml`` say it).
 """
 
 from __future__ import annotations

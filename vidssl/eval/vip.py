@@ -15,8 +15,8 @@ label resizing; CRW's ``configs/eval/crw.yaml`` by default), and scored as CRW's
   file ``test.py`` wrote, and for frame 0 ``test.py`` writes the first labels after the trip to the feature
   grid and back (``pred = lbls[0]``, then ``dump_predictions``), not the ground truth itself; vidssl scores
   that round trip (:func:`first_frame_prediction`; MAST's memory, ``mode: mast``, keeps the labels themselves).
-  ``score_first=False`` leaves frame 0 out. The identity
-  baseline copies the first labels exactly into every frame, frame 0 included.
+  ``score_first=False`` leaves frame 0 out. The identity baseline copies the first labels exactly into every
+  frame, frame 0 included.
 
 Differences from CRW's run, both stated in the output: frames are encoded at their native size (CRW and
 UVC resize VIP to 560x560); pixels of the first labels outside 0..19 are propagated as background.
@@ -166,8 +166,7 @@ def evaluate_videos(
 
     Returns the total ``(n, n)`` confusion and each video's own. Frame 0 is scored as CRW's round trip of the
     first labels (:func:`first_frame_prediction`; the identity baseline and MAST's memory: the labels themselves)
-    unless ``score_first`` is False.
-    ``save_dir``: predictions are written there as indexed PNGs ``<video>/<frame>.png``.
+    unless ``score_first`` is False. ``save_dir``: predictions are written there as ``<video>/<frame>.png``.
     """
     total = np.zeros((num_classes, num_classes), np.int64)
     per_video = {}
