@@ -106,6 +106,15 @@ def test_cli_reports_bad_override_and_missing_annotation(davis: Path, tmp_path: 
         evaluate_encoder(build_encoder("identity"), davis, tmp_path / "y", sequences=["single"], progress=False)
 
 
+def test_a_corrupt_frame_is_an_error_naming_it(tmp_path: Path) -> None:
+    from vidssl.eval.davis import read_frame
+
+    bad = tmp_path / "00003.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(DavisInputError, match=r"00003\.jpg: cannot read image"):
+        read_frame(bad)
+
+
 def test_presets_load() -> None:
     for name in ("crw", "vfs", "dino"):
         cfg = load_config(PropagationConfig, REPO_ROOT / "configs" / "eval" / f"{name}.yaml")

@@ -16,7 +16,7 @@ from PIL import Image
 
 from vidssl.data.errors import VideoError
 
-__all__ = ["IMAGE_SUFFIXES", "image_folder", "is_image", "load_image_folder", "read_image"]
+__all__ = ["IMAGE_SUFFIXES", "image_folder", "is_frame_folder", "is_image", "load_image_folder", "read_image"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # still images and the frames of frame folders
 
@@ -24,6 +24,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # still images and 
 def is_image(path: str | Path) -> bool:
     """Whether ``path``'s suffix is an image's (case-insensitive); says nothing of its content."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_frame_folder(folder: Path) -> bool:
+    """Whether ``folder`` directly holds at least one image file (a video stored as frames)."""
+    return any(is_image(p) and p.is_file() for p in folder.iterdir())
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -40,10 +40,6 @@ class ManifestRow:
     error: str = ""
 
 
-def _is_frame_folder(folder: Path) -> bool:
-    return any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in folder.iterdir())
-
-
 def discover(root: str | Path) -> list[Path]:
     """Video files (by extension) and frame folders (folders directly holding images) under ``root``."""
     root = Path(root)

@@ -23,6 +23,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from vidssl.data.errors import VideoError
+from vidssl.data.images import read_image
 from vidssl.data.label_io import LabelFileError, davis_palette, read_indexed_png, write_indexed_png
 from vidssl.engine.config import ConfigError, save_config
 from vidssl.eval.davis_metrics import DavisResult, evaluate_davis, format_table, read_sequence_list, write_csvs
@@ -40,12 +42,11 @@ class DavisInputError(FrameInputError):
 
 
 def read_frame(path: Path) -> np.ndarray:
-    """A JPEG frame as ``(H, W, 3)`` uint8 RGB."""
+    """A JPEG frame as ``(H, W, 3)`` uint8 RGB (``vidssl.data.images.read_image``); unreadable: DavisInputError."""
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError) as exc:
-        raise DavisInputError(path, f"cannot read image ({exc})") from exc
+        return read_image(path)
+    except VideoError as exc:
+        raise DavisInputError(exc.path, exc.problem) from exc
 
 
 def sequence_files(davis_root: Path, sequence: str, resolution: str = "480p") -> tuple[list[Path], Path]:

@@ -48,7 +48,7 @@ import cv2
 import numpy as np
 import torch
 
-from vidssl.data.images import is_image
+from vidssl.data.images import is_frame_folder
 from vidssl.data.video import VideoError, open_video
 from vidssl.engine.config import ConfigError, to_dict
 from vidssl.eval.encoders import DEFAULT_BACKBONE, FrameEncoder, add_encoder_arguments, build_encoder
@@ -132,10 +132,6 @@ def _mat_for(root: Path, folder: Path) -> Path:
     raise JhmdbError(folder, f"no {MAT_NAME} for this clip (looked for {', '.join(map(str, candidates))})")
 
 
-def _has_frames(folder: Path) -> bool:
-    return any(is_image(p) and p.is_file() for p in folder.iterdir())
-
-
 def read_file_list(path: str | Path) -> list[JhmdbClip]:
     """Clips from a CRW-style list: one ``<frame folder> <joint_positions.mat>`` per line; relative paths
     are relative to the list's folder."""
@@ -167,7 +163,8 @@ def find_clips(root: str | Path, clips: Sequence[str] | None = None) -> list[Jhm
             if not f.is_dir():
                 raise JhmdbError(f, "clip folder not found")
     else:
-        folders = [d for pattern in ("*", "*/*", "*/*/*") for d in root.glob(pattern) if d.is_dir() and _has_frames(d)]
+        candidates = (d for pattern in ("*", "*/*", "*/*/*") for d in root.glob(pattern))
+        folders = [d for d in candidates if d.is_dir() and is_frame_folder(d)]
         folders.sort()
         if not folders:
             raise JhmdbError(root, "no folders of frames found")
