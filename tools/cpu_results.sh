@@ -6,7 +6,10 @@
 #   bash tools/cpu_results.sh [train|eval|table|all]     (default: all)
 #
 # Environment: DATA (../shared/data), MINUTES (30: schedule.max_minutes of each run), SEEDS ("0 1"),
-# METHODS ("crw mast corrflow timecycle"), JOBS (2: processes at once, each with one thread), RUNS (runs/cpu).
+# METHODS ("crw mast corrflow timecycle"), JOBS (2: processes at once, each with one thread), RUNS (runs/cpu),
+# STEPS (empty: the time budget): "NAME=N ..." gives the runs a step budget instead, NAME a run (crw_s0) or a
+# method (crw), the run's entry first; a step budget gives the same weights however loaded the machine is
+# (the schedules of configs/cpu are constant, so only the budget changes), and such runs may be niced.
 # Run from the repository root in the environment of `bash tools/bootstrap.sh shell`. Each step skips what is
 # already there (a finished run, an evaluation with its CSV), so a killed script resumes where it stopped.
 set -euo pipefail
@@ -19,6 +22,15 @@ RUNS=${RUNS:-runs/cpu}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # JOBS processes share the cores; one thread each
 mkdir -p "$RUNS/eval"
 
+STEPS=${STEPS:-}
+
+budget() {  # the schedule overrides of run $1 (method $2): its step budget if STEPS names it, else the minutes
+    local entry
+    for entry in $STEPS; do if [ "${entry%%=*}" = "$1" ]; then echo "schedule.steps=${entry#*=} schedule.max_minutes=0"; return; fi; done
+    for entry in $STEPS; do if [ "${entry%%=*}" = "$2" ]; then echo "schedule.steps=${entry#*=} schedule.max_minutes=0"; return; fi; done
+    echo "schedule.max_minutes=$MINUTES"
+}
+
 latest() { ls "$1"/checkpoints/ckpt_*.pt 2>/dev/null | tail -n 1; }
 
 train() {
@@ -27,9 +39,10 @@ train() {
         for seed in $SEEDS; do
             run=$RUNS/${method}_s$seed
             if [ -f "$run/done" ]; then continue; fi
-            echo "[cpu_results] train $run ($MINUTES min)"
+            read -r -a sched <<< "$(budget "${method}_s$seed" "$method")"
+            echo "[cpu_results] train $run (${sched[*]})"
             ( vidssl train --config "configs/cpu/$method.yaml" seed="$seed" out_dir="$run" \
-                  schedule.max_minutes="$MINUTES" "data.source=[$DATA/frames, $DATA/videos]" log.progress=false \
+                  "${sched[@]}" "data.source=[$DATA/frames, $DATA/videos]" log.progress=false \
                   > "$run.log" 2>&1 && touch "$run/done" ) &
             while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
         done
