@@ -16,6 +16,9 @@ affinities (as the authors compute them) in query chunks to bound memory. They t
 - :func:`dino_davis`: facebookresearch/dino ``eval_video_segmentation.py`` ``eval_video_tracking_davis``,
   ``label_propagation``, ``restrict_neighborhood``, ``norm_mask``, ``read_seg``, ``to_one_hot``.
 - :func:`crw_vip_hist`: ajabri/videowalk ``code/eval/eval_vip.py`` ``compute_hist`` and ``show_result``.
+- :func:`mast_davis`: zlai0/MAST ``benchmark.py`` ``test()`` (``--ref 0``), ``models/colorizer.py``
+  ``Colorizer.forward`` and ``prep``, ``models/deform_im2col_util.py`` ``deform_im2col``, and the
+  ``spatial_correlation_sampler`` package's ``SpatialCorrelationSampler`` (padding 0).
 
 Every propagation function also returns, per frame, the near-tie gap of each position (``_topk_with_gap``:
 the smallest difference between a kept and a dropped logit; ``inf`` where nothing is dropped): where it is
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import cv2
@@ -409,27 +413,136 @@ def dino_davis(
 
 
 # ----------------------------------------------------------------------------------------------------
+# MAST (zlai0/MAST)
+
+
+def mast_correlation(ft: torch.Tensor, fr: torch.Tensor, radius: int, dilation: int = 1) -> torch.Tensor:
+    """SpatialCorrelationSampler(kernel_size=1, patch_size=2R+1, padding=0, dilation_patch=dilation) on
+    ``(C, h, w)`` features: ``(P*P, h, w)``, row ``dy * P + dx`` the channel sum of ``ft(p) fr(p + d dilation)``,
+    zero where that position is outside the frame (the sampler adds in-bounds products only)."""
+    _, h, w = ft.shape
+    out = torch.zeros((2 * radius + 1) ** 2, h, w, dtype=ft.dtype)
+    for n, (dy, dx) in enumerate((a, b) for a in range(-radius, radius + 1) for b in range(-radius, radius + 1)):
+        oy, ox = dy * dilation, dx * dilation
+        ys, yt = slice(max(0, -oy), min(h, h - oy)), slice(max(0, oy), min(h, h + oy))
+        xs, xt = slice(max(0, -ox), min(w, w - ox)), slice(max(0, ox), min(w, w + ox))
+        out[n, ys, xs] = (ft[:, ys, xs] * fr[:, yt, xt]).sum(0)
+    return out
+
+
+def mast_deform_samples(im: torch.Tensor, offset: torch.Tensor, radius: int) -> Iterator[torch.Tensor]:
+    """deform_im2col, one kernel position at a time: for ``n = dy * P + dx`` the ``(C, h, w)`` bilinear samples
+    of ``im`` at ``p + offset(p) + (dx - R, dy - R)``; ``offset`` ``(h, w, 2)`` (x, y). The coordinates are
+    normalised by ``(w - 1)`` and ``(h - 1)``: grid_sample's ``align_corners=True``, its behaviour in the
+    PyTorch 1.1 MAST was released for; zero padding."""
+    _, h, w = im.shape
+    gy, gx = torch.meshgrid(torch.arange(h, dtype=im.dtype), torch.arange(w, dtype=im.dtype), indexing="ij")
+    base = torch.stack([gx, gy], dim=-1) + offset  # (h, w, 2)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            g = base + torch.tensor([dx - radius, dy - radius], dtype=im.dtype)
+            g = torch.stack([g[..., 0] / (w - 1) * 2 - 1, g[..., 1] / (h - 1) * 2 - 1], dim=-1)
+            yield F.grid_sample(im[None], g[None], mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+
+
+def mast_colorizer(
+    feats_r: list[torch.Tensor], feat_t: torch.Tensor, labels_r: list[torch.Tensor], ref_index: list[int],
+    current: int, *, radius: int = 12, dil_int: int = 15, search_radius: int = 12, classes: int = 7, stride: int = 4,
+) -> torch.Tensor:
+    """Colorizer.forward at test (``R = 12``, ``D = 4``, ``C = 7``) for one target: ``(C, h, w)`` features,
+    ``(H, W)`` long label maps per reference -> ``(classes, h, w)``.
+
+    The references more than ``dil_int`` frames back come first (ref_index is sorted) and are searched: the
+    dilated coarse correlation (dilation ``min(4, d // dil_int + 1)``), a softmax over its 25x25 raw logits, the
+    expected (x, y) displacement times the dilation (``offset0``), then deform_im2col of the features around it.
+    The others: the plain correlation. One softmax over the raw logits of all references. The labels: prep
+    (``[::D, ::D]``, one_hot to ``classes`` channels); F.unfold (zero padding R) for the unsearched ones and
+    deform_im2col around ``offset0`` for the searched ones: the variable left by the search loop, the *last*
+    searched reference's offset, for every one of them."""
+    size = 2 * radius + 1
+    far = [x for x in ref_index if current - x > dil_int]
+    dirates = [min(4, (current - x) // dil_int + 1) for x in far]
+    corrs = []
+    offset0 = torch.zeros(*feat_t.shape[1:], 2, dtype=feat_t.dtype)
+    for i, dirate in enumerate(dirates):
+        coarse = mast_correlation(feat_t, feats_r[i], search_radius, dirate).softmax(dim=0)
+        coarse = coarse.reshape(2 * search_radius + 1, 2 * search_radius + 1, *feat_t.shape[1:], 1)
+        yy, xx = torch.meshgrid(torch.arange(-search_radius, search_radius + 1),
+                                torch.arange(-search_radius, search_radius + 1), indexing="ij")
+        grid = torch.stack([xx, yy], dim=-1).reshape(2 * search_radius + 1, 2 * search_radius + 1, 1, 1, 2).to(feat_t)
+        offset0 = (coarse * grid).sum(0).sum(0) * dirate  # (h, w, 2)
+        corrs.append(torch.stack([(feat_t * col).sum(0) for col in mast_deform_samples(feats_r[i], offset0, radius)]))
+    for i in range(len(far), len(ref_index)):
+        corrs.append(mast_correlation(feat_t, feats_r[i], radius))
+    corr = torch.cat(corrs, dim=0).softmax(dim=0)  # (nref P^2, h, w)
+    qr = [F.one_hot(lab[::stride, ::stride].long(), classes).permute(2, 0, 1).to(feat_t) for lab in labels_r]
+    out = torch.zeros(classes, *feat_t.shape[1:], dtype=feat_t.dtype)
+    for i, q in enumerate(qr):
+        if i < len(far):
+            cols = mast_deform_samples(q, offset0, radius)
+        else:
+            unfolded = F.unfold(q[None], kernel_size=size, padding=radius)[0]  # (classes P^2, h w)
+            cols = iter(unfolded.reshape(classes, size * size, *q.shape[1:]).permute(1, 0, 2, 3))
+        for n, col in enumerate(cols):
+            out += corr[i * size * size + n] * col
+    return out
+
+
+def mast_davis(
+    feats: torch.Tensor, first_ids: np.ndarray, *, teacher: list[np.ndarray] | None = None, dil_int: int = 15,
+    radius: int = 12, search_radius: int = 12, stride: int = 4,
+) -> Reference:
+    """benchmark.py ``test()`` with ``--ref 0`` on given features: for target ``i + 1`` the references
+    ``[x for x in (0, 5) if x <= i] + [x for x in range(i, i - 6, -2) if x > 0]``, sorted and unique; the
+    colorizer's ``(7, h, w)`` output bilinearly interpolated to the mask size (``align_corners=False``), its
+    arg-max appended to ``outputs``, the memory's label maps. ``teacher``: full-size label maps to use as the
+    memory instead (frame t's), so that one step at a time can be compared on the same memory. ``gaps`` are
+    inf: there is no top-k."""
+    big = first_ids.shape
+    outputs = [torch.from_numpy(first_ids.astype(np.int64))]
+    first = F.one_hot(outputs[0][::stride, ::stride], 7).permute(2, 0, 1).to(feats)
+    soft, ids = [first], [first_ids.astype(np.uint8)]
+    gaps = [torch.full(first.shape[1:], float("inf"))]
+    margins = [np.full(big, np.inf)]
+    for i in range(len(feats) - 1):
+        mem_gap = 2
+        short = [x for x in range(i, i - mem_gap * 3, -mem_gap) if x > 0]
+        ref_index = sorted(set([x for x in (0, 5) if x <= i] + short))
+        out = mast_colorizer([feats[r] for r in ref_index], feats[i + 1], [outputs[r] for r in ref_index],
+                             ref_index, i + 1, dil_int=dil_int, radius=radius, search_radius=search_radius,
+                             stride=stride)
+        up = F.interpolate(out[None], big, mode="bilinear", align_corners=False)[0]
+        pred = up.argmax(dim=0)
+        outputs.append(torch.from_numpy(teacher[i + 1].astype(np.int64)) if teacher is not None else pred)
+        soft.append(out)
+        gaps.append(torch.full(out.shape[1:], float("inf")))
+        ids.append(pred.numpy().astype(np.uint8))
+        margins.append(_margin(up.numpy(), 0))
+    return Reference(soft, ids, gaps, margins)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Inputs and comparisons shared by the reference tests
 
 
-def patch_encoder(channels: int = 32, seed: int = 0, noise: float = 0.01) -> FrameEncoder:
-    """Random features that are cheap and structured: a seeded zero-mean linear map of each 8x8 RGB patch
-    (edge-padded to a multiple of 8, so the grid is ``ceil(H / 8)`` like a ResNet's), plus a little noise
-    seeded by the frame's bytes. Zero-mean filters drop the patch's mean colour, which would make every
-    feature nearly parallel and the top-k full of near-ties; the noise separates patches that are exactly
-    alike (flat regions), whose equal logits would leave the top-k to the order of the candidates."""
+def patch_encoder(channels: int = 32, seed: int = 0, noise: float = 0.01, stride: int = 8) -> FrameEncoder:
+    """Random features that are cheap and structured: a seeded zero-mean linear map of each ``stride`` x
+    ``stride`` RGB patch (edge-padded to a multiple of it, so the grid is ``ceil(H / stride)`` like a ResNet's),
+    plus a little noise seeded by the frame's bytes. Zero-mean filters drop the patch's mean colour, which would
+    make every feature nearly parallel and the top-k full of near-ties; the noise separates patches that are
+    exactly alike (flat regions), whose equal logits would leave the top-k to the order of the candidates."""
     g = torch.Generator().manual_seed(seed)
-    weight = torch.randn(channels, 3, 8, 8, generator=g)
+    weight = torch.randn(channels, 3, stride, stride, generator=g)
     weight -= weight.mean(dim=(1, 2, 3), keepdim=True)
 
     def encode(frame: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.array(frame)).permute(2, 0, 1)[None].float() / 255
-        x = F.pad(x, (0, -x.shape[-1] % 8, 0, -x.shape[-2] % 8), mode="replicate")
-        out = F.conv2d(x, weight, stride=8)[0]
+        x = F.pad(x, (0, -x.shape[-1] % stride, 0, -x.shape[-2] % stride), mode="replicate")
+        out = F.conv2d(x, weight, stride=stride)[0]
         jitter = torch.Generator().manual_seed(zlib.crc32(np.ascontiguousarray(frame).tobytes()))
         return out + noise * torch.randn(out.shape, generator=jitter)
 
-    return FrameEncoder(f"patches{channels}", 8, encode, torch.device("cpu"))
+    return FrameEncoder(f"patches{channels}", stride, encode, torch.device("cpu"))
 
 
 def dilate(mask: torch.Tensor, cells: int) -> torch.Tensor:

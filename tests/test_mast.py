@@ -182,35 +182,60 @@ def test_roi_search_finds_a_displaced_patch() -> None:
     assert (local[0, 0, 12:28, 12:28] - want).abs().max() > 0.5
 
 
+def _moving_square(t: int, h: int = 12, size: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 6x6 object at rows 3..8 moving 1 cell per frame right over a flat background: features ``(C, h, 32)`` with
+    one channel per object cell and one for the background, and the ``(h, 32)`` mask."""
+    c = size * size + 1
+    feats = torch.zeros(c, h, 32)
+    feats[-1] = 1.0
+    mask = torch.zeros(h, 32, dtype=torch.long)
+    x0 = 2 + t
+    feats[:, 3:3 + size, x0:x0 + size] = torch.eye(c)[:-1].T.reshape(c, size, size)
+    mask[3:3 + size, x0:x0 + size] = 1
+    return feats, mask
+
+
 @pytest.mark.slow
 def test_mast_propagate_tracks_a_moving_object_frame_by_frame() -> None:
-    """A 6x6 object moving 1 cell per frame over a flat background: its labels follow it for 20 frames (frame 0
+    """vidssl's options (``cells``, ``exclude``, ``own``): the object's labels follow it for 20 frames (frame 0
     enters the memory through the ROI once it is 16 frames back); every frame is encoded exactly once."""
-    h, w, s, n, size = 12, 32, 4, 20, 6
-    c = size * size + 1  # one channel per object cell, one for the background
-
-    def scene(t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = torch.zeros(c, h, w)
-        feats[-1] = 1.0
-        mask = torch.zeros(h, w, dtype=torch.long)
-        x0 = 2 + t
-        feats[:, 3:3 + size, x0:x0 + size] = torch.eye(c)[:-1].T.reshape(c, size, size)
-        mask[3:3 + size, x0:x0 + size] = 1
-        return feats, mask
-
+    s, n = 4, 20
     encoded: list[int] = []
 
     def encode(t: int) -> torch.Tensor:
         encoded.append(t)
-        return scene(t)[0]
+        return _moving_square(t)[0]
 
-    first = scene(0)[1].repeat_interleave(s, 0).repeat_interleave(s, 1)  # (H, W)
-    cfg = MastMemoryConfig(radius=6, temperature=0.05, tile=6)
+    first = _moving_square(0)[1].repeat_interleave(s, 0).repeat_interleave(s, 1)  # (H, W)
+    cfg = MastMemoryConfig(radius=6, temperature=0.05, tile=6, outside="exclude", memory_labels="cells",
+                           roi_values="own")
     maps = list(mast_propagate(encode, first, n, s, cfg))
     assert encoded == list(range(n))
     for t, labels in enumerate(maps):
-        assert labels.shape == (h * s, w * s)
-        assert torch.equal(labels[s // 2::s, s // 2::s], scene(t)[1]), t  # read at the cells' centres
+        assert labels.shape == (12 * s, 32 * s)
+        assert torch.equal(labels[s // 2::s, s // 2::s], _moving_square(t)[1]), t  # read at the cells' centres
+
+
+def test_the_codes_memory_labels_erode_the_top_left_corner() -> None:
+    """The released code's memory (``memory_labels: pixels``): every 4th pixel of the bilinearly upsampled arg-max
+    reads 0.39 of its own cell and 0.61 of the cells above and to the left, so each frame the object's top-left
+    corner cell leaves the memory (here frame 0's whole object, still in it, restores the rest); ``cells`` keeps
+    the object whole."""
+    s = 4
+    first = _moving_square(0)[1].repeat_interleave(s, 0).repeat_interleave(s, 1)
+
+    def memory(labels: str, n: int) -> list[torch.Tensor]:
+        cfg = MastMemoryConfig(radius=3, temperature=0.05, tile=8, memory_labels=labels)  # type: ignore[arg-type]
+        return [m[::s, ::s] if labels == "pixels" else m[s // 2::s, s // 2::s]
+                for m in mast_propagate(lambda t: _moving_square(t)[0], first, n, s, cfg)]
+
+    pixels, cells = memory("pixels", 4), memory("cells", 4)
+    for t in range(4):
+        assert torch.equal(cells[t], _moving_square(t)[1]), t
+    assert torch.equal(pixels[0], _moving_square(0)[1])  # the ground truth at stride 4 is the cells themselves
+    for t in range(1, 4):  # exactly the top-left corner cell: row 3, column 2 + t
+        lost = _moving_square(t)[1] - pixels[t]
+        assert lost.min() == 0 and lost.nonzero().tolist() == [[3, 2 + t]], t
 
 
 def test_eval_davis_mast_mode_end_to_end(tmp_path: Path) -> None:
@@ -266,3 +291,18 @@ def test_memory_mode_loads_its_encoder_like_every_evaluation(tmp_path: Path) -> 
     with torch.no_grad():
         torch.testing.assert_close(full.encode(frame), net.forward_features(normalize_input(x, "lab"))[0])
     assert full.encode(frame).shape[0] == 512 and short.encode(frame).shape[0] == 256
+
+
+def test_mast_memory_runs_where_the_frame_is_no_multiple_of_the_stride() -> None:
+    """854 px at stride 4 gives a 214-cell grid whose last cell is partial: both ``memory_labels`` read it (``cells``
+    at its last pixel), and a grid that is not the ceiling one is a ValueError that says so."""
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(3, 8, 3, 4, generator=gen)  # ceil(10 / 4) x ceil(13 / 4)
+    first = torch.zeros(10, 13, dtype=torch.long)
+    first[2:8, 3:12] = 1
+    for labels in ("pixels", "cells"):
+        cfg = MastMemoryConfig(radius=2, memory_labels=labels)  # type: ignore[arg-type]
+        maps = list(mast_propagate(lambda t: feats[t], first, 3, 4, cfg))
+        assert [m.shape for m in maps] == [(10, 13)] * 3
+    with pytest.raises(ValueError, match="needs the features' grid 3x4, got 3x3"):
+        list(mast_propagate(lambda t: feats[t][..., :3], first, 2, 4, MastMemoryConfig()))

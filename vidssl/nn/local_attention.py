@@ -12,6 +12,9 @@ is a few dense products per tile instead of one elementwise pass per window disp
 
 A reference may instead be read around a region of interest, ``p + offset(p)`` with a per-position
 ``offset`` (MAST's long-term memory): its window is then sampled bilinearly, one window row at a time.
+
+Window positions outside the frame are left out of the softmax (``outside="exclude"``), or scored as MAST's
+released code scores them (``outside="zero"``): zero features, so logit 0, and zero values, inside the softmax.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterator, Sequence
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +30,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 __all__ = [
+    "Outside",
     "Reference",
     "Tile",
     "Window",
@@ -41,7 +45,20 @@ __all__ = [
 ]
 
 Window = Literal["circle", "square"]
-Reference = tuple[Tensor, Tensor, Tensor | None]  # (features (B, C, h, w), values (B, V, H', W'), ROI offset)
+Outside: TypeAlias = Literal["exclude", "zero"]
+
+
+class Reference(NamedTuple):
+    """One reference of :func:`local_attention` (a plain ``(features, values, offset)`` tuple is one too).
+
+    ``features`` ``(B, C, h, w)``; ``values`` ``(B, V, H', W')``; ``offset`` ``None`` or ``(B, 2, h, w)`` (dx, dy):
+    the window is centred on ``p + offset(p)``; ``value_offset``: where the values are read, if not around
+    ``offset`` (MAST's released code reads every searched reference's labels around the last one's ROI)."""
+
+    features: Tensor
+    values: Tensor
+    offset: Tensor | None = None
+    value_offset: Tensor | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -128,18 +145,20 @@ def _pixel_grid(offset: Tensor, t: Tile, dy: Tensor, dx: float) -> Tensor:
     return torch.stack([px, py], dim=-1)
 
 
-def _sample(x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
-    """Bilinear samples of ``x`` ``(B, C, h, w)`` at cell positions ``pos`` ``(B, n, th, tw, 2)``.
-
-    Returns ``(B, C, n, th, tw)`` and the bool mask ``(B, n, th, tw)`` of positions inside the frame. Pixel-centre
-    coordinates (``align_corners=True``), as the authors' ``deform_im2col`` under the PyTorch 1.1 MAST used.
-    """
+def _sample(x: Tensor, pos: Tensor) -> Tensor:
+    """Bilinear samples ``(B, C, n, th, tw)`` of ``x`` ``(B, C, h, w)`` at cell positions ``pos``
+    ``(B, n, th, tw, 2)``, zero outside the frame. Pixel-centre coordinates (``align_corners=True``), as the
+    authors' ``deform_im2col`` under the PyTorch 1.1 MAST used."""
     b, c, h, w = x.shape
     _, n, th, tw, _ = pos.shape
     norm = torch.stack([pos[..., 0] * (2.0 / max(w - 1, 1)) - 1.0, pos[..., 1] * (2.0 / max(h - 1, 1)) - 1.0], -1)
     out = F.grid_sample(x, norm.view(b, n * th, tw, 2), mode="bilinear", padding_mode="zeros", align_corners=True)
-    valid = (pos[..., 0] >= 0) & (pos[..., 0] <= w - 1) & (pos[..., 1] >= 0) & (pos[..., 1] <= h - 1)
-    return out.view(b, c, n, th, tw), valid
+    return out.view(b, c, n, th, tw)
+
+
+def _inside(pos: Tensor, h: int, w: int) -> Tensor:
+    """``(B, n, th, tw)`` bool: the positions ``pos`` ``(B, n, th, tw, 2)`` that lie inside an ``h x w`` frame."""
+    return (pos[..., 0] >= 0) & (pos[..., 0] <= w - 1) & (pos[..., 1] >= 0) & (pos[..., 1] <= h - 1)
 
 
 def _roi_row_logits(feat_t: Tensor, feat_r: Tensor, offset: Tensor, t: Tile, dy: Tensor, radius: int) -> Tensor:
@@ -147,16 +166,19 @@ def _roi_row_logits(feat_t: Tensor, feat_r: Tensor, offset: Tensor, t: Tile, dy:
     parts = []
     ft = feat_t[:, :, None, t.y0:t.y1, t.x0:t.x1]
     for dx in range(-radius, radius + 1):
-        s, _ = _sample(feat_r, _pixel_grid(offset, t, dy, float(dx)))  # (B, C, n, th, tw)
+        s = _sample(feat_r, _pixel_grid(offset, t, dy, float(dx)))  # (B, C, n, th, tw)
         parts.append((ft * s).sum(1))  # (B, n, th, tw)
     return torch.stack(parts, dim=2).flatten(1, 2)  # displacement order (dy, dx)
 
 
 def _roi_window(
-    feat_t: Tensor, feat_r: Tensor, values: Tensor, offset: Tensor, t: Tile, radius: int, scale: float
+    feat_t: Tensor, feat_r: Tensor, values: Tensor, offset: Tensor, t: Tile, radius: int, scale: float,
+    value_offset: Tensor, outside: Outside,
 ) -> tuple[Tensor, Tensor]:
-    """Logits ``(B, P_t, P^2)`` (outside the frame: the most negative float) and values ``(B, P_t, P^2, V)`` of
-    the ``(2R+1)^2`` window centred on ``p + offset(p)`` for every target ``p`` of tile ``t``."""
+    """Logits ``(B, P_t, P^2)`` and values ``(B, P_t, P^2, V)`` of the ``(2R+1)^2`` window centred on
+    ``p + offset(p)`` for every target ``p`` of tile ``t``, the values read around ``p + value_offset(p)``.
+    Positions outside the frame: the most negative logit (``exclude``) or the zero-padded bilinear samples
+    (``zero``: the authors' ``grid_sample`` with zero padding)."""
     size = 2 * radius + 1
     rows = []
     for dy in range(-radius, radius + 1):
@@ -169,10 +191,11 @@ def _roi_window(
         rows.append(z * scale)
     logits = torch.cat(rows, dim=1)  # (B, P^2, th, tw)
     r = torch.arange(-radius, radius + 1, device=feat_t.device, dtype=offset.dtype)
-    pos = _pixel_grid(offset, t, r.repeat_interleave(size), 0.0)  # (B, P^2, th, tw, 2)
-    pos = pos + torch.stack([r.repeat(size), torch.zeros_like(r.repeat(size))], -1).view(1, -1, 1, 1, 2)
-    vals, valid = _sample(values, pos)  # (B, V, P^2, th, tw)
-    logits = logits.masked_fill(~valid, torch.finfo(logits.dtype).min)
+    step = torch.stack([r.repeat(size), torch.zeros_like(r.repeat(size))], -1).view(1, -1, 1, 1, 2)
+    if outside == "exclude":
+        inside = _inside(_pixel_grid(offset, t, r.repeat_interleave(size), 0.0) + step, *feat_r.shape[-2:])
+        logits = logits.masked_fill(~inside, torch.finfo(logits.dtype).min)
+    vals = _sample(values, _pixel_grid(value_offset, t, r.repeat_interleave(size), 0.0) + step)  # (B, V, P^2, th, tw)
     return logits.flatten(2).transpose(1, 2), vals.flatten(3).permute(0, 3, 2, 1)
 
 
@@ -192,66 +215,94 @@ def _values_at_features(values: Tensor, h: int, w: int) -> Tensor:
 
 
 def local_attention(
-    feat_t: Tensor, refs: Sequence[Reference], radius: int, scale: float | None = None, tile: int | None = None
+    feat_t: Tensor, refs: Sequence[Reference | tuple[Tensor, Tensor, Tensor | None]], radius: int,
+    scale: float | None = None, tile: int | None = None, outside: Outside = "exclude",
 ) -> Tensor:
     """Copy values from references through one softmax over all their windows.
 
     Args:
         feat_t: ``(B, C, h, w)`` target features.
-        refs: ``(feat_r (B, C, h, w), values_r (B, V, H', W'), offset)`` per reference. Values at a multiple s of
-            the feature size are read at every s-th pixel from the top-left (MAST's ``x[:, :, ::s, ::s]``).
-            ``offset`` is ``None`` for a window centred on the target position itself, or ``(B, 2, h, w)``
-            (dx, dy) in cells centring it on ``p + offset(p)`` (:func:`roi_offsets`), read bilinearly.
+        refs: :class:`Reference` s, or ``(feat_r (B, C, h, w), values_r (B, V, H', W'), offset)`` tuples. Values
+            at a multiple s of the feature size are read at every s-th pixel from the top-left (MAST's
+            ``x[:, :, ::s, ::s]``). ``offset`` is ``None`` for a window centred on the target position itself, or
+            ``(B, 2, h, w)`` (dx, dy) in cells centring it on ``p + offset(p)`` (:func:`roi_offsets`), read
+            bilinearly.
         radius: R: target p sees reference positions ``p + d`` with ``|d_y|, |d_x| <= R``.
         scale: logits are ``scale <f_t(p), f_r(q)>``; ``1 / sqrt(C)`` when ``None``.
         tile: target tile side in cells (speed and memory only; the result does not depend on it). None: 16,
             the fastest measured for radii 6 and 12 (``docs/benchmarks.md``).
+        outside: window positions outside the frame are left out of the softmax (``exclude``), or enter it as
+            zero features and zero values (``zero``: logit 0, MAST's ``SpatialCorrelationSampler`` and
+            ``F.unfold`` with zero padding; around an ROI, zero-padded bilinear samples).
     Returns:
-        ``(B, V, h, w)``: ``sum_{r, q} softmax_{r, q}(logit) v_r(q)`` over the window positions of every reference
-        that lie inside its frame (positions outside are left out of the softmax).
+        ``(B, V, h, w)``: ``sum_{r, q} softmax_{r, q}(logit) v_r(q)`` over the window positions of every reference.
     """
     if not refs:
         raise ValueError("local_attention: needs at least one reference")
     if feat_t.dim() != 4:
         raise ValueError(f"local_attention: target features must be (B, C, h, w), got {tuple(feat_t.shape)}")
-    for f_r, v_r, offset in refs:
-        if f_r.shape != feat_t.shape or v_r.dim() != 4 or v_r.shape[0] != feat_t.shape[0]:
+    if outside not in ("exclude", "zero"):
+        raise ValueError(f"local_attention: outside must be 'exclude' or 'zero', got {outside!r}")
+    refs_ = [Reference(*r) for r in refs]
+    for r in refs_:
+        if r.features.shape != feat_t.shape or r.values.dim() != 4 or r.values.shape[0] != feat_t.shape[0]:
             raise ValueError(f"local_attention: need reference features {tuple(feat_t.shape)} and values "
-                             f"(B, V, H', W'), got {tuple(f_r.shape)}, {tuple(v_r.shape)}")
-        if offset is not None and offset.shape != (feat_t.shape[0], 2, *feat_t.shape[2:]):
-            raise ValueError(f"local_attention: an ROI offset must be (B, 2, h, w), got {tuple(offset.shape)}")
+                             f"(B, V, H', W'), got {tuple(r.features.shape)}, {tuple(r.values.shape)}")
+        for o in (r.offset, r.value_offset):
+            if o is not None and o.shape != (feat_t.shape[0], 2, *feat_t.shape[2:]):
+                raise ValueError(f"local_attention: an ROI offset must be (B, 2, h, w), got {tuple(o.shape)}")
+        if r.value_offset is not None and r.offset is None:
+            raise ValueError("local_attention: a value_offset needs an offset (it moves an ROI window's values)")
     if radius < 0:
         raise ValueError(f"local_attention: radius must be >= 0, got {radius}")
     b, c, h, w = feat_t.shape
     scale = 1.0 / math.sqrt(c) if scale is None else scale
-    small = [_values_at_features(v, h, w).to(feat_t.dtype) for _, v, _ in refs]
+    small = [_values_at_features(r.values, h, w).to(feat_t.dtype) for r in refs_]
+    local = sum(1 for r in refs_ if r.offset is None)  # windows centred on the target itself
     out = feat_t.new_empty(b, small[0].shape[1], h, w)
     neg = torch.finfo(feat_t.dtype).min
     band: tuple[int, list[tuple[Tensor, Tensor] | None]] = (-1, [])  # ROI windows of the current row of tiles
     for t in tiles(h, w, 16 if tile is None else tile, radius):
         if t.y0 != band[0]:  # ROI windows are read per position: once for a whole row of tiles, sliced below
             row = Tile(t.y0, t.y1, 0, w, 0, 0, 0, 0)
-            band = (t.y0, [None if o is None else _roi_window(feat_t, f, v, o, row, radius, scale)
-                           for (f, _, o), v in zip(refs, small, strict=True)])
+            band = (t.y0, [None if r.offset is None else _roi_window(
+                feat_t, r.features, v, r.offset, row, radius, scale,
+                r.offset if r.value_offset is None else r.value_offset, outside)
+                for r, v in zip(refs_, small, strict=True)])
         q = feat_t[:, :, t.y0:t.y1, t.x0:t.x1].flatten(2).transpose(1, 2)  # (B, P_t, C)
         logits, values = [], []
-        for (f_r, _, _), v, roi in zip(refs, small, band[1], strict=True):
+        for r, v, roi in zip(refs_, small, band[1], strict=True):
             if roi is None:
-                keys = f_r[:, :, t.wy0:t.wy1, t.wx0:t.wx1].flatten(2)  # (B, C, P_w): the tile's window rectangle
-                outside = outside_window(t.shape, t.window, float(radius), "square").to(feat_t.device)
-                logits.append(torch.bmm(q, keys).mul(scale).masked_fill(outside, neg))  # (B, P_t, P_w)
+                keys = r.features[:, :, t.wy0:t.wy1, t.wx0:t.wx1].flatten(2)  # (B, C, P_w): the tile's window rectangle
+                off = outside_window(t.shape, t.window, float(radius), "square").to(feat_t.device)
+                logits.append(torch.bmm(q, keys).mul(scale).masked_fill(off, neg))  # (B, P_t, P_w)
                 values.append(v[:, :, t.wy0:t.wy1, t.wx0:t.wx1].flatten(2).transpose(1, 2))  # (B, P_w, V)
             else:
                 th = t.y1 - t.y0
                 z, vals = (x.unflatten(1, (th, w))[:, :, t.x0:t.x1].flatten(1, 2) for x in roi)
                 logits.append(z)  # (B, P_t, P^2)
                 values.append(vals)  # (B, P_t, P^2, V)
+        if outside == "zero" and local:
+            # the local windows' positions outside the frame: logit 0 and value 0 each, so one column of
+            # logit log(count) holds their share of the softmax and copies nothing
+            n = _outside_count(t, h, w, radius, feat_t.device) * local
+            logits.append(torch.where(n > 0, n.clamp(min=1).log(), neg).to(feat_t.dtype).expand(b, -1, 1))
         weights = F.softmax(torch.cat(logits, dim=2), dim=2).split([z.shape[2] for z in logits], dim=2)
         copied = q.new_zeros(b, q.shape[1], out.shape[1])  # (B, P_t, V)
-        for p, v in zip(weights, values, strict=True):
+        for p, v in zip(weights, values, strict=False):  # the outside column, if any, is last and copies nothing
             copied = copied + (torch.bmm(p, v) if v.dim() == 3 else torch.einsum("bpk,bpkv->bpv", p, v))
         out[:, :, t.y0:t.y1, t.x0:t.x1] = copied.transpose(1, 2).reshape(b, -1, *t.shape)
     return out
+
+
+def _outside_count(t: Tile, h: int, w: int, radius: int, device: torch.device) -> Tensor:
+    """``(P_t, 1)`` float: how many of each tile cell's ``(2R+1)^2`` window positions lie outside the frame."""
+    ys = torch.arange(t.y0, t.y1, device=device)
+    xs = torch.arange(t.x0, t.x1, device=device)
+    rows = (ys + radius).clamp(max=h - 1) - (ys - radius).clamp(min=0) + 1
+    cols = (xs + radius).clamp(max=w - 1) - (xs - radius).clamp(min=0) + 1
+    inside = rows[:, None] * cols[None, :]
+    return ((2 * radius + 1) ** 2 - inside).reshape(-1, 1).double()
 
 
 def local_copy(
@@ -283,12 +334,17 @@ def roi_dilation(distance: int, roi_after: int = 15, max_dilation: int = 4) -> i
     return min(max_dilation, distance // roi_after + 1)
 
 
-def roi_offsets(feat_t: Tensor, feat_r: Tensor, dilation: int, search_radius: int = 12, scale: float = 1.0) -> Tensor:
+def roi_offsets(
+    feat_t: Tensor, feat_r: Tensor, dilation: int, search_radius: int = 12, scale: float = 1.0,
+    outside: Outside = "exclude",
+) -> Tensor:
     """Coarse search: the expected displacement of each target position in the reference.
 
     A ``(2S+1)^2`` window of reference positions at ``dilation`` cells apart (S = ``search_radius``) around each
-    target position; ``softmax(scale <f_t, f_r>)`` over the positions inside the frame; the softmax-weighted
-    mean displacement. ``(B, C, h, w)`` x2 -> ``(B, 2, h, w)`` (dx, dy) in cells.
+    target position; ``softmax(scale <f_t, f_r>)`` over the positions inside the frame (``exclude``) or over all
+    of them, those outside scoring 0 (``zero``: MAST's dilated ``SpatialCorrelationSampler``, whose
+    displacements past the border still count in the mean); the softmax-weighted mean displacement.
+    ``(B, C, h, w)`` x2 -> ``(B, 2, h, w)`` (dx, dy) in cells.
     """
     if feat_t.dim() != 4 or feat_t.shape != feat_r.shape:
         raise ValueError(f"roi_offsets: target and reference features must both be (B, C, h, w), got "
@@ -303,7 +359,7 @@ def roi_offsets(feat_t: Tensor, feat_r: Tensor, dilation: int, search_radius: in
         for ix in range(-search_radius, search_radius + 1):
             oy, ox = reach + iy * dilation, reach + ix * dilation
             z = (feat_t * pad[:, :, oy:oy + h, ox:ox + w]).sum(1) * scale
-            zs.append(z.masked_fill(~inside[:, 0, oy:oy + h, ox:ox + w], neg))
+            zs.append(z if outside == "zero" else z.masked_fill(~inside[:, 0, oy:oy + h, ox:ox + w], neg))
             disp.append((ix * dilation, iy * dilation))
     p = F.softmax(torch.stack(zs, dim=1), dim=1)  # (B, (2S+1)^2, h, w)
     d = torch.tensor(disp, device=feat_t.device, dtype=feat_t.dtype)  # ((2S+1)^2, 2): (dx, dy)
