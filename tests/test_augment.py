@@ -15,11 +15,14 @@ from PIL import Image
 from vidssl.data.augment import (
     ClipAugment,
     adjust_hue,
+    byol_augment,
     crop_flip,
     moco_v2_augment,
     patch_grid,
+    simclr_augment,
     to_float,
 )
+from vidssl.data.views import TwoViews
 from vidssl.nn.colour import (
     imagenet_denormalize,
     imagenet_normalize,
@@ -349,3 +352,37 @@ def test_real_davis_frame(shared_data: Path) -> None:
     assert y.shape == (2, 3, 2, 256, 256) and torch.equal(y[:, :, 0], y[:, :, 1])
     p = patch_grid(y)
     assert p.shape == (2, 49, 3, 2, 64, 64)
+
+
+def test_solarisation_inverts_the_bright_half_and_leaves_other_streams_alone() -> None:
+    x = torch.linspace(0, 1, 11, dtype=torch.float64).view(1, 1, 1, 1, 11).expand(1, 3, 1, 1, 11).contiguous()
+    out = identity_aug(1, 11, solarize_p=1.0, hflip=0.0)(x)
+    want = torch.where(x >= 0.5, 1 - x, x)
+    torch.testing.assert_close(out, want)
+    # an augmentation without solarisation draws exactly what it drew before the option existed
+    a = moco_v2_augment(16).sample_params(2, 4, 32, 40, torch.Generator().manual_seed(3))
+    b = ClipAugment(size=16, scale=(0.2, 1.0), color_jitter=(0.4, 0.4, 0.4, 0.1), grayscale_p=0.2, blur_p=0.5,
+                    solarize_p=0.0).sample_params(2, 4, 32, 40, torch.Generator().manual_seed(3))
+    assert torch.equal(a.boxes, b.boxes) and torch.equal(a.jitter, b.jitter) and not b.solarize.any()
+
+
+def test_simclr_and_byol_presets_are_the_papers() -> None:
+    s = simclr_augment(32, strength=0.5, blur_p=0.0)
+    assert s.color_jitter == (0.4, 0.4, 0.4, 0.1) and (s.jitter_p, s.grayscale_p, s.blur_p) == (0.8, 0.2, 0.0)
+    assert simclr_augment(224).color_jitter == (0.8, 0.8, 0.8, 0.2)
+    v1, v2 = byol_augment(224, 1), byol_augment(224, 2)
+    assert v1.color_jitter == v2.color_jitter == (0.4, 0.4, 0.2, 0.1)
+    assert (v1.blur_p, v1.solarize_p, v2.blur_p, v2.solarize_p) == (1.0, 0.0, 0.1, 0.2)
+    assert byol_augment(32, 2, blur=False).blur_p == 0.0
+    with pytest.raises(ValueError, match="view is 1 or 2"):
+        byol_augment(32, 3)
+
+
+def test_two_views_with_a_second_augmentation_use_it_for_the_second_view() -> None:
+    """An identity first view and a solarising second one: view 1 is the image, view 2 its solarisation."""
+    img = (torch.rand(2, 3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    views = TwoViews(identity_aug(8, 8, hflip=0.0), "rgb", second=identity_aug(8, 8, hflip=0.0, solarize_p=1.0))
+    a, b = views(img)
+    x = img[:, :, 0].float() / 255
+    torch.testing.assert_close(a, imagenet_normalize(x))
+    torch.testing.assert_close(b, imagenet_normalize(torch.where(x >= 0.5, 1 - x, x)))

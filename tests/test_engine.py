@@ -536,3 +536,13 @@ def test_model_input_follows_data_kind(tmp_path: Path) -> None:
         resolve_config({**base, "model": {"input": "video"}})
     with pytest.raises(ConfigError, match=r"model\.input.*'images'.*\['video'\]"):
         resolve_config({"method": "crw", "out_dir": str(tmp_path), "data": {"kind": "images"}})  # a walk needs video
+
+
+def test_a_methods_total_steps_follow_the_schedule(tmp_path: Path) -> None:
+    """BYOL's momentum schedule runs over the run's steps unless its section says otherwise."""
+    base = {"method": "byol", "out_dir": str(tmp_path), "data": {"kind": "images"}, "schedule": {"steps": 1234}}
+    cfg, model_cfg = resolve_config(base)
+    assert cfg.model["total_steps"] == model_cfg.total_steps == 1234
+    _, model_cfg = resolve_config({**base, "model": {"total_steps": 99}})
+    assert model_cfg.total_steps == 99
+    assert "total_steps" not in resolve_config({**base, "method": "simclr"})[0].model  # only where a method has it

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidssl.losses import cosine_regression, nt_xent
+from vidssl.losses import barlow_twins_loss, cosine_regression, negative_cosine, nt_xent, off_diagonal, vicreg_loss
 
 
 def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, t: float) -> torch.Tensor:
@@ -69,3 +69,82 @@ def test_cosine_regression_closed_forms_and_stop_gradient() -> None:
     a, b = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
     want = (F.normalize(a, dim=1) - F.normalize(b, dim=1)).pow(2).sum(1).mean()
     torch.testing.assert_close(cosine_regression(a, b), want)
+
+
+def test_negative_cosine_closed_forms_and_stop_gradient() -> None:
+    """SimSiam's D: -1 / 0 / 1 for a prediction parallel / orthogonal / opposite to z; z gets no gradient."""
+    p = torch.tensor([[2.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    for z, want in ((torch.tensor([[1.0, 0.0], [0.0, 3.0]]), -1.0), (torch.tensor([[0.0, 1.0], [1.0, 0.0]]), 0.0),
+                    (torch.tensor([[-1.0, 0.0], [0.0, -0.5]]), 1.0)):
+        z = z.clone().requires_grad_(True)
+        loss = negative_cosine(p, z)
+        assert loss.item() == pytest.approx(want, abs=1e-7)
+        loss.backward()
+        assert z.grad is None and p.grad is not None
+        p.grad = None
+
+
+def test_off_diagonal_is_every_entry_but_the_diagonal_in_row_order() -> None:
+    m = torch.arange(16.0).view(4, 4)
+    want = torch.tensor([v for i in range(4) for j in range(4) if i != j for v in [m[i, j]]])
+    assert torch.equal(off_diagonal(m), want)
+    with pytest.raises(ValueError, match="square"):
+        off_diagonal(torch.zeros(2, 3))
+
+
+def barlow_reference(z1: torch.Tensor, z2: torch.Tensor, lambd: float) -> torch.Tensor:
+    """The authors' main.py written out: BatchNorm1d(affine=False) in train mode, c / N, the two sums."""
+    bn = torch.nn.BatchNorm1d(z1.shape[1], affine=False).double()
+    c = bn(z1).t() @ bn(z2) / z1.shape[0]
+    on = ((torch.diagonal(c) - 1) ** 2).sum()
+    off = sum(c[i, j] ** 2 for i in range(c.shape[0]) for j in range(c.shape[1]) if i != j)
+    return on + lambd * off
+
+
+def test_barlow_twins_closed_forms_and_reference() -> None:
+    # constant embeddings standardise to 0: C = 0, the loss is D (RECIPES.md section 6)
+    const = torch.ones(6, 5, dtype=torch.float64)
+    assert barlow_twins_loss(const, const.clone()).item() == pytest.approx(5.0)
+    # identical views with decorrelated, standardised dimensions: C = I, the loss is 0
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(8, 3, generator=g, dtype=torch.float64)
+    z = torch.linalg.qr(a - a.mean(dim=0))[0] * math.sqrt(8)  # zero-mean orthogonal columns of unit variance
+    assert barlow_twins_loss(z, z.clone(), eps=1e-12).item() == pytest.approx(0.0, abs=1e-9)
+    z1 = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    got, want = barlow_twins_loss(z1, z2, 0.3), barlow_reference(z1, z2, 0.3)
+    torch.testing.assert_close(got, want)
+    for a, b in zip(torch.autograd.grad(got, (z1, z2)), torch.autograd.grad(want, (z1, z2)), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def vicreg_reference(x: torch.Tensor, y: torch.Tensor, average: bool = True) -> torch.Tensor:
+    """main_vicreg.py's forward written out on one process (batch_size = N)."""
+    n, d = x.shape
+    repr_loss = ((x - y) ** 2).mean()
+    x, y = x - x.mean(dim=0), y - y.mean(dim=0)
+    std_x, std_y = torch.sqrt(x.var(dim=0) + 0.0001), torch.sqrt(y.var(dim=0) + 0.0001)
+    std_loss = torch.mean(torch.relu(1 - std_x)) + torch.mean(torch.relu(1 - std_y))
+    std_loss = std_loss / 2 if average else std_loss
+    cx, cy = x.t() @ x / (n - 1), y.t() @ y / (n - 1)
+    off = ~torch.eye(d, dtype=torch.bool)
+    cov_loss = (cx[off] ** 2).sum() / d + (cy[off] ** 2).sum() / d
+    return 25 * repr_loss + 25 * std_loss + cov_loss
+
+
+def test_vicreg_closed_forms_and_reference() -> None:
+    const = torch.ones(6, 5, dtype=torch.float64)
+    loss, terms = vicreg_loss(const, const.clone())
+    assert loss.item() == pytest.approx(24.75)  # 25 (1 - sqrt(1e-4)), the official averaging
+    assert vicreg_loss(const, const.clone(), average_variance=False)[0].item() == pytest.approx(49.5)
+    assert float(terms["invariance"]) == 0.0 and float(terms["covariance"]) == 0.0
+    g = torch.Generator().manual_seed(1)
+    z1 = torch.randn(9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    for average in (True, False):
+        got, want = vicreg_loss(z1, z2, average_variance=average)[0], vicreg_reference(z1, z2, average)
+        torch.testing.assert_close(got, want)
+        for a, b in zip(torch.autograd.grad(got, (z1, z2)), torch.autograd.grad(want, (z1, z2)), strict=True):
+            torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="at least 2"):
+        vicreg_loss(torch.ones(1, 3), torch.ones(1, 3))

@@ -31,6 +31,12 @@ TINY: dict[str, dict[str, Any]] = {
     "corrflow": dict(crop_size=32, window=5),
     # a 3x3-cell patch (24 px) of a 72 px crop; 2x2 regressor convolutions fit it (the recipe's 4x4 need 7 cells)
     "timecycle": dict(crop_size=72, patch_size=24, regressor_kernel=2),
+    # the two-view image methods: 32 px crops, narrow heads
+    "simclr": dict(crop_size=32, projector=(32, 16), max_gap=3),
+    "byol": dict(crop_size=32, projector=(32, 16), predictor=(32, 16), max_gap=3, total_steps=10),
+    "simsiam": dict(crop_size=32, projector=(32, 32, 16), predictor=(8, 16), max_gap=3),
+    "barlow_twins": dict(crop_size=32, projector=(32, 32, 16), max_gap=3),
+    "vicreg": dict(crop_size=32, projector=(32, 32, 16), max_gap=3),
 }
 
 VIDEO_FRAMES = 12  # length of the tiny source videos the sampler draws from

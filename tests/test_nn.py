@@ -146,3 +146,14 @@ def test_normalize_input_is_the_stated_normalisation() -> None:
     torch.testing.assert_close(normalize_input(x, "lab"), mast_normalize_lab(rgb_to_lab(x)))
     with pytest.raises(ValueError, match="encoder input"):
         normalize_input(x, "hsv")  # type: ignore[arg-type]
+
+
+def test_embedding_std_reads_collapse() -> None:
+    from vidssl.nn import embedding_std
+
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(4096, 64, generator=g)
+    assert float(embedding_std(spread)) == pytest.approx(1.0, abs=0.02)  # even on the sphere: about 1
+    assert float(embedding_std(torch.ones(16, 8) + 1e-9 * torch.randn(16, 8, generator=g))) < 1e-6  # collapsed
+    with pytest.raises(ValueError, match="B >= 2"):
+        embedding_std(torch.ones(1, 3))

@@ -1,5 +1,6 @@
 """The shared parts that talk across processes, run in two gloo processes against one process holding the
-global batch: NT-Xent's gathered negatives (value and gradient), the queue's and the memory bank's commits."""
+global batch: the gathered losses' values and gradients (NT-Xent's negatives, Barlow Twins' cross-correlation,
+VICReg's variance and covariance), the queue's and the memory bank's commits."""
 
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from vidssl.engine import distributed as dist
-from vidssl.losses import nt_xent
+from vidssl.losses import barlow_twins_loss, nt_xent, vicreg_loss
 from vidssl.nn import MemoryBank, Queue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_distributed import _free_port, _torchrun_env
 
 WORLD, B, D = 2, 3, 5
+GATHERED = {  # losses over the global batch's statistics, each process computing it on the gathered embeddings
+    "barlow_twins": lambda a, b: barlow_twins_loss(a, b, 0.3),
+    "vicreg": lambda a, b: vicreg_loss(a, b)[0],
+}
 
 
 def _global_views() -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,6 +39,12 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         z1, z2 = (z[rank * B:(rank + 1) * B].clone().requires_grad_(True) for z in _global_views())
         loss = nt_xent(z1, z2, 0.3)
         loss.backward()
+        grads = {}
+        for name, fn in GATHERED.items():
+            a, b = (z[rank * B:(rank + 1) * B].clone().requires_grad_(True) for z in _global_views())
+            value = fn(a, b)
+            value.backward()
+            grads[name] = (value.detach(), a.grad, b.grad)
         torch.manual_seed(0)  # equal initial memories on both processes
         queue, bank = Queue(8, 2), MemoryBank(10, 2, momentum=0.5)
         queue.stage(torch.full((2, 2), 10.0 * rank + 1))
@@ -42,7 +53,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         bank.stage(torch.tensor([rank, 5 + rank]), F.normalize(torch.ones(2, 2) * (rank + 1), dim=1))
         bank.commit()
         torch.save({"loss": loss.detach(), "g1": z1.grad, "g2": z2.grad, "keys": queue.keys, "ptr": queue.ptr,
-                    "bank": bank.bank}, f"{out}/rank{rank}.pt")
+                    "bank": bank.bank, "gathered": grads}, f"{out}/rank{rank}.pt")
     finally:
         dist.cleanup()
 
@@ -62,6 +73,17 @@ def test_gathered_losses_and_memories_across_two_processes(tmp_path: Path) -> No
         rows = slice(k * B, (k + 1) * B)
         torch.testing.assert_close(r[k]["g1"] / WORLD, z1.grad[rows])
         torch.testing.assert_close(r[k]["g2"] / WORLD, z2.grad[rows])
+    # Barlow Twins and VICReg: the same, each process holding the global batch's statistics (lightly #1977 left
+    # Barlow Twins' gradient at 1 / world of this)
+    for name, fn in GATHERED.items():
+        z1, z2 = (z.clone().requires_grad_(True) for z in _global_views())
+        whole = fn(z1, z2)
+        g1, g2 = torch.autograd.grad(whole, (z1, z2))
+        torch.testing.assert_close(sum(x["gathered"][name][0] for x in r) / WORLD, whole.detach())
+        for k in range(WORLD):
+            rows = slice(k * B, (k + 1) * B)
+            torch.testing.assert_close(r[k]["gathered"][name][1] / WORLD, g1[rows], msg=name)
+            torch.testing.assert_close(r[k]["gathered"][name][2] / WORLD, g2[rows], msg=name)
     # the queue holds every process's keys of the step in rank order, the same on both
     want = torch.tensor([[1.0] * 2, [1.0] * 2, [2.0] * 2, [11.0] * 2, [11.0] * 2, [12.0] * 2])
     for k in range(WORLD):

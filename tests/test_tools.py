@@ -88,3 +88,18 @@ def test_results_table_verdicts(tmp_path: Path, capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert "| good | 0 | 0.550 | 0.560 | 0.540 | 100 | 2.5 |" in out
     assert rt.main([str(tmp_path / "nothing")]) == 2
+
+
+def test_results_table_reads_knn_probes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """tools/image_results.sh's folders: kNN JSON per encoder, the same verdict (mean over seeds beats random by
+    more than the larger spread)."""
+    rt = _tool("results_table")
+    (tmp_path / "eval").mkdir()
+    for name, top1 in (("random_s0", 0.30), ("random_s1", 0.31), ("simclr_s0", 0.40), ("simclr_s1", 0.42),
+                       ("byol_s0", 0.305), ("byol_s1", 0.33)):
+        (tmp_path / "eval" / f"{name}.json").write_text(json.dumps({"knn_top1": top1}))
+    assert rt.main([str(tmp_path), "--json", str(tmp_path / "r.json")]) == 0
+    summary = {s["group"]: s for s in json.loads((tmp_path / "r.json").read_text())["summary"]}
+    assert summary["simclr"]["beats_random"] and summary["simclr"]["margin"] == pytest.approx(10.5)
+    assert not summary["byol"]["beats_random"]  # +1.25 points, but its seeds spread 2.5
+    assert "| simclr | 0 | 40.00 |  |  |" in capsys.readouterr().out

@@ -1,7 +1,7 @@
-"""The table of docs/results.md from the folders ``tools/cpu_results.sh`` writes: J&F, J and F of every
-evaluated encoder (``RUNS/eval/<name>/global_results-val.csv``), the training each one had
-(``RUNS/<name>/metrics.jsonl``), and per method the mean over seeds, the seed spread and the margin over
-the random initialisation.
+"""The tables of docs/results.md from the folders ``tools/cpu_results.sh`` and ``tools/image_results.sh`` write:
+the score of every evaluated encoder (DAVIS: J&F, J and F from ``RUNS/eval/<name>/global_results-val.csv``;
+images: kNN top-1 from ``RUNS/eval/<name>.json``), the training each one had (``RUNS/<name>/metrics.jsonl``),
+and per method the mean over seeds, the seed spread and the margin over the random initialisation.
 
     python tools/results_table.py runs/cpu [--json runs/cpu/results.json]
 
@@ -69,13 +69,20 @@ def variant(run: Path) -> str:
 
 
 def collect(runs: Path) -> list[dict[str, Any]]:
-    rows = []
+    """One row per evaluated encoder, ``score`` its J&F (DAVIS) or kNN top-1 (images, in %)."""
+    found: list[tuple[str, dict[str, float]]] = []
     for csv_path in sorted((runs / "eval").glob("*/global_results-val.csv")):
-        name = csv_path.parent.name
+        scores = read_global(csv_path)
+        found.append((csv_path.parent.name, {**scores, "score": scores["J&F-Mean"]}))
+    for json_path in sorted((runs / "eval").glob("*.json")):
+        knn = json.loads(json_path.read_text())
+        found.append((json_path.stem, {"kNN": 100 * knn["knn_top1"], "score": 100 * knn["knn_top1"]}))
+    rows = []
+    for name, scores in found:
         match = re.fullmatch(r"(.+)_s(\d+)", name)
         group, seed = (match.group(1), int(match.group(2))) if match else (name, None)
-        rows.append({"name": name, "group": group, "seed": seed, "variant": variant(runs / name),
-                     **read_global(csv_path), **training(runs / name)})
+        rows.append({"name": name, "group": group, "seed": seed, "variant": variant(runs / name), **scores,
+                     **training(runs / name)})
     return rows
 
 
@@ -83,7 +90,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[str, list[float]] = {}
     variants: dict[str, str] = {}
     for row in rows:
-        groups.setdefault(row["group"], []).append(row["J&F-Mean"])
+        groups.setdefault(row["group"], []).append(row["score"])
         variants[row["group"]] = row.get("variant", "")
     out = []
     for group, values in groups.items():
@@ -104,14 +111,18 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
-    lines = ["| encoder | seed | J&F | J-Mean | F-Mean | steps | s/step |", "|---|---|---|---|---|---|---|"]
+    davis = "J&F-Mean" in rows[0]
+    head = "| J&F | J-Mean | F-Mean |" if davis else "| kNN top-1 (%) |"
+    lines = [f"| encoder | seed {head} steps | s/step |", "|---|---|" + "---|" * (3 if davis else 1) + "---|---|"]
     for r in rows:
         seed = "" if r["seed"] is None else str(r["seed"])
         steps = str(r.get("steps", ""))
         step_s = f"{r['step_s']:.1f}" if "step_s" in r else ""
-        lines.append(f"| {r['group']} | {seed} | {r['J&F-Mean']:.3f} | {r['J-Mean']:.3f} | {r['F-Mean']:.3f} "
-                     f"| {steps} | {step_s} |")
-    lines += ["", "| encoder | seeds | mean J&F | spread | random it is compared with | minus random "
+        scores = (f"{r['J&F-Mean']:.3f} | {r['J-Mean']:.3f} | {r['F-Mean']:.3f}" if "J&F-Mean" in r
+                  else f"{r['score']:.2f}")
+        lines.append(f"| {r['group']} | {seed} | {scores} | {steps} | {step_s} |")
+    score = "J&F" if davis else "kNN top-1"
+    lines += ["", f"| encoder | seeds | mean {score} | spread | random it is compared with | minus random "
               "| beats random by more than the spread |", "|---|---|---|---|---|---|---|"]
     for s in summary:
         verdict = "" if _baseline(s["group"]) else ("yes" if s["beats_random"] else "no")
@@ -122,12 +133,12 @@ def markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", type=Path, help="the RUNS folder of tools/cpu_results.sh")
+    p.add_argument("runs", type=Path, help="the RUNS folder of tools/cpu_results.sh or tools/image_results.sh")
     p.add_argument("--json", type=Path, default=None, help="also write the rows and the summary here")
     args = p.parse_args(argv)
     rows = collect(args.runs)
     if not rows:
-        print(f"error: {args.runs}/eval: no global_results-val.csv found", file=sys.stderr)
+        print(f"error: {args.runs}/eval: no global_results-val.csv or kNN JSON found", file=sys.stderr)
         return 2
     summary = summarise(rows)
     print(markdown(rows, summary))

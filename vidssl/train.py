@@ -121,7 +121,7 @@ def resolve_config(data: dict[str, Any]) -> tuple[RunConfig, Any]:
     cfg = from_dict(RunConfig, data)
     if cfg.method not in METHODS:
         raise ConfigError(f"method: unknown method {cfg.method!r}{did_you_mean(cfg.method, list(METHODS))}")
-    cfg = replace(cfg, model=_input_follows_data(cfg))
+    cfg = replace(cfg, model=_steps_follow_schedule(replace(cfg, model=_input_follows_data(cfg))))
     try:
         model_cfg = from_dict(METHODS[cfg.method].Config, cfg.model, "model")
     except ConfigError:
@@ -150,6 +150,15 @@ def _input_follows_data(cfg: RunConfig) -> dict[str, Any]:
         raise ConfigError(f"model.input: {given!r} disagrees with data.kind: {cfg.data.kind!r} (they state one "
                           f"intent: drop model.input, it follows data.kind)")
     return {**cfg.model, "input": cfg.data.kind}
+
+
+def _steps_follow_schedule(cfg: RunConfig) -> dict[str, Any]:
+    """The method's section with ``total_steps`` (the length of a method's own schedule: BYOL's momentum, DINO's
+    teacher) set to ``schedule.steps`` unless given."""
+    names = {f.name for f in fields(METHODS[cfg.method].Config)}
+    if "total_steps" not in names or cfg.model.get("total_steps") is not None:
+        return cfg.model
+    return {**cfg.model, "total_steps": cfg.schedule.steps}
 
 
 def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[RunConfig, Any]:

@@ -27,11 +27,13 @@ __all__ = [
     "ClipAugment",
     "ClipParams",
     "adjust_hue",
+    "byol_augment",
     "crop_flip",
     "moco_v1_augment",
     "moco_v2_augment",
     "patch_grid",
     "resize_clip",
+    "simclr_augment",
     "to_float",
 ]
 
@@ -192,6 +194,7 @@ class ClipParams:
     order: Tensor  # (B*T, 4) long, a permutation of 0..3
     gray: Tensor  # (B*T,) bool
     blur_sigma: Tensor  # (B*T,) float64
+    solarize: Tensor  # (B*T,) bool
 
 
 def _jitter_range(value: float, centre: float, name: str) -> Range:
@@ -201,13 +204,15 @@ def _jitter_range(value: float, centre: float, name: str) -> Range:
 
 
 class ClipAugment(nn.Module):
-    """Random resized crop, horizontal flip, colour jitter, grayscale and blur on ``(B, C, T, H, W)`` clips.
+    """Random resized crop, horizontal flip, colour jitter, grayscale, blur and solarisation on ``(B, C, T, H, W)``
+    clips, in that order.
 
     ``per_frame=False`` draws one set of parameters per clip and applies it to all T frames (identical
     frames stay identical); ``per_frame=True`` draws independent parameters for every frame. Colour jitter
     follows torchvision's ``ColorJitter`` (factors, clamping, a random order of the four steps per image);
     grayscale uses the ITU-R 601 luma weights as torchvision; blur is Gaussian with sigma ~ U(blur_sigma),
-    kernel 2*ceil(3*sigma_max)+1. Input float in [0, 1]; output ``(B, C, T, *size)`` of the same dtype and
+    kernel 2*ceil(3*sigma_max)+1; solarisation maps ``x >= 0.5`` to ``1 - x`` (PIL's ``ImageOps.solarize`` at
+    128, BYOL's second view). Input float in [0, 1]; output ``(B, C, T, *size)`` of the same dtype and
     device. Resizing is bilinear without antialiasing. Randomness: see the module docstring.
     """
 
@@ -223,6 +228,7 @@ class ClipAugment(nn.Module):
         grayscale_p: float = 0.0,
         blur_p: float = 0.0,
         blur_sigma: Range = (0.1, 2.0),
+        solarize_p: float = 0.0,
         per_frame: bool = False,
     ) -> None:
         super().__init__()
@@ -233,7 +239,8 @@ class ClipAugment(nn.Module):
             raise ValueError(f"ClipAugment: scale must satisfy 0 < lo <= hi, got {scale}")
         if not 0 < ratio[0] <= ratio[1]:
             raise ValueError(f"ClipAugment: ratio must satisfy 0 < lo <= hi, got {ratio}")
-        for name, p in (("hflip", hflip), ("jitter_p", jitter_p), ("grayscale_p", grayscale_p), ("blur_p", blur_p)):
+        for name, p in (("hflip", hflip), ("jitter_p", jitter_p), ("grayscale_p", grayscale_p), ("blur_p", blur_p),
+                        ("solarize_p", solarize_p)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"ClipAugment: {name} is a probability in [0, 1], got {p}")
         if not 0 < blur_sigma[0] <= blur_sigma[1]:
@@ -253,13 +260,15 @@ class ClipAugment(nn.Module):
         ]
         self.jitter_p = jitter_p if any(self.color_jitter) else 0.0
         self.grayscale_p, self.blur_p, self.blur_sigma = grayscale_p, blur_p, blur_sigma
+        self.solarize_p = solarize_p
         self.per_frame = per_frame
 
     def extra_repr(self) -> str:
         return (
             f"size={self.size}, scale={self.scale}, ratio={self.ratio}, hflip={self.hflip}, "
             f"color_jitter={self.color_jitter}, jitter_p={self.jitter_p}, grayscale_p={self.grayscale_p}, "
-            f"blur_p={self.blur_p}, blur_sigma={self.blur_sigma}, per_frame={self.per_frame}"
+            f"blur_p={self.blur_p}, blur_sigma={self.blur_sigma}, solarize_p={self.solarize_p}, "
+            f"per_frame={self.per_frame}"
         )
 
     def sample_params(
@@ -272,6 +281,9 @@ class ClipAugment(nn.Module):
         factors = torch.stack([_uniform((n,), lo, hi, generator) for lo, hi in self.jitter_ranges], dim=1)
         order = _uniform((n, 4), 0.0, 1.0, generator).argsort(dim=1)  # a uniform random permutation
         sigma = _uniform((n,), self.blur_sigma[0], self.blur_sigma[1], generator)
+        # drawn last and only when used, so augmentations without it keep their random stream
+        solarize = (_uniform((n,), 0.0, 1.0, generator) < self.solarize_p if self.solarize_p > 0
+                    else torch.zeros(n, dtype=torch.bool))
         params = ClipParams(
             boxes=boxes,
             flip=u[:, 0] < self.hflip,
@@ -280,6 +292,7 @@ class ClipAugment(nn.Module):
             order=order,
             gray=u[:, 2] < self.grayscale_p,
             blur_sigma=torch.where(u[:, 3] < self.blur_p, sigma, 0.0),
+            solarize=solarize,
         )
         if not self.per_frame:  # the same parameters on all T frames of a clip
             params = ClipParams(*(t.repeat_interleave(frames, dim=0) for t in vars(params).values()))
@@ -322,6 +335,9 @@ class ClipAugment(nn.Module):
             if k > 1:
                 sigma = params.blur_sigma.to(device=device, dtype=x.dtype)[blur][:, None].expand(-1, 2)
                 x[blur] = kornia.filters.gaussian_blur2d(x[blur], (k, k), sigma, border_type="reflect")
+        solar = params.solarize.to(device)
+        if solar.any():
+            x[solar] = torch.where(x[solar] >= 0.5, 1.0 - x[solar], x[solar])
         return x.reshape(b, t, c, *self.size).permute(0, 2, 1, 3, 4)
 
 
@@ -386,6 +402,28 @@ def moco_v2_augment(size: int | Size2, scale: Range = (0.2, 1.0), blur_p: float 
         blur_sigma=(0.1, 2.0),
         hflip=0.5,
     )
+
+
+def simclr_augment(
+    size: int | Size2, scale: Range = (0.08, 1.0), strength: float = 1.0, blur_p: float = 0.5
+) -> ClipAugment:
+    """SimCLR's augmentation (Chen et al. 2020, appendix A; solo-learn's ``symmetric``): RandomResizedCrop
+    (0.08, 1), flip 0.5, colour jitter ``(0.8 s, 0.8 s, 0.8 s, 0.2 s)`` with p 0.8, grayscale p 0.2, Gaussian
+    blur sigma in [0.1, 2] with ``blur_p`` (0.5; the CIFAR recipes drop it at 32 px: ``blur_p=0``)."""
+    return ClipAugment(size=size, scale=scale, color_jitter=(0.8 * strength, 0.8 * strength, 0.8 * strength,
+                                                             min(0.5, 0.2 * strength)),
+                       jitter_p=0.8, grayscale_p=0.2, blur_p=blur_p, blur_sigma=(0.1, 2.0), hflip=0.5)
+
+
+def byol_augment(size: int | Size2, view: int, scale: Range = (0.08, 1.0), blur: bool = True) -> ClipAugment:
+    """BYOL's asymmetric pair (Grill et al. 2020, table 6; solo-learn's ``asymmetric``): both views crop (0.08, 1),
+    flip 0.5, jitter (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale p 0.2; blur p 1.0 on view 1 and 0.1 on view 2,
+    solarisation p 0 on view 1 and 0.2 on view 2. ``blur=False`` drops the blur (32 px CIFAR crops)."""
+    if view not in (1, 2):
+        raise ValueError(f"byol_augment: view is 1 or 2, got {view}")
+    return ClipAugment(size=size, scale=scale, color_jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, grayscale_p=0.2,
+                       blur_p=(1.0 if view == 1 else 0.1) if blur else 0.0, blur_sigma=(0.1, 2.0),
+                       solarize_p=0.0 if view == 1 else 0.2, hflip=0.5)
 
 
 def moco_v1_augment(size: int | Size2, scale: Range = (0.2, 1.0)) -> ClipAugment:

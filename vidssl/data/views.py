@@ -105,19 +105,23 @@ def _check_batch(video: Tensor, where: str) -> None:
 class TwoViews(nn.Module):
     """Two positives per sample: frames 0 and 1 of the clip (two frames of one video), or frame 0 twice when
     the clip has one frame (two augmentations of one image), each augmented independently and normalised for
-    an encoder fed ``input``. uint8 ``(B, 3, T, H, W)`` -> two ``(B, 3, s, s)``."""
+    an encoder fed ``input``. ``second``: another augmentation for the second view (BYOL's asymmetric pair).
+    uint8 ``(B, 3, T, H, W)`` -> two ``(B, 3, s, s)``."""
 
-    def __init__(self, augment: ClipAugment, input: InputSpace = "rgb") -> None:
+    def __init__(self, augment: ClipAugment, input: InputSpace = "rgb", second: ClipAugment | None = None) -> None:
         super().__init__()
-        self.augment = augment
+        self.augment, self.second = augment, second
         self.input: InputSpace = input
 
     def forward(self, video: Tensor) -> tuple[Tensor, Tensor]:
         _check_batch(video, "TwoViews")
         b, t = video.shape[0], video.shape[2]
-        frames = torch.cat([video[:, :, :1], video[:, :, min(1, t - 1)].unsqueeze(2)])  # (2B, C, 1, H, W)
-        x = normalize_input(self.augment(to_float(frames))[:, :, 0], self.input)  # independent draws per view
-        return x[:b], x[b:]
+        x0, x1 = to_float(video[:, :, :1]), to_float(video[:, :, min(1, t - 1)].unsqueeze(2))  # (B, C, 1, H, W)
+        if self.second is None:  # one batched call, independent draws per view
+            x = normalize_input(self.augment(torch.cat([x0, x1]))[:, :, 0], self.input)
+            return x[:b], x[b:]
+        return (normalize_input(self.augment(x0)[:, :, 0], self.input),
+                normalize_input(self.second(x1)[:, :, 0], self.input))
 
 
 class MultiCrop(nn.Module):

@@ -2,6 +2,19 @@
 
 from vidssl.losses.contrastive import info_nce, info_nce_logits, nt_xent, top1_positive
 from vidssl.losses.cycle import cycle_loss, walk_loss
-from vidssl.losses.regression import cosine_regression
+from vidssl.losses.decorrelation import barlow_twins_loss, off_diagonal, vicreg_loss
+from vidssl.losses.regression import cosine_regression, negative_cosine
 
-__all__ = ["cosine_regression", "cycle_loss", "info_nce", "info_nce_logits", "nt_xent", "top1_positive", "walk_loss"]
+__all__ = [
+    "barlow_twins_loss",
+    "cosine_regression",
+    "cycle_loss",
+    "info_nce",
+    "info_nce_logits",
+    "negative_cosine",
+    "nt_xent",
+    "off_diagonal",
+    "top1_positive",
+    "vicreg_loss",
+    "walk_loss",
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["cosine_regression"]
+__all__ = ["cosine_regression", "negative_cosine"]
 
 
 def cosine_regression(prediction: Tensor, target: Tensor) -> Tensor:
@@ -21,3 +21,12 @@ def cosine_regression(prediction: Tensor, target: Tensor) -> Tensor:
                          f"{tuple(target.shape)}")
     cos = F.cosine_similarity(prediction, target.detach(), dim=1)
     return (2 - 2 * cos).mean()
+
+
+def negative_cosine(prediction: Tensor, target: Tensor) -> Tensor:
+    """SimSiam's ``D(p, z) = -mean_i cos(p_i, stopgrad(z_i))`` (Chen & He 2021, algorithm 1). ``(B, D)`` x2 ->
+    0-dim: -1 when aligned, 0 when orthogonal, 1 when opposite. No gradient reaches ``target``."""
+    if prediction.dim() != 2 or prediction.shape != target.shape:
+        raise ValueError(f"negative_cosine: need two (B, D) tensors, got {tuple(prediction.shape)} and "
+                         f"{tuple(target.shape)}")
+    return -F.cosine_similarity(prediction, target.detach(), dim=1).mean()

@@ -12,12 +12,17 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from torch import Tensor, nn
 
 from vidssl.data.views import Sampler
+from vidssl.methods.barlow_twins import BarlowTwins
 from vidssl.methods.base import EpochContext, Metrics, SSLMethod
+from vidssl.methods.byol import BYOL
 from vidssl.methods.corrflow import CorrFlow
 from vidssl.methods.crw import CRW
 from vidssl.methods.mast import MAST, MASTStage2
 from vidssl.methods.moco import MoCo
+from vidssl.methods.simclr import SimCLR
+from vidssl.methods.simsiam import SimSiam
 from vidssl.methods.timecycle import TimeCycle
+from vidssl.methods.vicreg import VICReg
 from vidssl.nn.colour import InputSpace
 
 __all__ = ["METHODS", "EpochContext", "Method", "Metrics", "SSLMethod"]
@@ -59,4 +64,9 @@ METHODS: dict[str, type[Method]] = {
     "mast_stage2": MASTStage2,
     "corrflow": CorrFlow,
     "timecycle": TimeCycle,
+    "simclr": SimCLR,
+    "byol": BYOL,
+    "simsiam": SimSiam,
+    "barlow_twins": BarlowTwins,
+    "vicreg": VICReg,
 }

@@ -13,10 +13,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from vidssl.data.views import Sampler, StillFrame
+from vidssl.data.samplers import frame_pair
+from vidssl.data.views import FrameSampler, Sampler, StillFrame
 from vidssl.nn.colour import InputSpace
 
-__all__ = ["EpochContext", "Metrics", "SSLMethod"]
+__all__ = ["EpochContext", "Metrics", "SSLMethod", "positive_pair"]
 
 Metrics = dict[str, Tensor | float]  # scalars to log: floats or 0-dim tensors
 
@@ -70,3 +71,9 @@ class SSLMethod(nn.Module):
 
     def on_epoch_start(self, ctx: EpochContext) -> None:
         """Called before the first batch of every epoch, on every process (see :class:`EpochContext`)."""
+
+
+def positive_pair(input: str, max_gap: int) -> Sampler:
+    """The frames of a two-view method's sample: frame 0 of a still image (its two views are two augmentations
+    of it), or two frames of one video at most ``max_gap`` apart (frame-level positives)."""
+    return StillFrame() if input == "images" else FrameSampler(frame_pair, {"max_gap": max_gap})

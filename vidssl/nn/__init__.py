@@ -1,22 +1,24 @@
 """Shared building blocks of methods and evaluation alike; imports neither (only ``vidssl.engine.distributed``
 for collectives).
 
-heads (projection / prediction MLPs, prototypes), momentum (EMA and its schedule, ``Queue``, ``MemoryBank``),
-norm (``SplitBatchNorm``), local_attention (the one local-window copy), geometry (affine crops, Procrustes),
-colour (Lab, the input normalisations, ab quantisation and k-means).
+heads (projection / prediction MLPs, prototypes, a backbone with its head, the collapse monitor), momentum (EMA
+and its schedule, ``Queue``, ``MemoryBank``), norm (``SplitBatchNorm``), local_attention (the one local-window
+copy), geometry (affine crops, Procrustes), colour (Lab, the input normalisations, ab quantisation and k-means).
 """
 
-from vidssl.nn.heads import Prototypes, mlp
+from vidssl.nn.heads import Branch, Prototypes, embedding_std, mlp
 from vidssl.nn.momentum import MemoryBank, Queue, ema_update_, momentum_at
 from vidssl.nn.norm import SplitBatchNorm, convert_split_bn
 
 __all__ = [
+    "Branch",
     "MemoryBank",
     "Prototypes",
     "Queue",
     "SplitBatchNorm",
     "convert_split_bn",
     "ema_update_",
+    "embedding_std",
     "mlp",
     "momentum_at",
 ]

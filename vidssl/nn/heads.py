@@ -1,4 +1,5 @@
-"""Heads on a pooled embedding: projection and prediction MLPs, and cluster prototypes.
+"""Heads on a pooled embedding: projection and prediction MLPs, cluster prototypes, a backbone with its head, and
+the collapse monitor of an embedding.
 
 The recipes differ in where batch norm sits and whether linear layers have a bias; :func:`mlp` names those
 choices instead of building each head by hand (MoCo v2: 2 layers, no BN; SimCLR v2 / BYOL / SimSiam /
@@ -8,12 +9,14 @@ Barlow Twins: BN after hidden layers, SimSiam also after the output).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Prototypes", "mlp"]
+__all__ = ["Branch", "Prototypes", "embedding_std", "mlp"]
 
 
 def mlp(
@@ -59,3 +62,26 @@ class Prototypes(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return F.normalize(z, dim=1) @ self.weight.t()
+
+
+class Branch(nn.Module):
+    """A backbone and the head on its pooled embedding: ``(B, 3, H, W)`` -> ``(B, out)`` (SimCLR, BYOL's online and
+    target networks, SimSiam, Barlow Twins, VICReg). ``backbone`` is the encoder a method exports."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
+
+
+@torch.no_grad()
+def embedding_std(z: Tensor) -> Tensor:
+    """The collapse monitor: the per-dimension standard deviation over the batch of the L2-normalised ``(B, D)``
+    embeddings, averaged over dimensions and times ``sqrt(D)``. 0-dim: 0 when every sample maps to one point
+    (complete collapse); about 1 for embeddings spread evenly over the sphere (each coordinate's std is then
+    about ``1 / sqrt(D)``, as SimSiam's paper monitors)."""
+    if z.dim() != 2 or z.shape[0] < 2:
+        raise ValueError(f"embedding_std: need (B, D) with B >= 2, got {tuple(z.shape)}")
+    return F.normalize(z.float(), dim=1).std(dim=0).mean() * math.sqrt(z.shape[1])

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The "it must really learn" check of the image methods on a CPU (docs/results.md): pretrain each method on the
+# shared CIFAR-10 subset for a fixed budget, two seeds, one thread each and two runs side by side; then the
+# kNN probe (k 200, t 0.1, cosine) of every encoder and of the random initialisation on the test split.
+#
+#   bash tools/image_results.sh [train|eval|table|all]     (default: all)
+#
+# Environment: DATA (../shared/data/cifar10), MINUTES (5: schedule.max_minutes of each run), SEEDS ("0 1"),
+# METHODS ("simclr byol simsiam barlow_twins vicreg"), JOBS (2), RUNS (runs/image), BATCH (128), LR (0.06).
+# The CPU scale: batch 128 at lightly's 0.06 x batch / 128 and a constant rate (a 5-minute run sees about one
+# epoch, so the configs' cosine over 200 epochs would never leave its start); everything else is
+# configs/<method>_cifar.yaml. Run from the repository root in the environment of `bash tools/bootstrap.sh
+# shell`. Each step skips what is already there, so a killed script resumes where it stopped.
+set -euo pipefail
+DATA=${DATA:-../shared/data/cifar10}
+MINUTES=${MINUTES:-5}
+SEEDS=${SEEDS:-0 1}
+METHODS=${METHODS:-simclr byol simsiam barlow_twins vicreg}
+JOBS=${JOBS:-2}
+RUNS=${RUNS:-runs/image}
+BATCH=${BATCH:-128}
+LR=${LR:-0.06}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+mkdir -p "$RUNS/eval"
+
+latest() { ls "$1"/checkpoints/ckpt_*.pt 2>/dev/null | tail -n 1; }
+
+train() {
+    for method in $METHODS; do
+        for seed in $SEEDS; do
+            run=$RUNS/${method}_s$seed
+            if [ -f "$run/done" ]; then continue; fi
+            echo "[image_results] train $run ($MINUTES min)"
+            ( vidssl train --config "configs/${method}_cifar.yaml" seed="$seed" out_dir="$run" \
+                  schedule.max_minutes="$MINUTES" schedule.name=constant schedule.steps=100000 \
+                  data.batch_size="$BATCH" optim.lr="$LR" data.workers=0 data.source="$DATA/train" \
+                  log.progress=false > "$run.log" 2>&1 && touch "$run/done" ) &
+            while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+        done
+    done
+    wait
+}
+
+evaluate() {
+    local specs=()
+    for seed in $SEEDS; do specs+=("random:$seed"); done
+    for method in $METHODS; do for seed in $SEEDS; do specs+=("$method:$seed"); done; done
+    for spec in "${specs[@]}"; do
+        name=${spec/:/_s}
+        out=$RUNS/eval/$name.json
+        if [ -f "$out" ]; then continue; fi
+        case $spec in
+            random:*) args=(--encoder random --backbone resnet18_cifar --seed "${spec#random:}") ;;
+            *) args=(--encoder "$(latest "$RUNS/$name")") ;;
+        esac
+        echo "[image_results] eval $name: ${args[*]}"
+        vidssl eval knn --data "$DATA" --json "$out" "${args[@]}" > "$RUNS/eval/$name.log" 2>&1 &
+        while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+    done
+    wait
+}
+
+table() {
+    python tools/results_table.py "$RUNS" --json "$RUNS/results.json"
+}
+
+case ${1:-all} in
+    train) train ;;
+    eval) evaluate ;;
+    table) table ;;
+    all) train; evaluate; table ;;
+    *) echo "usage: bash tools/image_results.sh [train|eval|table|all]" >&2; exit 2 ;;
+esac
