@@ -12,16 +12,20 @@ from vidssl.methods import METHODS
 from vidssl.paths import REPO_ROOT
 from vidssl.train import load_run_config
 
-TWO_VIEW = ["simclr", "byol", "simsiam", "barlow_twins", "vicreg"]
-TINY = dict(crop_size=32, max_gap=3)
+TWO_VIEW = ["simclr", "byol", "simsiam", "barlow_twins", "vicreg", "swav", "dino"]
 HEADS = {"simclr": dict(projector=(32, 16)), "byol": dict(projector=(32, 16), predictor=(32, 16)),
          "simsiam": dict(projector=(32, 32, 16), predictor=(8, 16)), "barlow_twins": dict(projector=(32, 32, 16)),
-         "vicreg": dict(projector=(32, 32, 16))}
+         "vicreg": dict(projector=(32, 32, 16)),
+         "swav": dict(global_size=32, local_size=16, num_local=2, projector=(32, 16), num_prototypes=10,
+                      queue_length=8, queue_start_epoch=0, freeze_prototypes_steps=0),
+         "dino": dict(global_size=32, local_size=16, num_local=2, head_hidden=32, bottleneck=8, out_dim=16,
+                      total_steps=10)}
 
 
 def make(name: str, **extra: object) -> torch.nn.Module:
     cls = METHODS[name]
-    return cls(cls.Config(**{**TINY, **HEADS[name], **extra}))  # type: ignore[return-value]
+    base = {"max_gap": 3} if name in ("swav", "dino") else {"crop_size": 32, "max_gap": 3}
+    return cls(cls.Config(**{**base, **HEADS[name], **extra}))  # type: ignore[return-value]
 
 
 def test_byol_momentum_rises_from_its_base_to_one() -> None:
@@ -52,7 +56,8 @@ def test_two_view_methods_log_the_collapse_monitor_and_pair_video_frames(name: s
     method = make(name, input="images")
     video = torch.randint(0, 256, (4, 3, 1, 40, 40), dtype=torch.uint8)
     _, metrics = method({"video": video})
-    assert 0.0 <= float(metrics["embedding_std"]) <= 2.0
+    monitor = "teacher_entropy" if name == "dino" else "embedding_std"  # DINO's collapse shows in its teacher
+    assert 0.0 <= float(metrics[monitor]) <= 2.0
     pair = make(name, max_gap=3).sampler()(VideoInfo(40), np.random.default_rng(0))
     frames = np.asarray(pair)
     assert frames.shape == (2,) and 1 <= int(frames[1]) - int(frames[0]) <= 3
@@ -65,4 +70,69 @@ def test_each_method_has_a_cifar_and_a_video_config(name: str, kind: str) -> Non
     cfg, model_cfg = load_run_config(path)
     assert cfg.method == name and model_cfg.input == ("images" if kind == "cifar" else "video")
     if kind == "cifar":
-        assert model_cfg.backbone == "resnet18_cifar" and model_cfg.crop_size == 32
+        size = model_cfg.global_size if name in ("swav", "dino") else model_cfg.crop_size
+        assert model_cfg.backbone == "resnet18_cifar" and size == 32
+
+
+def _epoch(method: torch.nn.Module, epoch: int) -> None:
+    from vidssl.methods import EpochContext
+
+    method.on_epoch_start(EpochContext(epoch, 0, 0, 0, torch.device("cpu"), torch.Generator(), lambda b: iter(())))
+
+
+def test_swav_queue_starts_at_its_epoch_and_is_used_once_full() -> None:
+    torch.manual_seed(0)
+    swav = make("swav", input="images", queue_length=8, queue_start_epoch=1)
+    video = torch.randint(0, 256, (4, 3, 1, 40, 40), dtype=torch.uint8)
+    _epoch(swav, 0)
+    _, m = swav({"video": video})
+    assert m["queue_used"] == 0.0 and all(int(q.seen) == 0 for q in swav.queues)  # not before its epoch
+    _epoch(swav, 1)
+    _, m = swav({"video": video})
+    assert m["queue_used"] == 0.0 and all(int(q.seen) == 4 for q in swav.queues)  # filling, not full yet
+    swav({"video": video})
+    _, m = swav({"video": video})  # 8 entries: full, so the codes see queue + batch
+    assert m["queue_used"] == 1.0
+
+
+def test_swav_prototypes_are_frozen_for_their_first_steps() -> None:
+    torch.manual_seed(0)
+    swav = make("swav", input="images", freeze_prototypes_steps=2)
+    video = torch.randint(0, 256, (4, 3, 1, 40, 40), dtype=torch.uint8)
+    for step, frozen in ((0, True), (1, True), (2, False)):
+        swav.zero_grad(set_to_none=True)
+        loss, _ = swav({"video": video})
+        loss.backward()
+        swav.before_step(step)
+        assert (swav.prototypes.weight.grad is None) == frozen, step
+        assert swav.net.backbone.conv1.weight.grad is not None
+
+
+def test_dino_teacher_temperature_warms_up_by_epoch_and_the_centre_follows_the_teacher() -> None:
+    from vidssl.methods.dino import teacher_temp_at
+
+    cfg = METHODS["dino"].Config(warmup_teacher_temp=0.04, teacher_temp=0.07, warmup_teacher_temp_epochs=4)
+    assert [round(teacher_temp_at(e, cfg), 6) for e in range(6)] == [0.04, 0.05, 0.06, 0.07, 0.07, 0.07]
+    torch.manual_seed(0)
+    dino = make("dino", input="images", center_momentum=0.9)
+    video = torch.randint(0, 256, (4, 3, 1, 40, 40), dtype=torch.uint8)
+    assert isinstance(dino.views.global_augment, torch.nn.ModuleList)  # two global crops, two augmentations
+    captured: list[torch.Tensor] = []
+    hook = dino.teacher.register_forward_hook(lambda m, i, o: captured.append(o.detach()))
+    dino({"video": video})
+    hook.remove()
+    torch.testing.assert_close(dino.center, 0.1 * captured[0].mean(dim=0, keepdim=True))  # from 0: (1 - m) mean
+
+
+def test_dino_last_layer_is_frozen_in_its_first_epochs() -> None:
+    torch.manual_seed(0)
+    dino = make("dino", input="images", freeze_last_layer_epochs=1)
+    video = torch.randint(0, 256, (4, 3, 1, 40, 40), dtype=torch.uint8)
+    for epoch, frozen in ((0, True), (1, False)):
+        _epoch(dino, epoch)
+        dino.zero_grad(set_to_none=True)
+        loss, _ = dino({"video": video})
+        loss.backward()
+        dino.before_step(0)
+        assert (dino.student.head.last.v.grad is None) == frozen, epoch
+        assert dino.student.head.mlp[0].weight.grad is not None

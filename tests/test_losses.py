@@ -148,3 +148,37 @@ def test_vicreg_closed_forms_and_reference() -> None:
             torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="at least 2"):
         vicreg_loss(torch.ones(1, 3), torch.ones(1, 3))
+
+
+def test_sinkhorn_rows_sum_to_one_and_equal_scores_give_uniform_codes() -> None:
+    from vidssl.losses import sinkhorn
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(16, 10, generator=g)
+    q = sinkhorn(scores, 0.05, 3)
+    torch.testing.assert_close(q.sum(dim=1), torch.ones(16))  # every sample's codes: exactly a distribution
+    assert (q >= 0).all()
+    cols = q.sum(dim=0)  # prototype masses tend to B / K = 1.6 only as iterations grow
+    more = sinkhorn(scores, 0.05, 200).sum(dim=0)
+    assert (more - 1.6).abs().max() < (cols - 1.6).abs().max() and (more - 1.6).abs().max() < 5e-3
+    torch.testing.assert_close(sinkhorn(torch.full((4, 8), 3.0), 0.05, 3), torch.full((4, 8), 1 / 8))
+    # cosine scores of 1 give e^(1 / 0.05) = e^20, beyond float16; the codes come out float32 and finite under
+    # autocast, from half-precision scores
+    cosines = F.normalize(scores, dim=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        big = sinkhorn(cosines.bfloat16(), 0.05, 3)
+    assert big.dtype == torch.float32 and torch.isfinite(big).all()
+    torch.testing.assert_close(big.sum(dim=1), torch.ones(16))
+
+
+def test_swapped_prediction_is_ln_k_at_uniform_scores() -> None:
+    from vidssl.losses import sinkhorn, swapped_prediction
+
+    k, b = 512, 6
+    scores = [torch.zeros(b, k) for _ in range(3)]
+    codes = {0: sinkhorn(scores[0]), 1: sinkhorn(scores[1])}
+    assert swapped_prediction(scores, codes, 0.1).item() == pytest.approx(math.log(512), rel=1e-6)  # 6.238
+    # a crop predicting its partner's codes exactly (one-hot codes, scores sharply on them) costs ~0
+    onehot = F.one_hot(torch.arange(b) % k, k).float()
+    sharp = [onehot * 100.0, onehot * 100.0]
+    assert swapped_prediction(sharp, {0: onehot, 1: onehot}, 0.1).item() == pytest.approx(0.0, abs=1e-6)

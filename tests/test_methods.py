@@ -37,6 +37,11 @@ TINY: dict[str, dict[str, Any]] = {
     "simsiam": dict(crop_size=32, projector=(32, 32, 16), predictor=(8, 16), max_gap=3),
     "barlow_twins": dict(crop_size=32, projector=(32, 32, 16), max_gap=3),
     "vicreg": dict(crop_size=32, projector=(32, 32, 16), max_gap=3),
+    # 2 global crops of 32 px and 2 local ones of 16 px, a short queue in use from the start
+    "swav": dict(global_size=32, local_size=16, num_local=2, projector=(32, 16), num_prototypes=10, queue_length=8,
+                 queue_start_epoch=0, freeze_prototypes_steps=0, max_gap=3),
+    "dino": dict(global_size=32, local_size=16, num_local=2, head_hidden=32, bottleneck=8, out_dim=16, max_gap=3,
+                 total_steps=10),
 }
 
 VIDEO_FRAMES = 12  # length of the tiny source videos the sampler draws from

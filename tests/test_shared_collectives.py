@@ -1,6 +1,6 @@
 """The shared parts that talk across processes, run in two gloo processes against one process holding the
 global batch: the gathered losses' values and gradients (NT-Xent's negatives, Barlow Twins' cross-correlation,
-VICReg's variance and covariance), the queue's and the memory bank's commits."""
+VICReg's variance and covariance), Sinkhorn's all-reduced codes, the queue's and the memory bank's commits."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from vidssl.engine import distributed as dist
-from vidssl.losses import barlow_twins_loss, nt_xent, vicreg_loss
+from vidssl.losses import barlow_twins_loss, nt_xent, sinkhorn, vicreg_loss
 from vidssl.nn import MemoryBank, Queue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,8 +52,9 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         queue.commit()
         bank.stage(torch.tensor([rank, 5 + rank]), F.normalize(torch.ones(2, 2) * (rank + 1), dim=1))
         bank.commit()
+        codes = sinkhorn(_global_views()[0][rank * B:(rank + 1) * B] * 5, 0.05, 3)
         torch.save({"loss": loss.detach(), "g1": z1.grad, "g2": z2.grad, "keys": queue.keys, "ptr": queue.ptr,
-                    "bank": bank.bank, "gathered": grads}, f"{out}/rank{rank}.pt")
+                    "bank": bank.bank, "gathered": grads, "codes": codes}, f"{out}/rank{rank}.pt")
     finally:
         dist.cleanup()
 
@@ -84,6 +85,10 @@ def test_gathered_losses_and_memories_across_two_processes(tmp_path: Path) -> No
             rows = slice(k * B, (k + 1) * B)
             torch.testing.assert_close(r[k]["gathered"][name][1] / WORLD, g1[rows], msg=name)
             torch.testing.assert_close(r[k]["gathered"][name][2] / WORLD, g2[rows], msg=name)
+    # Sinkhorn equipartitions over the global batch: each process's codes are its rows of the whole batch's
+    whole_codes = sinkhorn(_global_views()[0] * 5, 0.05, 3)
+    for k in range(WORLD):
+        torch.testing.assert_close(r[k]["codes"], whole_codes[k * B:(k + 1) * B])
     # the queue holds every process's keys of the step in rank order, the same on both
     want = torch.tensor([[1.0] * 2, [1.0] * 2, [2.0] * 2, [11.0] * 2, [11.0] * 2, [12.0] * 2])
     for k in range(WORLD):

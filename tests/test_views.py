@@ -84,3 +84,17 @@ def test_multi_crop_sizes_and_frames() -> None:
     assert len(crops(video[:, :, :1])) == 5  # an image gives every crop from its one frame
     with pytest.raises(ValueError, match="uint8"):
         crops(video.float())
+
+
+def test_multi_crop_with_one_augmentation_per_global_crop() -> None:
+    """DINO's two global crops differ: crop i goes through global augmentation i (here the second solarises)."""
+    plain = ClipAugment(size=8, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0)
+    solar = ClipAugment(size=8, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, solarize_p=1.0)
+    crops = MultiCrop([plain, solar], ClipAugment(size=4, scale=(0.5, 1.0)), 2, 1)
+    video = torch.full((2, 3, 1, 8, 8), 230, dtype=torch.uint8)  # bright: solarised to 1 - 230 / 255
+    out = crops(video)
+    assert [tuple(x.shape) for x in out] == [(2, 3, 8, 8)] * 2 + [(2, 3, 4, 4)]
+    torch.testing.assert_close(out[0], imagenet_normalize(torch.full((2, 3, 8, 8), 230 / 255)))
+    torch.testing.assert_close(out[1], imagenet_normalize(torch.full((2, 3, 8, 8), 1 - 230 / 255)))
+    with pytest.raises(ValueError, match="1 global augmentations for 2"):
+        MultiCrop([plain], plain, 2, 0)

@@ -6,20 +6,24 @@
 #   bash tools/image_results.sh [train|eval|table|all]     (default: all)
 #
 # Environment: DATA (../shared/data/cifar10), MINUTES (5: schedule.max_minutes of each run), SEEDS ("0 1"),
-# METHODS ("simclr byol simsiam barlow_twins vicreg"), JOBS (2), RUNS (runs/image), BATCH (128), LR (0.06).
-# The CPU scale: batch 128 at lightly's 0.06 x batch / 128 and a constant rate (a 5-minute run sees about one
-# epoch, so the configs' cosine over 200 epochs would never leave its start); everything else is
-# configs/<method>_cifar.yaml. Run from the repository root in the environment of `bash tools/bootstrap.sh
+# METHODS ("simclr byol simsiam barlow_twins vicreg swav dino"), JOBS (2), RUNS (runs/image), BATCH (128),
+# LR (0.06), BACKBONE (resnet18).
+# The CPU scale, where one thread forces it: the ImageNet stem (stride-2 convolution and max-pool: 8x8 maps in
+# layer1 at 32 px) instead of the CIFAR stem, which costs about 14 s a step at batch 128 on one thread (20 steps
+# in 5 minutes); batch 128 at lightly's 0.06 x batch / 128 and a constant rate (the configs' cosine over 200
+# epochs would never leave its start). Everything else is configs/<method>_cifar.yaml; the random baseline is
+# the same BACKBONE. Run from the repository root in the environment of `bash tools/bootstrap.sh
 # shell`. Each step skips what is already there, so a killed script resumes where it stopped.
 set -euo pipefail
 DATA=${DATA:-../shared/data/cifar10}
 MINUTES=${MINUTES:-5}
 SEEDS=${SEEDS:-0 1}
-METHODS=${METHODS:-simclr byol simsiam barlow_twins vicreg}
+METHODS=${METHODS:-simclr byol simsiam barlow_twins vicreg swav dino}
 JOBS=${JOBS:-2}
 RUNS=${RUNS:-runs/image}
 BATCH=${BATCH:-128}
 LR=${LR:-0.06}
+BACKBONE=${BACKBONE:-resnet18}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$RUNS/eval"
 
@@ -33,7 +37,8 @@ train() {
             echo "[image_results] train $run ($MINUTES min)"
             ( vidssl train --config "configs/${method}_cifar.yaml" seed="$seed" out_dir="$run" \
                   schedule.max_minutes="$MINUTES" schedule.name=constant schedule.steps=100000 \
-                  data.batch_size="$BATCH" optim.lr="$LR" data.workers=0 data.source="$DATA/train" \
+                  data.batch_size="$BATCH" optim.lr="$LR" model.backbone="$BACKBONE" data.workers=0 \
+                  data.source="$DATA/train" \
                   log.progress=false > "$run.log" 2>&1 && touch "$run/done" ) &
             while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
         done
@@ -50,7 +55,7 @@ evaluate() {
         out=$RUNS/eval/$name.json
         if [ -f "$out" ]; then continue; fi
         case $spec in
-            random:*) args=(--encoder random --backbone resnet18_cifar --seed "${spec#random:}") ;;
+            random:*) args=(--encoder random --backbone "$BACKBONE" --seed "${spec#random:}") ;;
             *) args=(--encoder "$(latest "$RUNS/$name")") ;;
         esac
         echo "[image_results] eval $name: ${args[*]}"

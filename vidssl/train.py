@@ -323,6 +323,7 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
                         raise NonFiniteLoss(f"loss is {losses[-1]} at step {step + 1} (epoch {epoch}); stopping, "
                                             f"the last good checkpoint in {ckpt_dir} is kept")
                     scaler.scale(loss / o.accum_steps).backward()
+            raw.before_step(step)  # gradients of this step are complete (freezing a layer for a while)
             if o.clip_grad > 0:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_([p for p in raw.parameters() if p.requires_grad], o.clip_grad)

@@ -29,6 +29,7 @@ __all__ = [
     "adjust_hue",
     "byol_augment",
     "crop_flip",
+    "dino_local_augment",
     "moco_v1_augment",
     "moco_v2_augment",
     "patch_grid",
@@ -424,6 +425,14 @@ def byol_augment(size: int | Size2, view: int, scale: Range = (0.08, 1.0), blur:
     return ClipAugment(size=size, scale=scale, color_jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, grayscale_p=0.2,
                        blur_p=(1.0 if view == 1 else 0.1) if blur else 0.0, blur_sigma=(0.1, 2.0),
                        solarize_p=0.0 if view == 1 else 0.2, hflip=0.5)
+
+
+def dino_local_augment(size: int | Size2 = 96, scale: Range = (0.05, 0.4), blur: bool = True) -> ClipAugment:
+    """DINO's local crops (Caron et al. 2021, ``DataAugmentationDINO``): crop ``scale`` (0.05, 0.4; the ResNet
+    recipe (0.05, 0.14)), flip 0.5, jitter (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale p 0.2, blur p 0.5. Its two
+    global crops are BYOL's pair (:func:`byol_augment`)."""
+    return ClipAugment(size=size, scale=scale, color_jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, grayscale_p=0.2,
+                       blur_p=0.5 if blur else 0.0, blur_sigma=(0.1, 2.0), hflip=0.5)
 
 
 def moco_v1_augment(size: int | Size2, scale: Range = (0.2, 1.0)) -> ClipAugment:

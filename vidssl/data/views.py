@@ -127,17 +127,26 @@ class TwoViews(nn.Module):
 class MultiCrop(nn.Module):
     """Caron et al.'s multi-crop (SwAV, DINO): ``num_global`` large crops and ``num_local`` small ones per
     sample, crop i cut from frame ``i mod T`` (so a still image gives every crop, a clip spreads them over
-    its frames). uint8 ``(B, 3, T, H, W)`` -> a list of ``num_global`` ``(B, 3, S, S)`` then ``num_local``
-    ``(B, 3, s, s)``."""
+    its frames). ``global_augment`` is one augmentation for every global crop, or one per global crop (DINO's
+    two differ: blur 1.0, then blur 0.1 with solarisation). uint8 ``(B, 3, T, H, W)`` -> a list of
+    ``num_global`` ``(B, 3, S, S)`` then ``num_local`` ``(B, 3, s, s)``."""
 
     def __init__(
-        self, global_augment: ClipAugment, local_augment: ClipAugment, num_global: int = 2, num_local: int = 6,
-        input: InputSpace = "rgb",
+        self, global_augment: ClipAugment | Sequence[ClipAugment], local_augment: ClipAugment, num_global: int = 2,
+        num_local: int = 6, input: InputSpace = "rgb",
     ) -> None:
         super().__init__()
         if num_global < 1 or num_local < 0:
             raise ValueError(f"MultiCrop: need num_global >= 1 and num_local >= 0, got {num_global}, {num_local}")
-        self.global_augment, self.local_augment = global_augment, local_augment
+        self.global_augment: nn.Module
+        if isinstance(global_augment, ClipAugment):
+            self.global_augment = global_augment
+        else:
+            augments = list(global_augment)
+            if len(augments) != num_global:
+                raise ValueError(f"MultiCrop: {len(augments)} global augmentations for {num_global} global crops")
+            self.global_augment = nn.ModuleList(augments)
+        self.local_augment = local_augment
         self.num_global, self.num_local = num_global, num_local
         self.input: InputSpace = input
 
@@ -146,11 +155,14 @@ class MultiCrop(nn.Module):
         b, t = video.shape[0], video.shape[2]
         x = to_float(video)
 
-        def crops(augment: ClipAugment, first: int, count: int) -> list[Tensor]:
+        def crops(augment: nn.Module, first: int, count: int) -> list[Tensor]:
             if count == 0:
                 return []
             frames = torch.cat([x[:, :, (first + i) % t].unsqueeze(2) for i in range(count)])  # (count B, C, 1, H, W)
             return list(normalize_input(augment(frames)[:, :, 0], self.input).split(b))
 
-        return crops(self.global_augment, 0, self.num_global) + crops(self.local_augment, self.num_global,
-                                                                      self.num_local)
+        if isinstance(self.global_augment, nn.ModuleList):
+            globals_ = [c for i, aug in enumerate(self.global_augment) for c in crops(aug, i, 1)]
+        else:
+            globals_ = crops(self.global_augment, 0, self.num_global)
+        return globals_ + crops(self.local_augment, self.num_global, self.num_local)

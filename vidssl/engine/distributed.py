@@ -144,6 +144,24 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(x)
 
 
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """The sum of ``x`` over ranks (a new tensor; ``x`` itself without a group). No gradient."""
+    if not is_distributed():
+        return x
+    out = x.detach().clone()
+    dist.all_reduce(out)
+    return out
+
+
+def all_reduce_max(x: torch.Tensor) -> torch.Tensor:
+    """The elementwise maximum of ``x`` over ranks (a new tensor; ``x`` itself without a group). No gradient."""
+    if not is_distributed():
+        return x
+    out = x.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out
+
+
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     """The mean of ``x`` over ranks (a new tensor; ``x`` itself without a group). No gradient."""
     if not is_distributed():

@@ -1,5 +1,6 @@
 """Pure loss functions shared by methods, shapes in their docstrings; each has a closed-form test."""
 
+from vidssl.losses.clustering import sinkhorn, swapped_prediction
 from vidssl.losses.contrastive import info_nce, info_nce_logits, nt_xent, top1_positive
 from vidssl.losses.cycle import cycle_loss, walk_loss
 from vidssl.losses.decorrelation import barlow_twins_loss, off_diagonal, vicreg_loss
@@ -14,6 +15,8 @@ __all__ = [
     "negative_cosine",
     "nt_xent",
     "off_diagonal",
+    "sinkhorn",
+    "swapped_prediction",
     "top1_positive",
     "vicreg_loss",
     "walk_loss",

@@ -17,10 +17,12 @@ from vidssl.methods.base import EpochContext, Metrics, SSLMethod
 from vidssl.methods.byol import BYOL
 from vidssl.methods.corrflow import CorrFlow
 from vidssl.methods.crw import CRW
+from vidssl.methods.dino import DINO
 from vidssl.methods.mast import MAST, MASTStage2
 from vidssl.methods.moco import MoCo
 from vidssl.methods.simclr import SimCLR
 from vidssl.methods.simsiam import SimSiam
+from vidssl.methods.swav import SwAV
 from vidssl.methods.timecycle import TimeCycle
 from vidssl.methods.vicreg import VICReg
 from vidssl.nn.colour import InputSpace
@@ -37,6 +39,8 @@ class Method(Protocol):
       (still images: T = 1), plus ``index`` and ``label``; the method augments on the device itself;
     - ``sampler()``: the frames one sample needs from a video (``vidssl.data.views``);
     - ``encoder()``: the trunk to export and evaluate, fed ``encoder_input`` (``"rgb"`` or ``"lab"``);
+    - ``before_step(step)``: after the backward passes of step ``step``, before the optimiser (dropping a
+      gradient: SwAV's prototypes, DINO's last layer, frozen for the first iterations);
     - ``after_step(step)``: after each optimiser step (EMA, queues); ``on_epoch_start(ctx)``: before each
       epoch, with a pass over the dataset at hand (clustering, memory refresh, online kNN).
     """
@@ -51,6 +55,8 @@ class Method(Protocol):
     def sampler(self) -> Sampler: ...
 
     def encoder(self) -> nn.Module: ...
+
+    def before_step(self, step: int) -> None: ...
 
     def after_step(self, step: int) -> None: ...
 
@@ -69,4 +75,6 @@ METHODS: dict[str, type[Method]] = {
     "simsiam": SimSiam,
     "barlow_twins": BarlowTwins,
     "vicreg": VICReg,
+    "swav": SwAV,
+    "dino": DINO,
 }

@@ -66,6 +66,9 @@ class SSLMethod(nn.Module):
         """The trunk to export and evaluate (keeps ``vidssl.models.Backbone``)."""
         raise NotImplementedError(f"{type(self).__name__} must say which module is its encoder")
 
+    def before_step(self, step: int) -> None:
+        """Called after the backward passes of step ``step`` (0-based), before the optimiser, on every process."""
+
     def after_step(self, step: int) -> None:
         """Called after optimiser step ``step`` (0-based), on every process."""
 

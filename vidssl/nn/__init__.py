@@ -6,7 +6,7 @@ and its schedule, ``Queue``, ``MemoryBank``), norm (``SplitBatchNorm``), local_a
 copy), geometry (affine crops, Procrustes), colour (Lab, the input normalisations, ab quantisation and k-means).
 """
 
-from vidssl.nn.heads import Branch, Prototypes, embedding_std, mlp
+from vidssl.nn.heads import Branch, Prototypes, WeightNormLinear, embedding_std, mlp
 from vidssl.nn.momentum import MemoryBank, Queue, ema_update_, momentum_at
 from vidssl.nn.norm import SplitBatchNorm, convert_split_bn
 
@@ -16,6 +16,7 @@ __all__ = [
     "Prototypes",
     "Queue",
     "SplitBatchNorm",
+    "WeightNormLinear",
     "convert_split_bn",
     "ema_update_",
     "embedding_std",

@@ -11,24 +11,26 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Branch", "Prototypes", "embedding_std", "mlp"]
+__all__ = ["Branch", "Prototypes", "WeightNormLinear", "embedding_std", "mlp"]
 
 
 def mlp(
     dims: Sequence[int], *, bn: bool = False, last_bn: bool = False, last_bn_affine: bool = True,
-    bias: bool = True,
+    bias: bool = True, activation: Literal["relu", "gelu"] = "relu",
 ) -> nn.Sequential:
     """``Linear -> [BN] -> ReLU`` for each hidden size, then ``Linear -> [BN]``: ``dims = (in, hidden..., out)``.
 
     ``bn``: batch norm after every hidden linear layer; ``last_bn``: after the output too (``last_bn_affine``
     off for SimSiam's projector). A linear layer followed by batch norm has no bias (the norm's shift takes
-    its place); ``bias=False`` removes the others' too. Layers are numbered as ``nn.Sequential`` does, so
-    ``mlp((512, 512, 128))`` has the names of MoCo v2's head (``0``, ``1``, ``2``).
+    its place); ``bias=False`` removes the others' too; ``activation``: ReLU, or GELU (DINO's head). Layers are
+    numbered as ``nn.Sequential`` does, so ``mlp((512, 512, 128))`` has the names of MoCo v2's head (``0``, ``1``,
+    ``2``).
     """
     if len(dims) < 2 or min(dims) < 1:
         raise ValueError(f"mlp: need at least (in, out) positive sizes, got {tuple(dims)}")
@@ -40,7 +42,7 @@ def mlp(
         if norm:
             layers.append(nn.BatchNorm1d(b, affine=last_bn_affine if last else True))
         if not last:
-            layers.append(nn.ReLU(inplace=True))
+            layers.append(nn.ReLU(inplace=True) if activation == "relu" else nn.GELU())
     return nn.Sequential(*layers)
 
 
@@ -62,6 +64,22 @@ class Prototypes(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return F.normalize(z, dim=1) @ self.weight.t()
+
+
+class WeightNormLinear(nn.Module):
+    """A bias-free linear layer ``x -> x (g v / |v|)^T`` with weight normalisation per output row (Salimans &
+    Kingma 2016), DINO's last layer: ``v`` ``(out, in)`` trained, ``g`` ``(out, 1)`` fixed at 1 when ``fixed_norm``
+    (DINO's ``norm_last_layer``), else trained. The gradient flows through the normalisation."""
+
+    def __init__(self, in_features: int, out_features: int, fixed_norm: bool = True) -> None:
+        super().__init__()
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"WeightNormLinear: sizes must be positive, got {in_features}, {out_features}")
+        self.v = nn.Parameter(nn.Linear(in_features, out_features, bias=False).weight.detach().clone())
+        self.g = nn.Parameter(torch.ones(out_features, 1), requires_grad=not fixed_norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x @ (self.g * F.normalize(self.v, dim=1)).t()
 
 
 class Branch(nn.Module):

@@ -1,0 +1,59 @@
+"""Online clustering: Sinkhorn-Knopp's equipartitioned soft codes and the swapped prediction they train.
+
+Pure functions; the prototypes, queues and schedules live in the methods (``vidssl.methods.swav``) and in
+``vidssl.nn``. Sinkhorn runs in float32 whatever the autocast context: ``exp(score / 0.05)`` reaches ``e^20``,
+beyond float16.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vidssl.engine.distributed import all_reduce_max, all_reduce_sum, world_size
+
+__all__ = ["sinkhorn", "swapped_prediction"]
+
+
+@torch.no_grad()
+def sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tensor:
+    """SwAV's ``distributed_sinkhorn`` (Caron et al. 2020, facebookresearch/swav ``main_swav.py``).
+
+    ``scores`` ``(B, K)``: this process's prototype scores. ``Q = exp(scores / epsilon)`` over the *global*
+    batch of N samples (sums all-reduced), normalised to total mass 1, then ``iterations`` rounds of: every
+    prototype's mass to ``1 / K``, every sample's to ``1 / N``. Returns ``(B, K)`` codes ``N Q``: each row sums to
+    exactly 1 (the last step normalises samples); the prototypes' masses reach ``N / K`` only as the iterations
+    grow. Computed in float32 (float64 input stays float64), also under autocast; the maximum is subtracted
+    first, which cancels in the normalisation and keeps ``exp`` finite.
+    """
+    if scores.dim() != 2 or epsilon <= 0 or iterations < 1:
+        raise ValueError(f"sinkhorn: need (B, K) scores, epsilon > 0 and iterations >= 1, got {tuple(scores.shape)}, "
+                         f"{epsilon}, {iterations}")
+    with torch.autocast(scores.device.type, enabled=False):
+        z = (scores if scores.dtype == torch.float64 else scores.float()) / epsilon
+        z = z - all_reduce_max(z.max())
+        q = torch.exp(z).t()  # (K, B)
+        k, n = q.shape[0], q.shape[1] * world_size()
+        q = q / all_reduce_sum(q.sum())
+        for _ in range(iterations):
+            q = q / all_reduce_sum(q.sum(dim=1, keepdim=True)) / k  # each prototype: mass 1 / K
+            q = q / q.sum(dim=0, keepdim=True) / n  # each sample: mass 1 / N
+        return (q * n).t()
+
+
+def swapped_prediction(scores: list[Tensor], codes: dict[int, Tensor], temperature: float = 0.1) -> Tensor:
+    """SwAV's loss: each assigned crop's codes predicted from every other crop's scores.
+
+    ``scores``: per crop ``(B, K)`` prototype scores; ``codes``: for the crops assigned codes (SwAV's
+    ``crops_for_assign``), ``(B, K)`` targets (rows summing to 1, no gradient). ``loss = mean over assigned i of
+    mean over crops v != i of -mean_b sum_k q_i log softmax(s_v / temperature)``. Uniform scores give ``ln K``.
+    """
+    if not codes or len(scores) < 2 or temperature <= 0:
+        raise ValueError("swapped_prediction: needs codes, at least two crops and a positive temperature")
+    total = scores[0].new_zeros(())
+    for i, q in codes.items():
+        terms = [-(q.detach() * F.log_softmax(s / temperature, dim=1)).sum(dim=1).mean()
+                 for v, s in enumerate(scores) if v != i]
+        total = total + sum(terms) / len(terms)
+    return total / len(codes)
