@@ -12,14 +12,15 @@ from vidssl.methods import METHODS
 from vidssl.paths import REPO_ROOT
 from vidssl.train import load_run_config
 
-TWO_VIEW = ["simclr", "byol", "simsiam", "barlow_twins", "vicreg", "swav", "dino"]
+TWO_VIEW = ["simclr", "byol", "simsiam", "barlow_twins", "vicreg", "swav", "dino", "moco_v3"]
 HEADS = {"simclr": dict(projector=(32, 16)), "byol": dict(projector=(32, 16), predictor=(32, 16)),
          "simsiam": dict(projector=(32, 32, 16), predictor=(8, 16)), "barlow_twins": dict(projector=(32, 32, 16)),
          "vicreg": dict(projector=(32, 32, 16)),
          "swav": dict(global_size=32, local_size=16, num_local=2, projector=(32, 16), num_prototypes=10,
                       queue_length=8, queue_start_epoch=0, freeze_prototypes_steps=0),
          "dino": dict(global_size=32, local_size=16, num_local=2, head_hidden=32, bottleneck=8, out_dim=16,
-                      total_steps=10)}
+                      total_steps=10),
+         "moco_v3": dict(mlp_dim=32, dim=16, total_steps=10)}
 
 
 def make(name: str, **extra: object) -> torch.nn.Module:
@@ -136,3 +137,44 @@ def test_dino_last_layer_is_frozen_in_its_first_epochs() -> None:
         dino.before_step(0)
         assert (dino.student.head.last.v.grad is None) == frozen, epoch
         assert dino.student.head.mlp[0].weight.grad is not None
+
+
+def test_supcon_needs_labels_and_has_a_cifar_config() -> None:
+    cls = METHODS["supcon"]
+    method = cls(cls.Config(backbone="resnet18", projector=(32, 16)))
+    video = torch.randint(0, 256, (4, 3, 1, 40, 40), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="needs class labels"):
+        method({"video": video, "label": torch.full((4,), -1)})
+    loss, _ = method({"video": video, "label": torch.tensor([0, 0, 1, 1])})
+    assert torch.isfinite(loss)
+    cfg, model_cfg = load_run_config(REPO_ROOT / "configs" / "supcon_cifar.yaml")
+    assert cfg.method == "supcon" and model_cfg.input == "images" and cfg.data.kind == "images"
+
+
+def test_npid_fixes_z_once_and_moves_the_bank_after_the_step() -> None:
+    cls = METHODS["npid"]
+    torch.manual_seed(0)
+    npid = cls(cls.Config(backbone="resnet18", dim=8, bank_size=6, negatives=5, temperature=0.5))
+    video = torch.randint(0, 256, (3, 3, 1, 40, 40), dtype=torch.uint8)
+    batch = {"video": video, "index": torch.tensor([0, 2, 4])}
+    assert float(npid.z) < 0
+    before = npid.bank.bank.clone()
+    npid(batch)
+    z = float(npid.z)
+    assert z > 0
+    npid(batch)
+    assert float(npid.z) == z  # estimated once, from the first batch
+    assert torch.equal(npid.bank.bank, before)  # staged, not yet written
+    npid.after_step(0)
+    moved = (npid.bank.bank - before).abs().sum(dim=1) > 0
+    assert moved.tolist() == [True, False, True, False, True, False]
+    with pytest.raises(ValueError, match="bank_size=6"):
+        npid({"video": video, "index": torch.tensor([0, 1, 6])})
+    with pytest.raises(ValueError, match="set model.bank_size=10"):
+        npid.on_epoch_start(_ctx(10))
+
+
+def _ctx(num_samples: int) -> object:
+    from vidssl.methods import EpochContext
+
+    return EpochContext(0, 0, 0, num_samples, torch.device("cpu"), torch.Generator(), lambda b: iter(()))

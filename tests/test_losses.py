@@ -9,7 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidssl.losses import barlow_twins_loss, cosine_regression, negative_cosine, nt_xent, off_diagonal, vicreg_loss
+from vidssl.losses import (
+    barlow_twins_loss,
+    batch_info_nce,
+    cosine_regression,
+    nce,
+    negative_cosine,
+    nt_xent,
+    off_diagonal,
+    supcon,
+    vicreg_loss,
+)
 
 
 def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, t: float) -> torch.Tensor:
@@ -182,3 +192,61 @@ def test_swapped_prediction_is_ln_k_at_uniform_scores() -> None:
     onehot = F.one_hot(torch.arange(b) % k, k).float()
     sharp = [onehot * 100.0, onehot * 100.0]
     assert swapped_prediction(sharp, {0: onehot, 1: onehot}, 0.1).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def supcon_reference(z1: torch.Tensor, z2: torch.Tensor, y: torch.Tensor, t: float, base: float) -> torch.Tensor:
+    """SupConLoss (contrast_mode 'all') written out: features (B, 2, D) unbound view-major, the self-contrast
+    removed from the denominator, the mean log-probability over each anchor's positives, times -(T / base_T)."""
+    z = torch.cat([F.normalize(z1, dim=1), F.normalize(z2, dim=1)])
+    labels = torch.cat([y, y])
+    n = z.shape[0]
+    total = z.new_zeros(())
+    for i in range(n):
+        logits = [(z[i] @ z[a]) / t for a in range(n)]
+        denom = torch.logsumexp(torch.stack([logits[a] for a in range(n) if a != i]), dim=0)
+        pos = [a for a in range(n) if a != i and labels[a] == labels[i]]
+        total = total + sum(logits[p] - denom for p in pos) / len(pos)
+    return -(t / base) * total / n
+
+
+def test_supcon_closed_form_and_reference() -> None:
+    b = 5
+    same = torch.ones(b, 4, dtype=torch.float64)
+    one_class = torch.zeros(b, dtype=torch.long)
+    assert supcon(same, same.clone(), one_class, 0.07, 0.07).item() == pytest.approx(math.log(2 * b - 1))
+    assert supcon(same, same.clone(), one_class, 0.1, 0.07).item() == pytest.approx(math.log(9) * 0.1 / 0.07)
+    g = torch.Generator().manual_seed(2)
+    z1 = torch.randn(6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 0, 2, 1, 0])
+    got, want = supcon(z1, z2, y, 0.2, 0.07), supcon_reference(z1, z2, y, 0.2, 0.07)
+    torch.testing.assert_close(got, want)
+    for a, b_ in zip(torch.autograd.grad(got, (z1, z2)), torch.autograd.grad(want, (z1, z2)), strict=True):
+        torch.testing.assert_close(a, b_)
+    # every sample its own class: SupCon is NT-Xent (times T / base_T)
+    distinct = torch.arange(6)
+    torch.testing.assert_close(supcon(z1, z2, distinct, 0.2, 0.2), nt_xent(z1, z2, 0.2))
+
+
+def test_batch_info_nce_closed_form_and_its_2t_factor() -> None:
+    """q = k on orthogonal keys: the positive scores 1 / T, the N - 1 others 0; times 2 T (MoCo v3's code)."""
+    n, t = 5, 0.2
+    q = torch.eye(8, dtype=torch.float64)[:n]
+    want = 2 * t * math.log(1 + (n - 1) * math.exp(-1 / t))
+    assert batch_info_nce(q, q.clone(), t).item() == pytest.approx(want, rel=1e-9)
+    k = q.clone().requires_grad_(True)
+    batch_info_nce(q.clone().requires_grad_(True), k, t).backward()
+    assert k.grad is None  # keys come from the momentum encoder: no gradient
+
+
+def test_nce_at_the_noise_probability() -> None:
+    """NPID's NCE with model = noise = 1 / N: log(K + 1) + K log((K + 1) / K), 9.3179 for K 4096."""
+    n, k = 10000, 4096
+    probs = torch.full((3, 1 + k), 1 / n, dtype=torch.float64)
+    want = math.log(k + 1) + k * math.log((k + 1) / k)
+    assert nce(probs, n, eps=0.0).item() == pytest.approx(want, rel=1e-9)
+    assert want == pytest.approx(9.3179, abs=1e-4)
+    # a confident model (its own entry likely, the noise entries not) costs less
+    sharp = probs.clone()
+    sharp[:, 0], sharp[:, 1:] = 0.5, 1e-6
+    assert nce(sharp, n).item() < want

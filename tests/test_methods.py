@@ -42,6 +42,9 @@ TINY: dict[str, dict[str, Any]] = {
                  queue_start_epoch=0, freeze_prototypes_steps=0, max_gap=3),
     "dino": dict(global_size=32, local_size=16, num_local=2, head_hidden=32, bottleneck=8, out_dim=16, max_gap=3,
                  total_steps=10),
+    "supcon": dict(backbone="resnet18", projector=(32, 16)),
+    "moco_v3": dict(crop_size=32, mlp_dim=32, dim=16, max_gap=3, total_steps=10),
+    "npid": dict(backbone="resnet18", crop_size=32, dim=16, bank_size=8, negatives=16),
 }
 
 VIDEO_FRAMES = 12  # length of the tiny source videos the sampler draws from
@@ -58,8 +61,9 @@ def _make(name: str, **extra: Any) -> nn.Module:
 def _batch(method: nn.Module, batch_size: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
     """A uint8 ``(B, 3, T, SIZE, SIZE)`` batch built as a dataset would: the sampler's frames of random videos."""
     g = torch.Generator().manual_seed(seed)
-    if method.input == "images":  # still images are 1-frame clips
-        return {"video": torch.randint(0, 256, (batch_size, 3, 1, SIZE, SIZE), generator=g, dtype=torch.uint8)}
+    if method.input == "images":  # still images are 1-frame clips, with class labels as an ImageFolder gives
+        return {"video": torch.randint(0, 256, (batch_size, 3, 1, SIZE, SIZE), generator=g, dtype=torch.uint8),
+                "label": torch.arange(batch_size) % 2, "index": torch.arange(batch_size)}
     assert method.input == "video", f"input must be 'video' or 'images', got {method.input!r}"
     rng = np.random.default_rng(seed)
     sampler = method.sampler()
@@ -69,7 +73,7 @@ def _batch(method: nn.Module, batch_size: int = 4, seed: int = 0) -> dict[str, t
         idx = np.asarray(sampler(VideoInfo(VIDEO_FRAMES), rng))
         assert idx.dtype.kind == "i" and idx.min() >= 0 and idx.max() < VIDEO_FRAMES, idx
         clips.append(video[:, torch.from_numpy(idx.astype(np.int64))])
-    return {"video": torch.stack(clips)}
+    return {"video": torch.stack(clips), "index": torch.arange(batch_size), "label": torch.full((batch_size,), -1)}
 
 
 def _trainable(m: nn.Module) -> dict[str, nn.Parameter]:

@@ -13,16 +13,18 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from vidssl.engine import distributed as dist
-from vidssl.losses import barlow_twins_loss, nt_xent, sinkhorn, vicreg_loss
+from vidssl.losses import barlow_twins_loss, nt_xent, sinkhorn, supcon, vicreg_loss
 from vidssl.nn import MemoryBank, Queue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_distributed import _free_port, _torchrun_env
 
 WORLD, B, D = 2, 3, 5
-GATHERED = {  # losses over the global batch's statistics, each process computing it on the gathered embeddings
-    "barlow_twins": lambda a, b: barlow_twins_loss(a, b, 0.3),
-    "vicreg": lambda a, b: vicreg_loss(a, b)[0],
+LABELS = torch.tensor([0, 1, 1, 0, 2, 1])  # the global batch's classes (SupCon)
+GATHERED = {  # losses over the global batch, each process reading the gathered embeddings (and labels)
+    "barlow_twins": lambda a, b, y: barlow_twins_loss(a, b, 0.3),
+    "vicreg": lambda a, b, y: vicreg_loss(a, b)[0],
+    "supcon": lambda a, b, y: supcon(a, b, y, 0.3, 0.07),
 }
 
 
@@ -42,7 +44,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         grads = {}
         for name, fn in GATHERED.items():
             a, b = (z[rank * B:(rank + 1) * B].clone().requires_grad_(True) for z in _global_views())
-            value = fn(a, b)
+            value = fn(a, b, LABELS[rank * B:(rank + 1) * B])
             value.backward()
             grads[name] = (value.detach(), a.grad, b.grad)
         torch.manual_seed(0)  # equal initial memories on both processes
@@ -74,11 +76,11 @@ def test_gathered_losses_and_memories_across_two_processes(tmp_path: Path) -> No
         rows = slice(k * B, (k + 1) * B)
         torch.testing.assert_close(r[k]["g1"] / WORLD, z1.grad[rows])
         torch.testing.assert_close(r[k]["g2"] / WORLD, z2.grad[rows])
-    # Barlow Twins and VICReg: the same, each process holding the global batch's statistics (lightly #1977 left
+    # Barlow Twins, VICReg and SupCon: the same, each process reading the global batch (lightly #1977 left
     # Barlow Twins' gradient at 1 / world of this)
     for name, fn in GATHERED.items():
         z1, z2 = (z.clone().requires_grad_(True) for z in _global_views())
-        whole = fn(z1, z2)
+        whole = fn(z1, z2, LABELS)
         g1, g2 = torch.autograd.grad(whole, (z1, z2))
         torch.testing.assert_close(sum(x["gathered"][name][0] for x in r) / WORLD, whole.detach())
         for k in range(WORLD):

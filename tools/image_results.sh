@@ -6,19 +6,20 @@
 #   bash tools/image_results.sh [train|eval|table|all]     (default: all)
 #
 # Environment: DATA (../shared/data/cifar10), MINUTES (5: schedule.max_minutes of each run), SEEDS ("0 1"),
-# METHODS ("simclr byol simsiam barlow_twins vicreg swav dino"), JOBS (2), RUNS (runs/image), BATCH (128),
-# LR (0.06), BACKBONE (resnet18).
+# METHODS ("simclr moco moco_v3 byol simsiam barlow_twins vicreg swav dino supcon"), JOBS (2), RUNS (runs/image),
+# BATCH (128), LR (0.06), BACKBONE (resnet18).
 # The CPU scale, where one thread forces it: the ImageNet stem (stride-2 convolution and max-pool: 8x8 maps in
 # layer1 at 32 px) instead of the CIFAR stem, which costs about 14 s a step at batch 128 on one thread (20 steps
 # in 5 minutes); batch 128 at lightly's 0.06 x batch / 128 and a constant rate (the configs' cosine over 200
-# epochs would never leave its start). Everything else is configs/<method>_cifar.yaml; the random baseline is
-# the same BACKBONE. Run from the repository root in the environment of `bash tools/bootstrap.sh
-# shell`. Each step skips what is already there, so a killed script resumes where it stopped.
+# epochs would never leave its start). Everything else is configs/<method>_cifar.yaml (moco: moco_v2_cifar.yaml);
+# the random baseline is the same BACKBONE. supcon reads the labels: the supervised reference row. Run from the
+# repository root in the environment of `bash tools/bootstrap.sh shell`. Each step skips what is already there,
+# so a killed script resumes where it stopped.
 set -euo pipefail
 DATA=${DATA:-../shared/data/cifar10}
 MINUTES=${MINUTES:-5}
 SEEDS=${SEEDS:-0 1}
-METHODS=${METHODS:-simclr byol simsiam barlow_twins vicreg swav dino}
+METHODS=${METHODS:-simclr moco moco_v3 byol simsiam barlow_twins vicreg swav dino supcon}
 JOBS=${JOBS:-2}
 RUNS=${RUNS:-runs/image}
 BATCH=${BATCH:-128}
@@ -35,15 +36,20 @@ train() {
             run=$RUNS/${method}_s$seed
             if [ -f "$run/done" ]; then continue; fi
             echo "[image_results] train $run ($MINUTES min)"
-            ( vidssl train --config "configs/${method}_cifar.yaml" seed="$seed" out_dir="$run" \
+            config=configs/${method}_cifar.yaml
+            if [ "$method" = moco ]; then config=configs/moco_v2_cifar.yaml; fi
+            ( vidssl train --config "$config" seed="$seed" out_dir="$run" \
                   schedule.max_minutes="$MINUTES" schedule.name=constant schedule.steps=100000 \
                   data.batch_size="$BATCH" optim.lr="$LR" model.backbone="$BACKBONE" data.workers=0 \
                   data.source="$DATA/train" \
                   log.progress=false > "$run.log" 2>&1 && touch "$run/done" ) &
-            while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+            while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done  # a failed run: see its log
         done
     done
-    wait
+    wait || true
+    for method in $METHODS; do for seed in $SEEDS; do
+        [ -f "$RUNS/${method}_s$seed/done" ] || echo "[image_results] FAILED: $RUNS/${method}_s$seed ($RUNS/${method}_s$seed.log)"
+    done; done
 }
 
 evaluate() {
@@ -55,14 +61,18 @@ evaluate() {
         out=$RUNS/eval/$name.json
         if [ -f "$out" ]; then continue; fi
         case $spec in
+            random:*) ;;
+            *) if [ -z "$(latest "$RUNS/$name")" ]; then echo "[image_results] no checkpoint: $name"; continue; fi ;;
+        esac
+        case $spec in
             random:*) args=(--encoder random --backbone "$BACKBONE" --seed "${spec#random:}") ;;
             *) args=(--encoder "$(latest "$RUNS/$name")") ;;
         esac
         echo "[image_results] eval $name: ${args[*]}"
         vidssl eval knn --data "$DATA" --json "$out" "${args[@]}" > "$RUNS/eval/$name.log" 2>&1 &
-        while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+        while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
     done
-    wait
+    wait || true
 }
 
 table() {

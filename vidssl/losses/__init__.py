@@ -1,21 +1,32 @@
 """Pure loss functions shared by methods, shapes in their docstrings; each has a closed-form test."""
 
 from vidssl.losses.clustering import sinkhorn, swapped_prediction
-from vidssl.losses.contrastive import info_nce, info_nce_logits, nt_xent, top1_positive
+from vidssl.losses.contrastive import (
+    batch_info_nce,
+    info_nce,
+    info_nce_logits,
+    nce,
+    nt_xent,
+    supcon,
+    top1_positive,
+)
 from vidssl.losses.cycle import cycle_loss, walk_loss
 from vidssl.losses.decorrelation import barlow_twins_loss, off_diagonal, vicreg_loss
 from vidssl.losses.regression import cosine_regression, negative_cosine
 
 __all__ = [
     "barlow_twins_loss",
+    "batch_info_nce",
     "cosine_regression",
     "cycle_loss",
     "info_nce",
     "info_nce_logits",
+    "nce",
     "negative_cosine",
     "nt_xent",
     "off_diagonal",
     "sinkhorn",
+    "supcon",
     "swapped_prediction",
     "top1_positive",
     "vicreg_loss",

@@ -1,4 +1,5 @@
-"""Contrastive losses: InfoNCE against a queue (MoCo, CPC) and NT-Xent over the batch (SimCLR).
+"""Contrastive losses: InfoNCE against a queue (MoCo, CPC), NT-Xent over the batch (SimCLR) and its supervised
+form (SupCon).
 
 Pure functions: tensors in, tensors out. State (queues, momentum encoders, memory banks) lives in the modules
 of ``vidssl.nn.momentum`` and the methods that own them.
@@ -10,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vidssl.engine.distributed import all_gather_with_grad, rank
+from vidssl.engine.distributed import all_gather_no_grad, all_gather_with_grad, rank
 
-__all__ = ["info_nce", "info_nce_logits", "nt_xent", "top1_positive"]
+__all__ = ["batch_info_nce", "info_nce", "info_nce_logits", "nce", "nt_xent", "supcon", "top1_positive"]
 
 
 def _check(q: Tensor, k: Tensor, queue: Tensor) -> None:
@@ -53,6 +54,22 @@ def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(logits, target)
 
 
+def batch_info_nce(q: Tensor, k: Tensor, temperature: float) -> Tensor:
+    """MoCo v3's ``contrastive_loss`` (Chen, Xie & He 2021, facebookresearch/moco-v3 ``builder.py``): queries
+    against the keys of the *global* batch (gathered, no gradient), this process's positives at
+    ``rank * B + i``; cross-entropy times ``2 T``. ``(B, D)`` x2 (normalised here) -> 0-dim. Keys orthogonal to
+    each other with ``q = k``: ``2 T log(1 + (N - 1) e^(-1/T))``.
+    """
+    if q.dim() != 2 or k.shape != q.shape:
+        raise ValueError(f"batch_info_nce: q and k must both be (B, D), got {tuple(q.shape)} and {tuple(k.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"batch_info_nce: temperature must be positive, got {temperature}")
+    q, k = F.normalize(q, dim=1), F.normalize(k.detach(), dim=1)
+    keys = all_gather_no_grad(k)
+    labels = rank() * q.shape[0] + torch.arange(q.shape[0], device=q.device)
+    return F.cross_entropy(q @ keys.t() / temperature, labels) * (2 * temperature)
+
+
 def top1_positive(logits: Tensor) -> Tensor:
     """Fraction of rows ``(B, 1 + K)`` whose positive (column 0) scores strictly above every negative. 0-dim."""
     return (logits[:, 0] > logits[:, 1:].amax(dim=1)).float().mean()
@@ -89,3 +106,53 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
         return F.cross_entropy(logits / temperature, labels)
 
     return (side(z1, k1, k2) + side(z2, k2, k1)) / 2
+
+
+def supcon(z1: Tensor, z2: Tensor, labels: Tensor, temperature: float = 0.1, base_temperature: float = 0.07) -> Tensor:
+    """Supervised contrastive loss, the paper's L_out (Khosla et al. 2020, https://arxiv.org/abs/2004.11362;
+    HobbitLong/SupContrast ``losses.py``).
+
+    Args:
+        z1, z2: ``(B, D)`` embeddings of two views of this process's B images (normalised here).
+        labels: ``(B,)`` class indices.
+    Returns:
+        0-dim: the mean over this process's 2B anchors i of ``-(T / base_T) mean_{p in P(i)} log( exp(z_i.z_p / T) /
+        sum_{a != i} exp(z_i.z_a / T) )``, P(i) the other views of i's class, a over the 2N views of the *global*
+        batch (gathered with gradients, as :func:`nt_xent`). One class and identical features give
+        ``log(2N - 1) T / base_T``.
+    """
+    if z1.dim() != 2 or z1.shape != z2.shape or labels.shape != (z1.shape[0],):
+        raise ValueError(f"supcon: need z1, z2 (B, D) and labels (B,), got {tuple(z1.shape)}, {tuple(z2.shape)}, "
+                         f"{tuple(labels.shape)}")
+    if temperature <= 0 or base_temperature <= 0:
+        raise ValueError("supcon: temperatures must be positive")
+    z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    everyone = torch.cat([all_gather_with_grad(z1), all_gather_with_grad(z2)])  # (2N, D): view 1, then view 2
+    classes = all_gather_no_grad(labels)
+    b, n = z1.shape[0], classes.shape[0]
+    mine = rank() * b + torch.arange(b, device=z1.device)
+    index = torch.cat([mine, n + mine])  # this process's anchors' columns
+    logits = torch.cat([z1, z2]) @ everyone.t() / temperature  # (2B, 2N)
+    is_self = F.one_hot(index, 2 * n).bool()
+    log_prob = logits - logits.masked_fill(is_self, torch.finfo(logits.dtype).min).logsumexp(dim=1, keepdim=True)
+    positive = (torch.cat([labels, labels])[:, None] == torch.cat([classes, classes])[None, :]) & ~is_self
+    mean_log_prob = (log_prob * positive).sum(dim=1) / positive.sum(dim=1)  # every anchor has its other view
+    return -(temperature / base_temperature) * mean_log_prob.mean()
+
+
+def nce(probs: Tensor, num_samples: int, eps: float = 1e-7) -> Tensor:
+    """NPID's noise-contrastive estimation (``NCECriterion`` of zhirongw/lemniscate.pytorch).
+
+    ``probs`` ``(B, 1 + K)``: the model's (unnormalised-then-divided-by-Z) probabilities of each sample's own
+    memory entry (column 0) and of K noise entries drawn uniformly (noise probability ``1 / N``). ``loss =
+    -mean_b [ log(P_0 / (P_0 + K / N)) + sum_k log((K / N) / (P_k + K / N)) ]``; at ``P = 1 / N`` everywhere
+    it is ``log(K + 1) + K log((K + 1) / K)`` (K 4096: 9.3179).
+    """
+    if probs.dim() != 2 or probs.shape[1] < 2 or num_samples < 1:
+        raise ValueError(f"nce: need (B, 1 + K) probabilities with K >= 1 and num_samples >= 1, got "
+                         f"{tuple(probs.shape)}, {num_samples}")
+    k = probs.shape[1] - 1
+    noise = k / num_samples
+    positive = torch.log(probs[:, 0] / (probs[:, 0] + noise + eps))
+    negative = torch.log(noise / (probs[:, 1:] + noise + eps)).sum(dim=1)
+    return -(positive + negative).mean()

@@ -20,8 +20,11 @@ from vidssl.methods.crw import CRW
 from vidssl.methods.dino import DINO
 from vidssl.methods.mast import MAST, MASTStage2
 from vidssl.methods.moco import MoCo
+from vidssl.methods.moco_v3 import MoCoV3
+from vidssl.methods.npid import NPID
 from vidssl.methods.simclr import SimCLR
 from vidssl.methods.simsiam import SimSiam
+from vidssl.methods.supcon import SupCon
 from vidssl.methods.swav import SwAV
 from vidssl.methods.timecycle import TimeCycle
 from vidssl.methods.vicreg import VICReg
@@ -77,4 +80,7 @@ METHODS: dict[str, type[Method]] = {
     "vicreg": VICReg,
     "swav": SwAV,
     "dino": DINO,
+    "supcon": SupCon,
+    "moco_v3": MoCoV3,
+    "npid": NPID,
 }

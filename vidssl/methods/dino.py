@@ -128,10 +128,11 @@ class DINO(SSLMethod):
         c = self.cfg
         crops = self.views(batch["video"])
         g = c.num_global
-        parts = [self.student(torch.cat(crops[:g]))]
+        # the backbone once per resolution, the head once on all crops (the code's MultiCropWrapper)
+        parts = [self.student.backbone(torch.cat(crops[:g]))]
         if c.num_local:
-            parts.append(self.student(torch.cat(crops[g:])))
-        student = (torch.cat(parts) / c.student_temp).chunk(len(crops))
+            parts.append(self.student.backbone(torch.cat(crops[g:])))
+        student = (self.student.head(torch.cat(parts)) / c.student_temp).chunk(len(crops))
         with torch.no_grad():
             t_out = self.teacher(torch.cat(crops[:g]))
             temp = teacher_temp_at(int(self.epoch), c)

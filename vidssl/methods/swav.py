@@ -101,11 +101,11 @@ class SwAV(SSLMethod):
         c = self.cfg
         crops = self.views(batch["video"])
         b = crops[0].shape[0]
-        # one forward per resolution, as the code's multi-resolution pass
-        parts = [self.net(torch.cat(crops[:c.num_global]))]
+        # the backbone once per resolution, the head once on all crops (its BN sees them together), as the code
+        parts = [self.net.backbone(torch.cat(crops[:c.num_global]))]
         if c.num_local:
-            parts.append(self.net(torch.cat(crops[c.num_global:])))
-        z = F.normalize(torch.cat(parts), dim=1)
+            parts.append(self.net.backbone(torch.cat(crops[c.num_global:])))
+        z = F.normalize(self.net.head(torch.cat(parts)), dim=1)
         if self.training:
             self.prototypes.normalize_()
         scores = z @ self.prototypes.weight.t()  # (crops B, K)

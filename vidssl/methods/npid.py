@@ -1,0 +1,110 @@
+"""NPID: non-parametric instance discrimination, every image its own class, against a memory bank.
+
+Wu et al., "Unsupervised Feature Learning via Non-Parametric Instance Discrimination", CVPR 2018
+(https://arxiv.org/abs/1805.01978; zhirongw/lemniscate.pytorch ``lib/NCEAverage.py``, ``lib/NCECriterion.py``).
+Backbone -> linear layer to 128 -> L2 normalisation. A memory bank holds one entry per training sample
+(``vidssl.nn.MemoryBank``, momentum 0.5, gathered across processes); sample i scores its own entry and K entries
+drawn uniformly, ``exp(v . f / T) / Z``, and the noise-contrastive loss tells them apart (``vidssl.losses.nce``):
+the normalising constant Z is estimated once, from the first batch, as the authors' code (``Z = mean(exp(s /
+T)) N``), and then kept (a buffer: checkpoints carry it). ``loss: infonce`` is the softmax form over the same
+K + 1 scores (the option the paper's follow-ups use). The bank's entries move after each step (``after_step``).
+
+Positives are instances: on video a sample is one frame of one video, its index the video's (a video is its own
+class, as frame-level instance discrimination); ``bank_size`` must be the dataset's size (checked each epoch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vidssl.data.augment import ClipAugment, to_float
+from vidssl.data.samplers import random_clip
+from vidssl.data.views import FrameSampler, Sampler, StillFrame
+from vidssl.losses import nce
+from vidssl.methods.base import EpochContext, Metrics, SSLMethod
+from vidssl.models import ResNet, build_backbone
+from vidssl.nn import Branch, MemoryBank, embedding_std
+from vidssl.nn.colour import normalize_input
+
+
+@dataclass
+class NPIDConfig:
+    """NPID hyper-parameters (the ``model:`` section). Defaults: the authors' CIFAR script (``cifar.py``)."""
+
+    backbone: str = "resnet18_cifar"
+    dim: int = 128
+    bank_size: int = 50000  # one entry per training sample: the dataset's size
+    negatives: int = 4096  # K
+    temperature: float = 0.1  # CIFAR (ImageNet: 0.07)
+    momentum: float = 0.5  # of the memory bank
+    loss: Literal["nce", "infonce"] = "nce"
+    input: Literal["video", "images"] = "images"
+    crop_size: int = 32
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    hflip: float = 0.0  # the authors' CIFAR transform has no flip (RECIPES.md section 2)
+
+    def __post_init__(self) -> None:
+        if min(self.dim, self.bank_size, self.negatives, self.crop_size) < 1:
+            raise ValueError("npid: dim, bank_size, negatives and crop_size must be positive")
+        if self.temperature <= 0 or not 0 <= self.momentum < 1:
+            raise ValueError("npid: temperature must be positive and momentum in [0, 1)")
+
+
+class NPID(SSLMethod):
+    """NPID (see the module docstring). ``forward(batch) -> (loss, metrics)``; reads ``batch["index"]``."""
+
+    Config = NPIDConfig
+    z: Tensor
+
+    def __init__(self, cfg: NPIDConfig) -> None:
+        super().__init__()
+        self.cfg, self.input = cfg, cfg.input
+        backbone = build_backbone(cfg.backbone)
+        self.net = Branch(backbone, nn.Linear(backbone.num_features, cfg.dim))
+        self.bank = MemoryBank(cfg.bank_size, cfg.dim, cfg.momentum)
+        # the authors' CIFAR augmentation: crop (0.2, 1), jitter 0.4 x 4 always, grayscale 0.2
+        self.augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, color_jitter=(0.4, 0.4, 0.4, 0.4),
+                                   jitter_p=1.0, grayscale_p=0.2, hflip=cfg.hflip)
+        self.register_buffer("z", torch.tensor(-1.0, dtype=torch.float64))  # < 0: not estimated yet
+
+    def sampler(self) -> Sampler:
+        """One frame: of a still image, or a random one of a video (the video is the instance)."""
+        return StillFrame() if self.input == "images" else FrameSampler(random_clip, {"length": 1})
+
+    def encoder(self) -> ResNet:
+        return self.net.backbone  # type: ignore[return-value]
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
+        if "index" not in batch:
+            raise ValueError("npid: needs batch['index'], the samples' dataset indices (the memory bank's rows)")
+        index = batch["index"].long()
+        if int(index.max()) >= self.cfg.bank_size or int(index.min()) < 0:
+            raise ValueError(f"npid: sample index {int(index.max())} outside the memory bank of "
+                             f"model.bank_size={self.cfg.bank_size} (set it to the dataset's size)")
+        x = normalize_input(self.augment(to_float(batch["video"][:, :, :1]))[:, :, 0], "rgb")
+        f = F.normalize(self.net(x), dim=1)  # (B, dim)
+        idx = torch.cat([index[:, None], self.bank.negatives(f.shape[0], self.cfg.negatives)], dim=1)  # (B, 1 + K)
+        scores = torch.einsum("bkd,bd->bk", self.bank(idx), f) / self.cfg.temperature  # (B, 1 + K)
+        if self.cfg.loss == "infonce":
+            loss = F.cross_entropy(scores, torch.zeros_like(index))
+        else:
+            if float(self.z) < 0:  # the first batch fixes the normalising constant, as the code
+                self.z.fill_(float(scores.detach().double().exp().mean()) * self.cfg.bank_size)
+            loss = nce(scores.exp() / float(self.z), self.cfg.bank_size)
+        if self.training:
+            self.bank.stage(index, f)
+        return loss, {"embedding_std": embedding_std(f), "log_z": math.log(max(float(self.z), 1e-300))}
+
+    def after_step(self, step: int) -> None:
+        self.bank.commit()
+
+    def on_epoch_start(self, ctx: EpochContext) -> None:
+        if ctx.num_samples != self.cfg.bank_size:
+            raise ValueError(f"npid: the dataset has {ctx.num_samples} samples but model.bank_size is "
+                             f"{self.cfg.bank_size}: set model.bank_size={ctx.num_samples}")
