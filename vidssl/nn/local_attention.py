@@ -192,10 +192,12 @@ def _roi_window(
     logits = torch.cat(rows, dim=1)  # (B, P^2, th, tw)
     r = torch.arange(-radius, radius + 1, device=feat_t.device, dtype=offset.dtype)
     step = torch.stack([r.repeat(size), torch.zeros_like(r.repeat(size))], -1).view(1, -1, 1, 1, 2)
+    pos = _pixel_grid(offset, t, r.repeat_interleave(size), 0.0) + step  # (B, P^2, th, tw, 2)
     if outside == "exclude":
-        inside = _inside(_pixel_grid(offset, t, r.repeat_interleave(size), 0.0) + step, *feat_r.shape[-2:])
-        logits = logits.masked_fill(~inside, torch.finfo(logits.dtype).min)
-    vals = _sample(values, _pixel_grid(value_offset, t, r.repeat_interleave(size), 0.0) + step)  # (B, V, P^2, th, tw)
+        logits = logits.masked_fill(~_inside(pos, *feat_r.shape[-2:]), torch.finfo(logits.dtype).min)
+    if value_offset is not offset:
+        pos = _pixel_grid(value_offset, t, r.repeat_interleave(size), 0.0) + step
+    vals = _sample(values, pos)  # (B, V, P^2, th, tw)
     return logits.flatten(2).transpose(1, 2), vals.flatten(3).permute(0, 3, 2, 1)
 
 
