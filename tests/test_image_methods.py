@@ -7,26 +7,17 @@ import numpy as np
 import pytest
 import torch
 
+from tests.test_methods import TINY
 from vidssl.data.views import VideoInfo
 from vidssl.methods import METHODS
 from vidssl.paths import REPO_ROOT
 from vidssl.train import load_run_config
 
 TWO_VIEW = ["simclr", "byol", "simsiam", "barlow_twins", "vicreg", "swav", "dino", "moco_v3"]
-HEADS = {"simclr": dict(projector=(32, 16)), "byol": dict(projector=(32, 16), predictor=(32, 16)),
-         "simsiam": dict(projector=(32, 32, 16), predictor=(8, 16)), "barlow_twins": dict(projector=(32, 32, 16)),
-         "vicreg": dict(projector=(32, 32, 16)),
-         "swav": dict(global_size=32, local_size=16, num_local=2, projector=(32, 16), num_prototypes=10,
-                      queue_length=8, queue_start_epoch=0, freeze_prototypes_steps=0),
-         "dino": dict(global_size=32, local_size=16, num_local=2, head_hidden=32, bottleneck=8, out_dim=16,
-                      total_steps=10),
-         "moco_v3": dict(mlp_dim=32, dim=16, total_steps=10)}
-
-
 def make(name: str, **extra: object) -> torch.nn.Module:
+    """The method with its tiny config of ``tests/test_methods.py``."""
     cls = METHODS[name]
-    base = {"max_gap": 3} if name in ("swav", "dino") else {"crop_size": 32, "max_gap": 3}
-    return cls(cls.Config(**{**base, **HEADS[name], **extra}))  # type: ignore[return-value]
+    return cls(cls.Config(**{**TINY[name], **extra}))  # type: ignore[return-value]
 
 
 def test_byol_momentum_rises_from_its_base_to_one() -> None:
@@ -46,7 +37,7 @@ def test_byol_momentum_rises_from_its_base_to_one() -> None:
     byol.after_step(10)  # tau = 1: the target stays
     for t, t0 in zip(byol.target.parameters(), held, strict=True):
         assert torch.equal(t, t0)
-    constant = make("byol", momentum=0.9)  # built outside a run: no schedule length, tau stays at its base
+    constant = make("byol", momentum=0.9, total_steps=None)  # outside a run: tau stays at its base
     constant.after_step(7)
     assert float(constant.tau) == pytest.approx(0.9)
 

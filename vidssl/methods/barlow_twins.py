@@ -12,14 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from torch import Tensor
 
 from vidssl.data.augment import byol_augment
-from vidssl.data.views import Sampler, TwoViews
+from vidssl.data.views import TwoViews
 from vidssl.losses import barlow_twins_loss
-from vidssl.methods.base import Metrics, SSLMethod, positive_pair
-from vidssl.models import ResNet, build_backbone
+from vidssl.methods.base import Metrics, TwoViewMethod
+from vidssl.models import build_backbone
 from vidssl.nn import Branch, embedding_std, mlp
 
 
@@ -44,27 +43,21 @@ class BarlowTwinsConfig:
             raise ValueError("barlow_twins: lambd must be >= 0 and loss_scale > 0")
 
 
-class BarlowTwins(SSLMethod):
+class BarlowTwins(TwoViewMethod):
     """Barlow Twins (see the module docstring). ``forward(batch) -> (loss, metrics)``."""
 
     Config = BarlowTwinsConfig
 
     def __init__(self, cfg: BarlowTwinsConfig) -> None:
-        super().__init__()
-        self.cfg, self.input = cfg, cfg.input
         backbone = build_backbone(cfg.backbone)
-        self.net = Branch(backbone, mlp((backbone.num_features, *cfg.projector), bn=True, bias=False))
-        self.views = TwoViews(byol_augment(cfg.crop_size, 1, cfg.crop_scale, cfg.blur), second=byol_augment(
+        views = TwoViews(byol_augment(cfg.crop_size, 1, cfg.crop_scale, cfg.blur), second=byol_augment(
             cfg.crop_size, 2, cfg.crop_scale, cfg.blur))
+        net = Branch(backbone, mlp((backbone.num_features, *cfg.projector), bn=True, bias=False))
+        super().__init__(net, views, cfg.input, cfg.max_gap)
+        self.cfg = cfg
 
-    def sampler(self) -> Sampler:
-        return positive_pair(self.input, self.cfg.max_gap)
-
-    def encoder(self) -> ResNet:
-        return self.net.backbone  # type: ignore[return-value]
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
-        x1, x2 = self.views(batch["video"])
-        z1, z2 = self.net(torch.cat([x1, x2])).chunk(2)
+        _, _, z1, z2 = self.embed_views(batch)
         loss = self.cfg.loss_scale * barlow_twins_loss(z1, z2, self.cfg.lambd)
         return loss, {"embedding_std": embedding_std(z1)}

@@ -15,9 +15,10 @@ from torch import Tensor, nn
 
 from vidssl.data.samplers import frame_pair
 from vidssl.data.views import FrameSampler, Sampler, StillFrame
+from vidssl.nn import Branch
 from vidssl.nn.colour import InputSpace
 
-__all__ = ["EpochContext", "Metrics", "SSLMethod", "positive_pair"]
+__all__ = ["EpochContext", "Metrics", "SSLMethod", "TwoViewMethod", "positive_pair"]
 
 Metrics = dict[str, Tensor | float]  # scalars to log: floats or 0-dim tensors
 
@@ -80,3 +81,28 @@ def positive_pair(input: str, max_gap: int) -> Sampler:
     """The frames of a two-view method's sample: frame 0 of a still image (its two views are two augmentations
     of it), or two frames of one video at most ``max_gap`` apart (frame-level positives)."""
     return StillFrame() if input == "images" else FrameSampler(frame_pair, {"max_gap": max_gap})
+
+
+class TwoViewMethod(SSLMethod):
+    """A method whose sample is two views or frames (:func:`positive_pair`) embedded by one backbone-and-head
+    ``net`` (SimCLR, SimSiam, Barlow Twins, VICReg, SupCon; SwAV's multi-crop); ``net.backbone`` is the encoder."""
+
+    net: Branch
+    views: nn.Module
+
+    def __init__(self, net: Branch, views: nn.Module, input: str, max_gap: int) -> None:
+        super().__init__()
+        self.net, self.views, self.input, self.max_gap = net, views, input, max_gap
+
+    def sampler(self) -> Sampler:
+        return positive_pair(self.input, self.max_gap)
+
+    def encoder(self) -> nn.Module:
+        return self.net.backbone
+
+    def embed_views(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(x1, x2, z1, z2)``: the two augmented views and ``net``'s embeddings of them, in one pass (the head's
+        BN sees both views together, as the authors' code)."""
+        x1, x2 = self.views(batch["video"])
+        z1, z2 = self.net(torch.cat([x1, x2])).chunk(2)
+        return x1, x2, z1, z2

@@ -15,14 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from torch import Tensor
 
 from vidssl.data.augment import simclr_augment
-from vidssl.data.views import Sampler, TwoViews
+from vidssl.data.views import TwoViews
 from vidssl.losses import nt_xent
-from vidssl.methods.base import Metrics, SSLMethod, positive_pair
-from vidssl.models import ResNet, build_backbone
+from vidssl.methods.base import Metrics, TwoViewMethod
+from vidssl.models import build_backbone
 from vidssl.nn import Branch, embedding_std, mlp
 
 
@@ -47,25 +46,19 @@ class SimCLRConfig:
             raise ValueError(f"simclr: temperature must be positive, got {self.temperature}")
 
 
-class SimCLR(SSLMethod):
+class SimCLR(TwoViewMethod):
     """SimCLR (see the module docstring). ``forward(batch) -> (loss, metrics)``; no state besides the network."""
 
     Config = SimCLRConfig
 
     def __init__(self, cfg: SimCLRConfig) -> None:
-        super().__init__()
-        self.cfg, self.input = cfg, cfg.input
         backbone = build_backbone(cfg.backbone)
-        self.net = Branch(backbone, mlp((backbone.num_features, *cfg.projector), bn=True))
-        self.views = TwoViews(simclr_augment(cfg.crop_size, cfg.crop_scale, cfg.strength, cfg.blur_p))
+        super().__init__(Branch(backbone, mlp((backbone.num_features, *cfg.projector), bn=True)),
+                         TwoViews(simclr_augment(cfg.crop_size, cfg.crop_scale, cfg.strength, cfg.blur_p)),
+                         cfg.input, cfg.max_gap)
+        self.cfg = cfg
 
-    def sampler(self) -> Sampler:
-        return positive_pair(self.input, self.cfg.max_gap)
-
-    def encoder(self) -> ResNet:
-        return self.net.backbone  # type: ignore[return-value]
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
-        x1, x2 = self.views(batch["video"])
-        z1, z2 = self.net(torch.cat([x1, x2])).chunk(2)  # one pass: BN sees both views, as the authors' code
+        _, _, z1, z2 = self.embed_views(batch)
         return nt_xent(z1, z2, self.cfg.temperature), {"embedding_std": embedding_std(z1)}

@@ -17,10 +17,10 @@ import torch
 from torch import Tensor
 
 from vidssl.data.augment import simclr_augment
-from vidssl.data.views import Sampler, TwoViews
+from vidssl.data.views import TwoViews
 from vidssl.losses import negative_cosine
-from vidssl.methods.base import Metrics, SSLMethod, positive_pair
-from vidssl.models import ResNet, build_backbone
+from vidssl.methods.base import Metrics, TwoViewMethod
+from vidssl.models import build_backbone
 from vidssl.nn import Branch, embedding_std, mlp
 
 
@@ -47,29 +47,22 @@ class SimSiamConfig:
             raise ValueError("simsiam: max_gap and crop_size must be positive")
 
 
-class SimSiam(SSLMethod):
+class SimSiam(TwoViewMethod):
     """SimSiam (see the module docstring). ``forward(batch) -> (loss, metrics)``."""
 
     Config = SimSiamConfig
 
     def __init__(self, cfg: SimSiamConfig) -> None:
-        super().__init__()
-        self.cfg, self.input = cfg, cfg.input
         backbone = build_backbone(cfg.backbone)
         head = mlp((backbone.num_features, *cfg.projector), bn=True, last_bn=True, last_bn_affine=False)
-        self.net = Branch(backbone, head)
+        views = TwoViews(simclr_augment(cfg.crop_size, cfg.crop_scale, 0.5, cfg.blur_p))  # jitter 0.4/0.1
+        super().__init__(Branch(backbone, head), views, cfg.input, cfg.max_gap)
+        self.cfg = cfg
         self.predictor = mlp((cfg.projector[-1], *cfg.predictor), bn=True)
-        self.views = TwoViews(simclr_augment(cfg.crop_size, cfg.crop_scale, 0.5, cfg.blur_p))  # jitter 0.4/0.1
 
-    def sampler(self) -> Sampler:
-        return positive_pair(self.input, self.cfg.max_gap)
-
-    def encoder(self) -> ResNet:
-        return self.net.backbone  # type: ignore[return-value]
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
-        x1, x2 = self.views(batch["video"])
-        z1, z2 = self.net(torch.cat([x1, x2])).chunk(2)
+        _, _, z1, z2 = self.embed_views(batch)
         p1, p2 = self.predictor(torch.cat([z1, z2])).chunk(2)
         loss = negative_cosine(p1, z2) / 2 + negative_cosine(p2, z1) / 2
         return loss, {"embedding_std": embedding_std(z1)}

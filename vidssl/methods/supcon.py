@@ -12,14 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from torch import Tensor
 
 from vidssl.data.augment import simclr_augment
-from vidssl.data.views import Sampler, TwoViews
+from vidssl.data.views import TwoViews
 from vidssl.losses import supcon
-from vidssl.methods.base import Metrics, SSLMethod, positive_pair
-from vidssl.models import ResNet, build_backbone
+from vidssl.methods.base import Metrics, TwoViewMethod
+from vidssl.models import build_backbone
 from vidssl.nn import Branch, embedding_std, mlp
 
 
@@ -43,28 +42,20 @@ class SupConConfig:
             raise ValueError("supcon: temperatures must be positive")
 
 
-class SupCon(SSLMethod):
+class SupCon(TwoViewMethod):
     """SupCon (see the module docstring). ``forward(batch) -> (loss, metrics)``; reads ``batch["label"]``."""
 
     Config = SupConConfig
 
     def __init__(self, cfg: SupConConfig) -> None:
-        super().__init__()
-        self.cfg, self.input = cfg, cfg.input
         backbone = build_backbone(cfg.backbone)
-        self.net = Branch(backbone, mlp((backbone.num_features, *cfg.projector)))
-        self.views = TwoViews(simclr_augment(cfg.crop_size, cfg.crop_scale, 1.0, cfg.blur_p))
-
-    def sampler(self) -> Sampler:
-        return positive_pair("images", 1)
-
-    def encoder(self) -> ResNet:
-        return self.net.backbone  # type: ignore[return-value]
+        super().__init__(Branch(backbone, mlp((backbone.num_features, *cfg.projector))),
+                         TwoViews(simclr_augment(cfg.crop_size, cfg.crop_scale, 1.0, cfg.blur_p)), cfg.input, 1)
+        self.cfg = cfg
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         if "label" not in batch or bool((batch["label"] < 0).any()):
             raise ValueError("supcon: needs class labels (batch['label'] >= 0): train it on an ImageFolder dataset")
-        x1, x2 = self.views(batch["video"])
-        z1, z2 = self.net(torch.cat([x1, x2])).chunk(2)
+        _, _, z1, z2 = self.embed_views(batch)
         loss = supcon(z1, z2, batch["label"], self.cfg.temperature, self.cfg.base_temperature)
         return loss, {"embedding_std": embedding_std(z1)}

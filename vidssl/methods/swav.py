@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidssl.data.augment import simclr_augment
-from vidssl.data.views import MultiCrop, Sampler
+from vidssl.data.views import MultiCrop
 from vidssl.engine.distributed import world_size
 from vidssl.losses import sinkhorn, swapped_prediction
-from vidssl.methods.base import EpochContext, Metrics, SSLMethod, positive_pair
-from vidssl.models import ResNet, build_backbone
+from vidssl.methods.base import EpochContext, Metrics, TwoViewMethod
+from vidssl.models import build_backbone
 from vidssl.nn import Branch, Prototypes, Queue, embedding_std, mlp
 
 
@@ -69,30 +69,25 @@ class SwAVConfig:
             raise ValueError("swav: queue_length and freeze_prototypes_steps must be >= 0, max_gap >= 1")
 
 
-class SwAV(SSLMethod):
+class SwAV(TwoViewMethod):
     """SwAV (see the module docstring). ``forward(batch) -> (loss, metrics)``."""
 
     Config = SwAVConfig
     epoch: Tensor
 
     def __init__(self, cfg: SwAVConfig) -> None:
-        super().__init__()
-        self.cfg, self.input = cfg, cfg.input
         backbone = build_backbone(cfg.backbone)
-        self.net = Branch(backbone, mlp((backbone.num_features, *cfg.projector), bn=True))
+        views = MultiCrop(simclr_augment(cfg.global_size, cfg.global_scale, 1.0, cfg.blur_p),
+                          simclr_augment(cfg.local_size, cfg.local_scale, 1.0, cfg.blur_p), cfg.num_global,
+                          cfg.num_local)
+        super().__init__(Branch(backbone, mlp((backbone.num_features, *cfg.projector), bn=True)), views, cfg.input,
+                         cfg.max_gap)
+        self.cfg = cfg
         self.prototypes = Prototypes(cfg.projector[-1], cfg.num_prototypes)
         local = max(1, cfg.queue_length // world_size())
         self.queues = nn.ModuleList([Queue(local, cfg.projector[-1]) for _ in cfg.crops_for_assign])
-        self.views = MultiCrop(simclr_augment(cfg.global_size, cfg.global_scale, 1.0, cfg.blur_p),
-                               simclr_augment(cfg.local_size, cfg.local_scale, 1.0, cfg.blur_p),
-                               cfg.num_global, cfg.num_local)
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
 
-    def sampler(self) -> Sampler:
-        return positive_pair(self.input, self.cfg.max_gap)
-
-    def encoder(self) -> ResNet:
-        return self.net.backbone  # type: ignore[return-value]
 
     def _queue_on(self) -> bool:
         return self.cfg.queue_length > 0 and int(self.epoch) >= self.cfg.queue_start_epoch
