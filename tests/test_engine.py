@@ -8,7 +8,7 @@ import itertools
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,11 +23,11 @@ from torch.utils.data import Dataset
 from vidssl import cli
 from vidssl import train as train_module
 from vidssl.engine import checkpoint as ckpt
-from vidssl.engine.config import ConfigError, to_dict
+from vidssl.engine.config import ConfigError, apply_overrides, from_dict, load_config, to_dict
 from vidssl.engine.optim import LARS, build_optimizer, lr_at, param_groups
 from vidssl.methods import METHODS, EpochContext, SSLMethod
 from vidssl.models import ResNet
-from vidssl.train import NonFiniteLoss, epoch_indices, load_run_config, resolve_config, train
+from vidssl.train import NonFiniteLoss, epoch_indices, load_run_config, resolve_config, scaled_lr, train
 
 
 @dataclass
@@ -192,6 +192,22 @@ def test_param_groups_skip_frozen_and_split_norm_bias() -> None:
 
 # ---- configs --------------------------------------------------------------------------------------------
 
+def test_float_fields_take_exponents_without_a_dot(tmp_path: Path) -> None:
+    """YAML 1.1 reads ``1e-6`` (no dot) as a string: a float field still takes it, from a file or an override."""
+    @dataclass
+    class Rates:
+        lr: float = 0.1
+        name: str = "x"
+
+    assert from_dict(Rates, apply_overrides({}, ["lr=1e-6"])).lr == 1e-6
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 5e-4\nname: 1e-3\n")
+    rates = load_config(Rates, path)
+    assert rates.lr == 5e-4 and rates.name == "1e-3"  # a string field keeps the string
+    with pytest.raises(ConfigError, match=r"lr: expected a number, got 'fast'"):
+        from_dict(Rates, {"lr": "fast"})
+
+
 def test_config_errors_name_key_and_nearest(
     tiny: type[Tiny], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -286,6 +302,21 @@ def tmp_file_round_trip(obj: Any) -> Any:
 
 
 # ---- the loop -------------------------------------------------------------------------------------------
+
+def test_lr_batch_scales_the_rate_linearly(tiny: type[Tiny], tmp_path: Path) -> None:
+    """``optim.lr_batch``: lr 0.05 stated for a batch of 16 runs at 0.05 x (4 x 2) / 16 with batch 4 and 2
+    micro-batches, in the optimiser and in the log; 0 leaves the rate alone."""
+    cfg, _ = resolve_config(tiny_config(tmp_path / "run", **{"optim.lr_batch": 16, "optim.accum_steps": 2,
+                                                              "schedule.steps": 2, "schedule.name": "constant",
+                                                              "schedule.warmup_steps": 0}))
+    assert scaled_lr(cfg.optim, 4) == pytest.approx(0.025)
+    assert scaled_lr(replace(cfg.optim, lr_batch=0), 4) == 0.05
+    train(cfg, dataset=ClipSet(n=10))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in records] == pytest.approx([0.025, 0.025])
+    with pytest.raises(ConfigError, match=r"optim\.lr_batch"):
+        resolve_config(tiny_config(tmp_path / "bad", **{"optim.lr_batch": -1}))
+
 
 def test_loop_writes_run_dir_checkpoints_and_tensorboard(
     tiny: type[Tiny], tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -7,11 +7,11 @@
 #
 # Environment: DATA (../shared/data/cifar10), MINUTES (5: schedule.max_minutes of each run), SEEDS ("0 1"),
 # METHODS ("simclr moco moco_v3 byol simsiam barlow_twins vicreg swav dino supcon"), JOBS (2), RUNS (runs/image),
-# BATCH (128), LR (0.06), BACKBONE (resnet18).
+# BATCH (128), LR (empty: each config's rate, scaled to BATCH by its optim.lr_batch), BACKBONE (resnet18).
 # The CPU scale, where one thread forces it: the ImageNet stem (stride-2 convolution and max-pool: 8x8 maps in
 # layer1 at 32 px) instead of the CIFAR stem, which costs about 14 s a step at batch 128 on one thread (20 steps
-# in 5 minutes); batch 128 at lightly's 0.06 x batch / 128 and a constant rate (the configs' cosine over 200
-# epochs would never leave its start). Everything else is configs/<method>_cifar.yaml (moco: moco_v2_cifar.yaml);
+# in 5 minutes); batch 128 (lightly's rates are stated per batch of 128: SGD 0.06, SwAV's Adam 1e-3) and a
+# constant rate (the configs' cosine over 200 epochs would never leave its start). Everything else is configs/<method>_cifar.yaml (moco: moco_v2_cifar.yaml);
 # the random baseline is the same BACKBONE. supcon reads the labels: the supervised reference row. Run from the
 # repository root in the environment of `bash tools/bootstrap.sh shell`. Each step skips what is already there,
 # so a killed script resumes where it stopped.
@@ -23,7 +23,7 @@ METHODS=${METHODS:-simclr moco moco_v3 byol simsiam barlow_twins vicreg swav din
 JOBS=${JOBS:-2}
 RUNS=${RUNS:-runs/image}
 BATCH=${BATCH:-128}
-LR=${LR:-0.06}
+LR=${LR:-}
 BACKBONE=${BACKBONE:-resnet18}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$RUNS/eval"
@@ -40,7 +40,7 @@ train() {
             if [ "$method" = moco ]; then config=configs/moco_v2_cifar.yaml; fi
             ( vidssl train --config "$config" seed="$seed" out_dir="$run" \
                   schedule.max_minutes="$MINUTES" schedule.name=constant schedule.steps=100000 \
-                  data.batch_size="$BATCH" optim.lr="$LR" model.backbone="$BACKBONE" data.workers=0 \
+                  data.batch_size="$BATCH" ${LR:+optim.lr="$LR"} model.backbone="$BACKBONE" data.workers=0 \
                   data.source="$DATA/train" \
                   log.progress=false > "$run.log" 2>&1 && touch "$run/done" ) &
             while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done  # a failed run: see its log

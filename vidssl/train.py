@@ -57,6 +57,9 @@ class DataConfig:
 class OptimConfig:
     name: Literal["sgd", "adam", "adamw", "lars"] = "sgd"
     lr: float = 0.03
+    # 0: ``lr`` as given. N: ``lr`` is the rate at a global batch of N, scaled linearly to the run's
+    # ``data.batch_size * accum_steps`` (the linear scaling rule; lightly's ``lr_factor``, solo-learn's base lr)
+    lr_batch: int = 0
     weight_decay: float = 1.0e-4
     momentum: float = 0.9  # SGD and LARS
     betas: tuple[float, float] = (0.9, 0.999)  # Adam and AdamW
@@ -116,6 +119,14 @@ class NonFiniteLoss(RuntimeError):
     """The loss (or the weights) became NaN or infinite; the last good checkpoint is kept."""
 
 
+def scaled_lr(optim: OptimConfig, batch_size: int) -> float:
+    """The run's peak learning rate: ``optim.lr``, times ``batch_size * accum_steps / lr_batch`` when
+    ``optim.lr_batch`` is set (``batch_size``: the global ``data.batch_size``)."""
+    if not optim.lr_batch:
+        return optim.lr
+    return optim.lr * batch_size * optim.accum_steps / optim.lr_batch
+
+
 def resolve_config(data: dict[str, Any]) -> tuple[RunConfig, Any]:
     """A checked ``RunConfig`` and the method's Config; ``RunConfig.model`` is filled with every default."""
     cfg = from_dict(RunConfig, data)
@@ -133,6 +144,8 @@ def resolve_config(data: dict[str, Any]) -> tuple[RunConfig, Any]:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key}: must be at least 1, got {value}")
+    if cfg.optim.lr_batch < 0:
+        raise ConfigError(f"optim.lr_batch: must be 0 (no scaling) or a batch size, got {cfg.optim.lr_batch}")
     if cfg.data.workers < 0 or cfg.ckpt.keep < 0 or cfg.schedule.warmup_steps < 0 or cfg.schedule.max_minutes < 0:
         raise ConfigError("data.workers, ckpt.keep, schedule.warmup_steps and schedule.max_minutes must not be "
                           "negative")
@@ -254,7 +267,8 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
         raise TypeError(f"method {cfg.method!r}: {type(raw).__name__} is not an nn.Module")
     raw.to(device)
     o, s = cfg.optim, cfg.schedule
-    optimizer = build_optimizer(raw, o.name, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum,
+    base_lr = scaled_lr(o, cfg.data.batch_size)
+    optimizer = build_optimizer(raw, o.name, lr=base_lr, weight_decay=o.weight_decay, momentum=o.momentum,
                                 betas=o.betas)
     scaler = torch.amp.GradScaler(device.type, enabled=o.amp and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
@@ -304,7 +318,7 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
         while step < s.steps:
             t_start = time.perf_counter()
             wait = 0.0
-            lr = lr_at(step, o.lr, name=s.name, steps=s.steps, warmup_steps=s.warmup_steps,
+            lr = lr_at(step, base_lr, name=s.name, steps=s.steps, warmup_steps=s.warmup_steps,
                        milestones=s.milestones, gamma=s.gamma)
             set_lr(optimizer, lr)
             losses = []

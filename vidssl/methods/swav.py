@@ -5,12 +5,14 @@ Caron et al., "Unsupervised Learning of Visual Features by Contrasting Cluster A
 L2 normalisation -> scores against K prototypes kept on the unit sphere. For each crop in ``crops_for_assign``
 its codes are Sinkhorn-Knopp's equipartition of the scores over the global batch (``vidssl.losses.sinkhorn``,
 float32 also under autocast), with a queue of this process's recent embeddings in front of the batch from
-epoch ``queue_start_epoch`` on, used once full (at small batches the queue is what lets Sinkhorn spread the
-codes: without it SwAV sits at ln K, lightly #1006); the loss is the swapped prediction of those codes from
-every other crop (``swapped_prediction``). Multi-crop (``vidssl.data.views.MultiCrop``): 2 global and 6 local
-crops; on video, crop i comes from frame ``i mod 2`` of a pair of frames at most ``max_gap`` apart. The
-prototypes get no gradient during the first ``freeze_prototypes_steps`` steps (``before_step``), as the code's
-``freeze_prototypes_niters``.
+epoch ``queue_start_epoch`` on, used once full (the authors' advice at small batches); the loss is the swapped
+prediction of those codes from every other crop (``swapped_prediction``). Multi-crop
+(``vidssl.data.views.MultiCrop``): 2 global and 6 local crops; on video, crop i comes from frame ``i mod 2`` of a
+pair of frames at most ``max_gap`` apart. The prototypes get no gradient during the first
+``freeze_prototypes_steps`` steps (``before_step``), as the code's ``freeze_prototypes_niters``.
+
+Collapse shows in ``embedding_std`` (near 0) and ``loss_over_lnK`` (pinned at 1): under SGD at lightly's 0.06 the
+CIFAR embedding collapses within 20 steps, under lightly's Adam at 1e-3 it does not (``docs/results.md``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class SwAVConfig:
     global_scale: tuple[float, float] = (0.14, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.14)
     blur_p: float = 0.5
+    strength: float = 1.0  # colour-jitter strength of the SimCLR augmentation (lightly's CIFAR benchmark: 0.5)
     input: Literal["video", "images"] = "video"
     max_gap: int = 30
 
@@ -65,6 +68,8 @@ class SwAVConfig:
         if not self.crops_for_assign or any(not 0 <= c < crops for c in self.crops_for_assign) or crops < 2:
             raise ValueError(f"swav: crops_for_assign must name some of the {crops} crops (and there must be >= 2), "
                              f"got {self.crops_for_assign}")
+        if self.strength < 0:
+            raise ValueError(f"swav: strength must be >= 0, got {self.strength}")
         if self.queue_length < 0 or self.freeze_prototypes_steps < 0 or self.max_gap < 1:
             raise ValueError("swav: queue_length and freeze_prototypes_steps must be >= 0, max_gap >= 1")
 
@@ -77,8 +82,8 @@ class SwAV(TwoViewMethod):
 
     def __init__(self, cfg: SwAVConfig) -> None:
         backbone = build_backbone(cfg.backbone)
-        views = MultiCrop(simclr_augment(cfg.global_size, cfg.global_scale, 1.0, cfg.blur_p),
-                          simclr_augment(cfg.local_size, cfg.local_scale, 1.0, cfg.blur_p), cfg.num_global,
+        views = MultiCrop(simclr_augment(cfg.global_size, cfg.global_scale, cfg.strength, cfg.blur_p),
+                          simclr_augment(cfg.local_size, cfg.local_scale, cfg.strength, cfg.blur_p), cfg.num_global,
                           cfg.num_local)
         super().__init__(Branch(backbone, mlp((backbone.num_features, *cfg.projector), bn=True)), views, cfg.input,
                          cfg.max_gap)
