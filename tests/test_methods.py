@@ -17,6 +17,8 @@ from vidssl.data.views import VideoInfo
 from vidssl.methods import METHODS, Method
 from vidssl.models.resnet import ResNet
 
+EPOCH_SAMPLES = 4  # the dataset of the first epoch's hook, which every method gets before its first step
+
 # Small values for each registered method's Config; a new method adds its entry here.
 TINY: dict[str, dict[str, Any]] = {
     # the ImageNet stem at 32 px costs a quarter of the CIFAR stem at 16 px
@@ -44,7 +46,8 @@ TINY: dict[str, dict[str, Any]] = {
                  total_steps=10),
     "supcon": dict(backbone="resnet18", projector=(32, 16)),
     "moco_v3": dict(crop_size=32, mlp_dim=32, dim=16, max_gap=3, total_steps=10),
-    "npid": dict(backbone="resnet18", crop_size=32, dim=16, bank_size=8, negatives=16),
+    "npid": dict(backbone="resnet18", crop_size=32, dim=16, bank_size=EPOCH_SAMPLES, negatives=16),
+    "deepcluster": dict(backbone="resnet18", crop_size=32, num_clusters=(2,), pca_dim=2, pass_batch=2),
 }
 
 VIDEO_FRAMES = 12  # length of the tiny source videos the sampler draws from
@@ -55,7 +58,24 @@ def _make(name: str, **extra: Any) -> nn.Module:
     if name not in TINY:
         pytest.fail(f"method {name!r} has no tiny config: add one to TINY in tests/test_methods.py")
     cls = METHODS[name]
-    return cls(cls.Config(**{**TINY[name], **extra}))  # type: ignore[no-any-return]
+    method = cls(cls.Config(**{**TINY[name], **extra}))
+    _first_epoch(method)  # as the training loop, which calls the hook before the first batch
+    return method  # type: ignore[no-any-return]
+
+
+def _first_epoch(method: Any) -> None:
+    """``on_epoch_start`` of epoch 0 over a dataset of ``EPOCH_SAMPLES`` samples (the clustering methods label
+    them there), in batches of the requested size."""
+    from vidssl.methods import EpochContext
+
+    data = _batch(method, EPOCH_SAMPLES, seed=100)
+
+    def batches(size: int) -> Any:
+        for i in range(0, EPOCH_SAMPLES, size):
+            yield {key: value[i:i + size] for key, value in data.items()}
+
+    method.on_epoch_start(EpochContext(0, 0, 0, EPOCH_SAMPLES, torch.device("cpu"), torch.Generator().manual_seed(0),
+                                       batches))
 
 
 def _batch(method: nn.Module, batch_size: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:

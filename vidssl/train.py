@@ -17,7 +17,7 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -300,10 +300,15 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
     samples = cfg.data.batch_size * o.accum_steps
     result = TrainResult(step, out, [], [], samples, math.nan)
 
+    def forget(params: Iterable[nn.Parameter]) -> None:  # the hook re-initialised these: their state is stale
+        for p in params:
+            optimizer.state.pop(p, None)
+
     def on_epoch(epoch: int, start: int) -> None:
         gen = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, 1]).generate_state(1)[0]))
         ctx = EpochContext(epoch=epoch, step=result.step, start=start, num_samples=len(data_set), device=device,
-                           generator=gen, batches=lambda b: _dataset_pass(data_set, b, cfg.data.workers, device))
+                           generator=gen, batches=lambda b: _dataset_pass(data_set, b, cfg.data.workers, device),
+                           forget=forget)
         was_training = raw.training
         raw.on_epoch_start(ctx)
         raw.train(was_training)

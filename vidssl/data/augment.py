@@ -90,6 +90,17 @@ def resize_clip(clip: Tensor, size: int | Size2, antialias: bool = False) -> Ten
 # --------------------------------------------------------------------------------------------------------
 
 
+def centre_crop_clip(clip: Tensor, size: int) -> Tensor:
+    """The un-augmented view of a float clip ``(B, C, T, H, W)``: its centre square (the short side), resized to
+    ``size`` x ``size`` (torchvision's ``Resize`` + ``CenterCrop`` of an evaluation transform, in one step).
+    The clustering methods' passes over the dataset use it (DeepCluster's ``compute_features``, SeLa's labels)."""
+    _check_clip(clip, "centre_crop_clip")
+    h, w = clip.shape[-2:]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return resize_clip(clip[..., top:top + s, left:left + s], size, antialias=s > size)
+
+
 def _uniform(n: tuple[int, ...], lo: float, hi: float, generator: torch.Generator | None) -> Tensor:
     device = generator.device if generator is not None else torch.device("cpu")
     return torch.rand(n, generator=generator, device=device, dtype=torch.float64) * (hi - lo) + lo

@@ -17,6 +17,7 @@ from vidssl.methods.base import EpochContext, Metrics, SSLMethod
 from vidssl.methods.byol import BYOL
 from vidssl.methods.corrflow import CorrFlow
 from vidssl.methods.crw import CRW
+from vidssl.methods.deepcluster import DeepCluster
 from vidssl.methods.dino import DINO
 from vidssl.methods.mast import MAST, MASTStage2
 from vidssl.methods.moco import MoCo
@@ -83,4 +84,5 @@ METHODS: dict[str, type[Method]] = {
     "supcon": SupCon,
     "moco_v3": MoCoV3,
     "npid": NPID,
+    "deepcluster": DeepCluster,
 }

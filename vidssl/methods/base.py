@@ -6,8 +6,9 @@ itself, ``vidssl.methods.Method``, is what the training loop is typed against.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from typing import Any, ClassVar
 
 import torch
@@ -15,10 +16,11 @@ from torch import Tensor, nn
 
 from vidssl.data.samplers import frame_pair
 from vidssl.data.views import FrameSampler, Sampler, StillFrame
+from vidssl.engine.distributed import all_reduce_sum
 from vidssl.nn import Branch
 from vidssl.nn.colour import InputSpace
 
-__all__ = ["EpochContext", "Metrics", "SSLMethod", "TwoViewMethod", "positive_pair"]
+__all__ = ["EpochContext", "Metrics", "SSLMethod", "TwoViewMethod", "follow_saved_shapes", "positive_pair"]
 
 Metrics = dict[str, Tensor | float]  # scalars to log: floats or 0-dim tensors
 
@@ -45,6 +47,31 @@ class EpochContext:
     device: torch.device
     generator: torch.Generator
     batches: Callable[[int], Iterator[dict[str, Any]]]
+    # drops the optimiser's state (momentum, Adam moments) of parameters the hook re-initialises
+    forget: Callable[[Iterable[nn.Parameter]], None] = lambda params: None
+
+    @torch.no_grad()
+    def collect(self, fn: Callable[[dict[str, Any]], Tensor], batch_size: int) -> Tensor:
+        """``fn`` over one pass of the whole dataset -> ``(num_samples, ...)`` in dataset order, the same on every
+        process (each computes its share of the rows; a sum over processes joins them). Raises if a sample was
+        not seen or seen twice."""
+        out: Tensor | None = None
+        seen = torch.zeros(self.num_samples, device=self.device)
+        for batch in self.batches(batch_size):
+            index = batch["index"].long().to(self.device)
+            value = fn(batch).detach().float()
+            if out is None:
+                out = torch.zeros(self.num_samples, *value.shape[1:], device=self.device)
+            out[index] = value
+            seen.index_add_(0, index, torch.ones_like(index, dtype=seen.dtype))
+        if out is None:
+            raise ValueError("EpochContext.collect: the dataset pass gave no batch")
+        # a process whose share is empty still joins the sums (its zeros) with the others' shape
+        out, seen = all_reduce_sum(out), all_reduce_sum(seen)
+        if not bool((seen == 1).all()):
+            raise ValueError(f"EpochContext.collect: {int((seen != 1).sum())} of {self.num_samples} samples were "
+                             "not seen exactly once in the dataset pass")
+        return out
 
 
 class SSLMethod(nn.Module):
@@ -75,6 +102,22 @@ class SSLMethod(nn.Module):
 
     def on_epoch_start(self, ctx: EpochContext) -> None:
         """Called before the first batch of every epoch, on every process (see :class:`EpochContext`)."""
+
+
+def follow_saved_shapes(module: nn.Module, *patterns: str) -> None:
+    """Let ``module.load_state_dict`` resize the buffers whose names match ``patterns`` (``fnmatch``) to the saved
+    shapes: buffers sized by the dataset (cluster labels, memories), which a method learns only at its first
+    epoch, so that a checkpoint loads into a freshly built method."""
+
+    def hook(mod: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+        for name, buf in list(mod.named_buffers()):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and saved.shape != buf.shape and any(fnmatch(name, p) for p in patterns):
+                owner_name, _dot, leaf = name.rpartition(".")
+                owner = mod.get_submodule(owner_name) if owner_name else mod
+                owner._buffers[leaf] = torch.empty(saved.shape, dtype=buf.dtype, device=buf.device)
+
+    module.register_load_state_dict_pre_hook(hook)
 
 
 def positive_pair(input: str, max_gap: int) -> Sampler:

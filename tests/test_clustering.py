@@ -1,0 +1,201 @@
+"""The offline clustering layer (``vidssl.nn.cluster``) against references written here, and DeepCluster v1 / v2
+on top of it: labels from the epoch hook, the re-initialised top layer, the memory, the prototypes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vidssl.methods import METHODS, EpochContext
+from vidssl.nn.cluster import _split_empty, balancing_weights, kmeans, nmi, pca_whiten
+
+
+def _blobs(n_per: int = 30, k: int = 4, dim: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(k, dim, generator=g) * 10
+    labels = torch.arange(k).repeat_interleave(n_per)
+    return centres[labels] + torch.randn(k * n_per, dim, generator=g) * 0.1, labels
+
+
+def _lloyd_reference(x: np.ndarray, c: np.ndarray, iters: int, spherical: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Plain Lloyd iterations in float64 from given centroids (no empty clusters in the cases used)."""
+    for _ in range(iters):
+        if spherical:
+            a = (x @ c.T).argmax(1)
+        else:
+            a = ((x[:, None] - c[None]) ** 2).sum(2).argmin(1)
+        c = np.stack([x[a == j].mean(0) for j in range(len(c))])
+        if spherical:
+            c /= np.linalg.norm(c, axis=1, keepdims=True)
+    a = (x @ c.T).argmax(1) if spherical else ((x[:, None] - c[None]) ** 2).sum(2).argmin(1)
+    return c, a
+
+
+@pytest.mark.parametrize("spherical", [False, True])
+def test_kmeans_matches_lloyd_from_the_same_start_and_recovers_blobs(spherical: bool) -> None:
+    x, truth = _blobs()
+    if spherical:
+        x = F.normalize(x, dim=1)
+    g = torch.Generator().manual_seed(3)
+    centroids, assign = kmeans(x, 4, iters=10, spherical=spherical, generator=g)
+    start = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(3))[:4]].double().numpy()
+    ref_c, ref_a = _lloyd_reference(x.double().numpy(), start, 10, spherical)
+    np.testing.assert_allclose(centroids.numpy(), ref_c, atol=1e-5)
+    assert (assign.numpy() == ref_a).all()
+    # final assignments are to the final centroids
+    dist = torch.cdist(x, centroids) if not spherical else -(x @ centroids.t())
+    assert torch.equal(assign, dist.argmin(1))
+    if not spherical:  # well separated blobs: some start reaches the true partition
+        best = max(nmi(kmeans(x, 4, 10, generator=torch.Generator().manual_seed(s))[1], truth) for s in range(5))
+        assert best == pytest.approx(1.0)
+
+
+def test_empty_cluster_is_split_as_faiss() -> None:
+    c = torch.tensor([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0], [9.0, 9.0, 9.0]])
+    counts = torch.tensor([6, 0, 2])
+    _split_empty(c, counts, torch.Generator().manual_seed(0))
+    eps = 1 / 1024
+    # cluster 0 (size 6) is the only one likely enough to donate: p ~ (6 - 1) vs (2 - 1); either way a split
+    donor = 0 if torch.allclose(c[1], torch.tensor([1 + eps, 2 * (1 - eps), 3 * (1 + eps)])) else 2
+    base = torch.tensor([1.0, 2.0, 3.0]) if donor == 0 else torch.tensor([9.0, 9.0, 9.0])
+    torch.testing.assert_close(c[1], base * torch.tensor([1 + eps, 1 - eps, 1 + eps]))
+    torch.testing.assert_close(c[donor], base * torch.tensor([1 - eps, 1 + eps, 1 - eps]))
+    assert int(counts.sum()) == 8 and int(counts[1]) > 0
+
+
+def test_pca_whiten_against_a_reference() -> None:
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(6, 6, generator=g)
+    x = torch.randn(500, 6, generator=g) @ mix + 3.0  # correlated, not centred
+    out = pca_whiten(x, 4)
+    assert out.shape == (500, 4)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(500))
+    xd = x.double().numpy()
+    centred = xd - xd.mean(0)
+    values, vectors = np.linalg.eigh(centred.T @ centred / len(xd))
+    proj = centred @ vectors[:, ::-1][:, :4] / np.sqrt(values[::-1][:4])
+    np.testing.assert_allclose(np.cov(proj.T, bias=True), np.eye(4), atol=1e-8)  # whitened before normalising
+    ref = proj / np.linalg.norm(proj, axis=1, keepdims=True)
+    np.testing.assert_allclose(out.double().numpy() @ out.double().numpy().T, ref @ ref.T, atol=1e-5)  # signs free
+    with pytest.raises(ValueError, match="dim <= D"):
+        pca_whiten(x, 7)
+
+
+def test_balancing_weights_give_the_uniform_over_clusters_expectation() -> None:
+    assign = torch.tensor([0, 1, 1, 1, 3, 3])  # cluster 2 empty
+    w = balancing_weights(assign, 4)
+    torch.testing.assert_close(w, torch.tensor([2.0, 2 / 3, 2 / 3, 2 / 3, 1.0, 1.0]))
+    assert float(w.mean()) == pytest.approx(1.0)
+    values = torch.tensor([1.0, 2.0, 4.0, 6.0, 10.0, 20.0])
+    uniform_over_clusters = (1.0 + (2 + 4 + 6) / 3 + (10 + 20) / 2) / 3
+    assert float((w * values).mean()) == pytest.approx(uniform_over_clusters)
+
+
+def test_nmi_closed_forms() -> None:
+    a = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert nmi(a, torch.tensor([5, 5, 3, 3, 9, 9])) == pytest.approx(1.0)  # the same partition, renamed
+    assert nmi(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])) == pytest.approx(0.0)  # independent
+    # a = two pairs, b merges them: I = H(b) = ln 2, H(a) = ln 2 + ... -> ln2 / sqrt(ln4 ln2) = 1 / sqrt(2)
+    assert nmi(torch.tensor([0, 1, 2, 3]), torch.tensor([0, 0, 1, 1])) == pytest.approx(1 / math.sqrt(2))
+
+
+# ---- DeepCluster ----------------------------------------------------------------------------------------------
+
+def _groups(n_per: int = 4, k: int = 3, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """k distinct random images, each repeated n_per times: uint8 (k n_per, 3, 1, size, size) and the group ids."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (k, 3, 1, size, size), generator=g, dtype=torch.uint8)
+    ids = torch.arange(k).repeat_interleave(n_per)
+    return images[ids], ids
+
+
+def _ctx(video: torch.Tensor, epoch: int = 0, start: int = 0, forgotten: list[Any] | None = None) -> EpochContext:
+    n = video.shape[0]
+
+    def batches(size: int) -> Any:
+        for i in range(0, n, size):
+            yield {"video": video[i:i + size], "index": torch.arange(i, min(n, i + size))}
+
+    return EpochContext(epoch, 0, start, n, torch.device("cpu"), torch.Generator().manual_seed(epoch), batches,
+                        forget=(lambda ps: forgotten.extend(ps)) if forgotten is not None else (lambda ps: None))
+
+
+def _deepcluster(**cfg: Any) -> Any:
+    cls = METHODS["deepcluster"]
+    torch.manual_seed(0)
+    return cls(cls.Config(**{"backbone": "resnet18", "crop_size": 32, "pass_batch": 5, **cfg}))
+
+
+def test_deepcluster_v1_labels_reset_and_balanced_loss() -> None:
+    video, ids = _groups()
+    dc = _deepcluster(num_clusters=(3,), pca_dim=8)
+    forgotten: list[Any] = []
+    with torch.no_grad():
+        dc.top.weight.fill_(1.0)
+    dc.on_epoch_start(_ctx(video, forgotten=forgotten))
+    labels = dc.labels[0]
+    assert labels.shape == (12,) and nmi(labels, ids) == pytest.approx(1.0)  # identical images, one cluster each
+    top = dc.top.weight.detach()
+    assert float(dc.top.bias.detach().abs().max()) == 0 and 0.005 < float(top.std()) < 0.015  # re-initialised
+    assert {id(p) for p in forgotten} == {id(p) for p in dc.top.parameters()}  # and its optimiser state dropped
+    torch.testing.assert_close(dc.weights, balancing_weights(labels, 3))
+    # the loss is the balanced cross-entropy of the top layer on the cluster labels
+    batch = {"video": video[[0, 5, 9]], "index": torch.tensor([0, 5, 9])}
+    torch.manual_seed(1)
+    loss, metrics = dc(batch)
+    torch.manual_seed(1)
+    from vidssl.data.augment import to_float
+    from vidssl.nn.colour import normalize_input
+    x = normalize_input(dc.augment(to_float(batch["video"]))[:, :, 0], "rgb")
+    ce = F.cross_entropy(dc.top(dc.backbone(x)), labels[[0, 5, 9]], reduction="none")
+    torch.testing.assert_close(loss, (ce * dc.weights[[0, 5, 9]]).mean())
+    assert metrics["cluster_entropy"] == pytest.approx(1.0) and "nmi_previous" not in metrics
+    # the next epoch re-clusters and reports the stability; a resumed epoch keeps its clusters
+    dc.on_epoch_start(_ctx(video, epoch=1))
+    assert float(dc.stats[1]) == pytest.approx(1.0)
+    before = dc.top.weight.clone()
+    dc.on_epoch_start(_ctx(video, epoch=1, start=2))
+    assert torch.equal(before, dc.top.weight)
+    # a fresh model loads the dataset-sized buffers of a checkpoint
+    fresh = _deepcluster(num_clusters=(3,), pca_dim=8)
+    fresh.load_state_dict(dc.state_dict())
+    assert torch.equal(fresh.labels, dc.labels) and torch.equal(fresh.weights, dc.weights)
+
+
+def test_deepcluster_v1_needs_its_clusters() -> None:
+    video, _ = _groups()
+    with pytest.raises(RuntimeError, match="no cluster labels yet"):
+        _deepcluster(num_clusters=(3,))({"video": video[:2], "index": torch.arange(2)})
+    with pytest.raises(ValueError, match="v1 has one clustering"):
+        _deepcluster(num_clusters=(3, 3))
+    with pytest.raises(ValueError, match=r"model\.num_clusters=\[20\].*12 samples"):
+        _deepcluster(num_clusters=(20,)).on_epoch_start(_ctx(video))
+
+
+def test_deepcluster_v2_memory_prototypes_and_frozen_centroids() -> None:
+    video, _ = _groups(n_per=4, k=3)
+    dc = _deepcluster(version=2, projector=(32, 16), num_clusters=(3, 4, 2), kmeans_iters=5, num_local=1,
+                      local_size=16, input="images")
+    dc.on_epoch_start(_ctx(video))
+    assert [tuple(b.bank.shape) for b in dc.memory] == [(12, 16), (12, 16)]
+    assert dc.labels.shape == (3, 12)
+    for j, proto in enumerate(dc.prototypes):
+        torch.testing.assert_close(proto.weight.norm(dim=1), torch.ones(proto.weight.shape[0]))  # centroids
+        bank = dc.memory[j % 2].bank
+        assert torch.equal(dc.labels[j], (bank @ proto.weight.t()).argmax(1))  # labels: the nearest centroid
+    dc.train()
+    batch = {"video": video[[0, 4, 8]], "index": torch.tensor([0, 4, 8])}
+    loss, _ = dc(batch)
+    loss.backward()
+    assert all(p.weight.grad is not None for p in dc.prototypes)
+    dc.before_step(0)
+    assert all(p.weight.grad is None for p in dc.prototypes)  # never trained
+    old = dc.memory[0].bank.clone()
+    dc.after_step(0)
+    changed = (dc.memory[0].bank != old).any(dim=1).nonzero().flatten().tolist()
+    assert changed == [0, 4, 8]  # this step's embeddings replace the batch's memory rows (momentum 0)
