@@ -199,3 +199,79 @@ def test_deepcluster_v2_memory_prototypes_and_frozen_centroids() -> None:
     dc.after_step(0)
     changed = (dc.memory[0].bank != old).any(dim=1).nonzero().flatten().tolist()
     assert changed == [0, 4, 8]  # this step's embeddings replace the batch's memory rows (momentum 0)
+
+
+# ---- SeLa ---------------------------------------------------------------------------------------------------
+
+def _sela_reference(probs: np.ndarray, lam: float, tol: float) -> np.ndarray:
+    """SeLa's optimize_L_sk as the paper states it, in numpy: Sinkhorn on P^lam, then the arg-max per sample."""
+    ps = probs.T ** lam  # (K, N)
+    k, n = ps.shape
+    r, c = np.ones(k) / k, np.ones(n) / n
+    err, it = np.inf, 0
+    while err > tol:
+        r = (1 / k) / (ps @ c)
+        c_new = (1 / n) / (r @ ps)
+        if it % 10 == 0:
+            err = np.abs(c / c_new - 1).sum()
+        c, it = c_new, it + 1
+    return (ps * c[None] * r[:, None]).argmax(0)
+
+
+def test_self_label_marginals_reference_and_equipartition() -> None:
+    from vidssl.losses import self_label
+    from vidssl.losses.clustering import self_label_scalings
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(60, 6, generator=g, dtype=torch.float64)
+    log_p = F.log_softmax(logits, dim=1)
+    p, r, c, _ = self_label_scalings(log_p, lam=10.0, tolerance=1e-6)
+    q = r[:, None] * p * c[None]
+    torch.testing.assert_close(q.sum(0), torch.full((60,), 1 / 60, dtype=torch.float64), rtol=1e-5, atol=0)
+    torch.testing.assert_close(q.sum(1), torch.full((6,), 1 / 6, dtype=torch.float64), rtol=1e-5, atol=0)
+    labels, _ = self_label(log_p, lam=10.0)
+    assert (labels.numpy() == _sela_reference(log_p.exp().numpy(), 10.0, 1e-2)).all()
+    # every sample prefers cluster 0 (a collapsed classifier): the labels are still spread over all clusters
+    biased = F.log_softmax(torch.randn(60, 6, generator=g, dtype=torch.float64) * 0.1
+                           + torch.tensor([3.0, 0, 0, 0, 0, 0], dtype=torch.float64), dim=1)
+    counts = torch.bincount(self_label(biased, lam=10.0, tolerance=1e-8)[0], minlength=6)
+    # 10 each in the soft solution; its arg-max keeps every cluster within about a third of that (the arg-max
+    # of the raw probabilities would put all 60 in cluster 0)
+    assert counts.min() >= 6 and counts.max() <= 14, counts
+    # a clear preference per sample with N = K: the labels are that preference
+    perm = torch.randperm(6, generator=g)
+    sharp = F.log_softmax(F.one_hot(perm, 6).double() * 5, dim=1)
+    assert torch.equal(self_label(sharp, lam=10.0)[0], perm)
+
+
+def _sela(**cfg: Any) -> Any:
+    cls = METHODS["sela"]
+    torch.manual_seed(0)
+    return cls(cls.Config(**{"backbone": "resnet18", "crop_size": 32, "pass_batch": 5, **cfg}))
+
+
+def test_sela_random_equipartition_then_one_head_per_epoch() -> None:
+    video, _ = _groups(n_per=4, k=3)
+    sela = _sela(heads=3, num_clusters=3)
+    sela.on_epoch_start(_ctx(video, epoch=0))
+    assert sela.labels.shape == (3, 12)
+    for h in range(3):
+        assert torch.bincount(sela.labels[h], minlength=3).tolist() == [4, 4, 4]  # equipartitions
+    before = sela.labels.clone()
+    sela.on_epoch_start(_ctx(video, epoch=1))  # relabels head 1 only (the code's nh = epoch % hc)
+    assert torch.equal(sela.labels[0], before[0]) and torch.equal(sela.labels[2], before[2])
+    assert float(sela.stats[0]) >= 1
+    # the loss: the mean over heads of each head's cross-entropy on its labels
+    batch = {"video": video[[1, 6]], "index": torch.tensor([1, 6])}
+    torch.manual_seed(3)
+    loss, metrics = sela(batch)
+    torch.manual_seed(3)
+    f = sela._features(batch["video"])
+    ref = sum(F.cross_entropy(head(f), sela.labels[h, [1, 6]]) for h, head in enumerate(sela.heads)) / 3
+    torch.testing.assert_close(loss, ref)
+    assert set(metrics) == {"sinkhorn_iterations", "nmi_previous"}
+    fresh = _sela(heads=3, num_clusters=3)
+    fresh.load_state_dict(sela.state_dict())
+    assert torch.equal(fresh.labels, sela.labels)
+    with pytest.raises(RuntimeError, match="no self-labels yet"):
+        _sela()(batch)

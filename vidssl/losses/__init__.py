@@ -1,6 +1,6 @@
 """Pure loss functions shared by methods, shapes in their docstrings; each has a closed-form test."""
 
-from vidssl.losses.clustering import sinkhorn, swapped_prediction
+from vidssl.losses.clustering import self_label, sinkhorn, swapped_prediction
 from vidssl.losses.contrastive import (
     batch_info_nce,
     info_nce,
@@ -25,6 +25,7 @@ __all__ = [
     "negative_cosine",
     "nt_xent",
     "off_diagonal",
+    "self_label",
     "sinkhorn",
     "supcon",
     "swapped_prediction",

@@ -1,4 +1,5 @@
-"""Online clustering: Sinkhorn-Knopp's equipartitioned soft codes and the swapped prediction they train.
+"""Clustering by optimal transport: Sinkhorn-Knopp's equipartitioned soft codes and the swapped prediction they
+train (SwAV, online, per batch), and SeLa's self-labels (offline, over the dataset, to a tolerance).
 
 Pure functions; the prototypes, queues and schedules live in the methods (``vidssl.methods.swav``) and in
 ``vidssl.nn``. Sinkhorn runs in float32 whatever the autocast context: ``exp(score / 0.05)`` reaches ``e^20``,
@@ -7,13 +8,15 @@ beyond float16.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from vidssl.engine.distributed import all_reduce_max, all_reduce_sum, world_size
 
-__all__ = ["sinkhorn", "swapped_prediction"]
+__all__ = ["self_label", "self_label_scalings", "sinkhorn", "swapped_prediction"]
 
 
 @torch.no_grad()
@@ -57,3 +60,44 @@ def swapped_prediction(scores: list[Tensor], codes: dict[int, Tensor], temperatu
                  for v, s in enumerate(scores) if v != i]
         total = total + sum(terms) / len(terms)
     return total / len(codes)
+
+
+@torch.no_grad()
+def self_label_scalings(log_probs: Tensor, lam: float, tolerance: float = 1e-2, check_every: int = 10,
+                        max_iters: int = 100000) -> tuple[Tensor, Tensor, Tensor, int]:
+    """SeLa's Sinkhorn-Knopp on ``P^lam`` (Asano et al. 2020, yukimasano/self-label ``cifar.py`` ``optimize_L_sk``).
+
+    ``log_probs`` ``(N, K)``: every sample's log-softmax over K clusters. With ``P = exp(lam log_probs)^T`` ``(K, N)``
+    (each sample's maximum taken out first: it cancels in ``c``), alternate ``r = (1/K) / (P c)``,
+    ``c = (1/N) / (r^T P)`` from uniform ``r, c`` until ``err = sum_n |c_n / c'_n - 1|`` (checked every
+    ``check_every`` iterations, as the code) is at most ``tolerance``. ``diag(r) P diag(c)`` then has rows summing
+    to 1/K and columns to 1/N. In float64. Returns ``(P, r, c, iterations)``.
+    """
+    if log_probs.dim() != 2 or lam <= 0 or tolerance <= 0 or check_every < 1:
+        raise ValueError(f"self_label: need (N, K) log-probabilities, lam > 0, tolerance > 0, check_every >= 1; got "
+                         f"{tuple(log_probs.shape)}, {lam}, {tolerance}, {check_every}")
+    lp = log_probs.double()
+    n, k = lp.shape
+    p = torch.exp(lam * (lp - lp.max(dim=1, keepdim=True).values)).t()  # (K, N)
+    r = torch.full((k,), 1.0 / k, dtype=p.dtype, device=p.device)
+    c = torch.full((n,), 1.0 / n, dtype=p.dtype, device=p.device)
+    err, it = math.inf, 0
+    while err > tolerance:
+        if it >= max_iters:
+            raise RuntimeError(f"self_label: Sinkhorn did not reach error {tolerance} in {max_iters} iterations "
+                               f"(error {err:.3g})")
+        r = (1.0 / k) / (p @ c)
+        c_new = (1.0 / n) / (r @ p)
+        if it % check_every == 0:
+            err = float(torch.nansum((c / c_new - 1).abs()))
+        c = c_new
+        it += 1
+    return p, r, c, it
+
+
+def self_label(log_probs: Tensor, lam: float, tolerance: float = 1e-2) -> tuple[Tensor, int]:
+    """SeLa's self-labels: ``(N,)`` the arg-max over clusters of each sample's column of ``diag(r) P diag(c)``
+    (:func:`self_label_scalings`: equipartitioned over the K clusters, each sample's choice sharpened by ``lam``),
+    and the Sinkhorn iterations it took."""
+    p, r, _, it = self_label_scalings(log_probs, lam, tolerance)
+    return (r[:, None] * p).argmax(dim=0), it

@@ -23,6 +23,7 @@ from vidssl.methods.mast import MAST, MASTStage2
 from vidssl.methods.moco import MoCo
 from vidssl.methods.moco_v3 import MoCoV3
 from vidssl.methods.npid import NPID
+from vidssl.methods.sela import SeLa
 from vidssl.methods.simclr import SimCLR
 from vidssl.methods.simsiam import SimSiam
 from vidssl.methods.supcon import SupCon
@@ -85,4 +86,5 @@ METHODS: dict[str, type[Method]] = {
     "moco_v3": MoCoV3,
     "npid": NPID,
     "deepcluster": DeepCluster,
+    "sela": SeLa,
 }
