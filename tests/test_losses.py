@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -192,6 +193,36 @@ def test_swapped_prediction_is_ln_k_at_uniform_scores() -> None:
     onehot = F.one_hot(torch.arange(b) % k, k).float()
     sharp = [onehot * 100.0, onehot * 100.0]
     assert swapped_prediction(sharp, {0: onehot, 1: onehot}, 0.1).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def iic_reference(p1: np.ndarray, p2: np.ndarray, eps: float = 2.220446049250313e-16) -> float:
+    """IIC's IID_loss written out in numpy (lamb = 1)."""
+    joint = p1.T @ p2 / len(p1)
+    joint = (joint + joint.T) / 2
+    joint /= joint.sum()
+    pi = np.broadcast_to(joint.sum(1, keepdims=True), joint.shape)
+    pj = np.broadcast_to(joint.sum(0, keepdims=True), joint.shape)
+    joint, pi, pj = (np.maximum(v, eps) for v in (joint, pi, pj))
+    return float(-(joint * (np.log(joint) - np.log(pj) - np.log(pi))).sum())
+
+
+def test_iic_loss_closed_forms_reference_and_gradient() -> None:
+    from vidssl.losses import iic_loss
+
+    k = 4
+    onehot = F.one_hot(torch.arange(12) % k, k).double()
+    assert iic_loss(onehot, onehot).item() == pytest.approx(-math.log(k))  # one-to-one, uniform marginals
+    uniform = torch.full((12, k), 1.0 / k, dtype=torch.float64)
+    assert iic_loss(onehot, uniform).item() == pytest.approx(0.0, abs=1e-12)  # independent views
+    collapsed = F.one_hot(torch.zeros(12, dtype=torch.long), k).double()
+    assert iic_loss(collapsed, collapsed).item() == pytest.approx(0.0, abs=1e-12)  # everything in one cluster
+    g = torch.Generator().manual_seed(0)
+    p1 = torch.randn(9, k, generator=g, dtype=torch.float64).softmax(1).requires_grad_(True)
+    p2 = torch.randn(9, k, generator=g, dtype=torch.float64).softmax(1).requires_grad_(True)
+    assert iic_loss(p1, p2).item() == pytest.approx(iic_reference(p1.detach().numpy(), p2.detach().numpy()))
+    assert torch.autograd.gradcheck(lambda a, b: iic_loss(a, b), (p1, p2))
+    with pytest.raises(ValueError, match="two \\(B, K\\) assignments"):
+        iic_loss(p1, p2[:, :2])
 
 
 def supcon_reference(z1: torch.Tensor, z2: torch.Tensor, y: torch.Tensor, t: float, base: float) -> torch.Tensor:

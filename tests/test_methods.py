@@ -49,6 +49,7 @@ TINY: dict[str, dict[str, Any]] = {
     "npid": dict(backbone="resnet18", crop_size=32, dim=16, bank_size=EPOCH_SAMPLES, negatives=16),
     "deepcluster": dict(backbone="resnet18", crop_size=32, num_clusters=(2,), pca_dim=2, pass_batch=2),
     "sela": dict(backbone="resnet18", crop_size=32, heads=2, num_clusters=2, pass_batch=2),
+    "iic": dict(backbone="resnet18", crop_size=32, num_clusters=3, overcluster=5, sub_heads=2, max_gap=3),
 }
 
 VIDEO_FRAMES = 12  # length of the tiny source videos the sampler draws from

@@ -1,6 +1,7 @@
 """The shared parts that talk across processes, run in two gloo processes against one process holding the
 global batch: the gathered losses' values and gradients (NT-Xent's negatives, Barlow Twins' cross-correlation,
-VICReg's variance and covariance), Sinkhorn's all-reduced codes, the queue's and the memory bank's commits."""
+VICReg's variance and covariance, IIC's joint distribution), Sinkhorn's all-reduced codes, the queue's and the
+memory bank's commits."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from vidssl.engine import distributed as dist
-from vidssl.losses import barlow_twins_loss, nt_xent, sinkhorn, supcon, vicreg_loss
+from vidssl.losses import barlow_twins_loss, iic_loss, nt_xent, sinkhorn, supcon, vicreg_loss
 from vidssl.nn import MemoryBank, Queue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,6 +26,7 @@ GATHERED = {  # losses over the global batch, each process reading the gathered 
     "barlow_twins": lambda a, b, y: barlow_twins_loss(a, b, 0.3),
     "vicreg": lambda a, b, y: vicreg_loss(a, b)[0],
     "supcon": lambda a, b, y: supcon(a, b, y, 0.3, 0.07),
+    "iic": lambda a, b, y: iic_loss(a.softmax(dim=1), b.softmax(dim=1)),  # the joint over the global batch
 }
 
 

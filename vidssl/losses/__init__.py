@@ -1,6 +1,6 @@
 """Pure loss functions shared by methods, shapes in their docstrings; each has a closed-form test."""
 
-from vidssl.losses.clustering import self_label, sinkhorn, swapped_prediction
+from vidssl.losses.clustering import iic_loss, self_label, sinkhorn, swapped_prediction
 from vidssl.losses.contrastive import (
     batch_info_nce,
     info_nce,
@@ -19,6 +19,7 @@ __all__ = [
     "batch_info_nce",
     "cosine_regression",
     "cycle_loss",
+    "iic_loss",
     "info_nce",
     "info_nce_logits",
     "nce",

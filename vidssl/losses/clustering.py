@@ -1,5 +1,6 @@
 """Clustering by optimal transport: Sinkhorn-Knopp's equipartitioned soft codes and the swapped prediction they
-train (SwAV, online, per batch), and SeLa's self-labels (offline, over the dataset, to a tolerance).
+train (SwAV, online, per batch), SeLa's self-labels (offline, over the dataset, to a tolerance), and IIC's mutual
+information of paired assignments.
 
 Pure functions; the prototypes, queues and schedules live in the methods (``vidssl.methods.swav``) and in
 ``vidssl.nn``. Sinkhorn runs in float32 whatever the autocast context: ``exp(score / 0.05)`` reaches ``e^20``,
@@ -9,14 +10,15 @@ beyond float16.
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vidssl.engine.distributed import all_reduce_max, all_reduce_sum, world_size
+from vidssl.engine.distributed import all_gather_with_grad, all_reduce_max, all_reduce_sum, world_size
 
-__all__ = ["self_label", "self_label_scalings", "sinkhorn", "swapped_prediction"]
+__all__ = ["iic_loss", "self_label", "self_label_scalings", "sinkhorn", "swapped_prediction"]
 
 
 @torch.no_grad()
@@ -101,3 +103,25 @@ def self_label(log_probs: Tensor, lam: float, tolerance: float = 1e-2) -> tuple[
     and the Sinkhorn iterations it took."""
     p, r, _, it = self_label_scalings(log_probs, lam, tolerance)
     return (r[:, None] * p).argmax(dim=0), it
+
+
+def iic_loss(p1: Tensor, p2: Tensor, lamb: float = 1.0, eps: float = sys.float_info.epsilon) -> Tensor:
+    """IIC's loss (Ji et al. 2019, xu-ji/IIC ``IID_loss``): minus the mutual information of paired cluster
+    assignments.
+
+    ``p1, p2`` ``(B, K)``: softmax assignments of two views of the same samples. The joint ``P = p1^T p2 / B``
+    over the *global* batch (gathered across processes with gradients), symmetrised ``(P + P^T) / 2`` and
+    normalised; entries below ``eps`` are raised to ``eps`` (the code's clamp), and ``loss = -sum P_ij (log P_ij -
+    lamb log P_i - lamb log P_j)``. Closed forms (``lamb = 1``): ``-ln K`` for a one-to-one pairing with uniform
+    marginals, 0 for independent views or a collapse onto one cluster.
+    """
+    if p1.shape != p2.shape or p1.dim() != 2:
+        raise ValueError(f"iic_loss: need two (B, K) assignments, got {tuple(p1.shape)} and {tuple(p2.shape)}")
+    a, b = all_gather_with_grad(p1), all_gather_with_grad(p2)
+    joint = a.t() @ b / a.shape[0]
+    joint = (joint + joint.t()) / 2
+    joint = joint / joint.sum()
+    pi = joint.sum(dim=1, keepdim=True).expand_as(joint)
+    pj = joint.sum(dim=0, keepdim=True).expand_as(joint)
+    joint, pi, pj = joint.clamp_min(eps), pi.clamp_min(eps), pj.clamp_min(eps)
+    return -(joint * (joint.log() - lamb * pj.log() - lamb * pi.log())).sum()

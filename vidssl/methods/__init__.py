@@ -19,6 +19,7 @@ from vidssl.methods.corrflow import CorrFlow
 from vidssl.methods.crw import CRW
 from vidssl.methods.deepcluster import DeepCluster
 from vidssl.methods.dino import DINO
+from vidssl.methods.iic import IIC
 from vidssl.methods.mast import MAST, MASTStage2
 from vidssl.methods.moco import MoCo
 from vidssl.methods.moco_v3 import MoCoV3
@@ -87,4 +88,5 @@ METHODS: dict[str, type[Method]] = {
     "npid": NPID,
     "deepcluster": DeepCluster,
     "sela": SeLa,
+    "iic": IIC,
 }
