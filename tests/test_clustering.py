@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from vidssl.methods import METHODS, EpochContext
 from vidssl.nn.cluster import _split_empty, balancing_weights, kmeans, nmi, pca_whiten
@@ -275,3 +276,97 @@ def test_sela_random_equipartition_then_one_head_per_epoch() -> None:
     assert torch.equal(fresh.labels, sela.labels)
     with pytest.raises(RuntimeError, match="no self-labels yet"):
         _sela()(batch)
+
+
+# ---- PCL ----------------------------------------------------------------------------------------------------
+
+def test_concentration_as_pcl_run_kmeans() -> None:
+    from vidssl.methods.pcl import concentration
+
+    g = torch.Generator().manual_seed(0)
+    x = F.normalize(torch.randn(40, 4, generator=g), dim=1)
+    centroids, assign = kmeans(x, 6, 10, generator=g)
+    assign[0], assign[1:][assign[1:] == 5] = 5, 4  # cluster 5: one member (takes the largest phi)
+    phi = concentration(x, centroids, assign, 0.2)
+    # the code's loop, in numpy
+    xs, cs, a = x.double().numpy(), centroids.double().numpy(), assign.numpy()
+    dens = np.zeros(6)
+    for i in range(6):
+        d = np.linalg.norm(xs[a == i] - cs[i], axis=1)
+        if len(d) > 1:
+            dens[i] = d.mean() / np.log(len(d) + 10)
+    dmax = dens.max()
+    dens[[i for i in range(6) if (a == i).sum() <= 1]] = dmax
+    dens = dens.clip(np.percentile(dens, 10), np.percentile(dens, 90))
+    dens = 0.2 * dens / dens.mean()
+    np.testing.assert_allclose(phi.numpy(), dens, rtol=1e-5)
+
+
+def test_proto_nce_reference() -> None:
+    from vidssl.losses import proto_nce
+
+    g = torch.Generator().manual_seed(1)
+    q = F.normalize(torch.randn(3, 5, generator=g, dtype=torch.float64), dim=1)
+    protos = F.normalize(torch.randn(8, 5, generator=g, dtype=torch.float64), dim=1)
+    phi = torch.rand(8, generator=g, dtype=torch.float64) + 0.1
+    pos, neg = torch.tensor([2, 0, 2]), torch.tensor([5, 7])
+    loss = proto_nce(q, protos, pos, neg, phi)
+    chosen = [2, 0, 2, 5, 7]
+    ref = 0.0
+    for i in range(3):
+        logits = torch.stack([q[i] @ protos[j] / phi[j] for j in chosen])
+        ref += -(logits[i] - torch.logsumexp(logits, 0)) / 3
+    torch.testing.assert_close(loss, ref)
+
+
+def _pcl(**cfg: Any) -> Any:
+    cls = METHODS["pcl"]
+    torch.manual_seed(0)
+    return cls(cls.Config(**{"crop_size": 32, "dim": 16, "queue_size": 16, "input": "images", "num_clusters": (3, 4),
+                             "warmup_epochs": 1, "proto_negatives": 2, "kmeans_restarts": 2, "pass_batch": 5,
+                             "bn": "none", **cfg}))
+
+
+def test_pcl_warms_up_as_moco_then_adds_protonce() -> None:
+    from vidssl.losses import proto_nce
+
+    video, ids = _groups(n_per=4, k=3)
+    noise = torch.randint(-12, 13, video.shape, generator=torch.Generator().manual_seed(5))
+    video = (video.int() + noise).clamp(0, 255).to(torch.uint8)  # members near, not equal (phi > 0)
+    pcl = _pcl()
+    pcl.on_epoch_start(_ctx(video, epoch=0))  # warm-up: nothing clustered, MoCo's loss alone
+    assert pcl.prototypes.shape[0] == 0
+    batch = {"video": video[[0, 4, 8]], "index": torch.tensor([0, 4, 8])}
+    pcl.eval()
+    torch.manual_seed(2)
+    loss, metrics = pcl(batch)
+    torch.manual_seed(2)
+    moco_loss, _, _ = pcl.contrast(batch)
+    torch.testing.assert_close(loss, moco_loss)
+    assert "proto_nce" not in metrics
+    pcl.on_epoch_start(_ctx(video, epoch=1))
+    assert pcl.labels.shape == (2, 12) and pcl.prototypes.shape == (7, 16) and pcl.phi.shape == (7,)
+    assert nmi(pcl.labels[0], ids) == pytest.approx(1.0)  # identical images share a cluster (k = 3 groups)
+    assert int(pcl.labels[1].min()) >= 3  # the second clustering's ids follow the first's 3
+    torch.testing.assert_close(pcl.prototypes.norm(dim=1), torch.ones(7))
+    torch.testing.assert_close(pcl.phi[:3].mean(), torch.tensor(pcl.temperature))
+    seen: list[tuple[Tensor, Tensor]] = []
+
+    def spy(q: Any, protos: Any, pos: Any, neg: Any, phi: Any) -> Any:
+        seen.append((pos, neg))
+        return proto_nce(q, protos, pos, neg, phi)
+
+    import vidssl.methods.pcl as pcl_module
+    original = pcl_module.proto_nce
+    pcl_module.proto_nce = spy  # type: ignore[assignment]
+    try:
+        loss, metrics = pcl(batch)
+    finally:
+        pcl_module.proto_nce = original  # type: ignore[assignment]
+    assert "proto_nce" in metrics and float(loss.detach()) > float(metrics["proto_nce"])
+    for pos, neg in seen:  # negatives: clusters of the same clustering that no sample of the batch is in
+        assert not set(neg.tolist()) & set(pos.tolist())
+    assert all(n < 3 for n in seen[0][1].tolist()) and all(n >= 3 for n in seen[1][1].tolist())
+    fresh = _pcl()
+    fresh.load_state_dict(pcl.state_dict())
+    assert torch.equal(fresh.prototypes, pcl.prototypes)

@@ -50,6 +50,8 @@ TINY: dict[str, dict[str, Any]] = {
     "deepcluster": dict(backbone="resnet18", crop_size=32, num_clusters=(2,), pca_dim=2, pass_batch=2),
     "sela": dict(backbone="resnet18", crop_size=32, heads=2, num_clusters=2, pass_batch=2),
     "iic": dict(backbone="resnet18", crop_size=32, num_clusters=3, overcluster=5, sub_heads=2, max_gap=3),
+    "pcl": dict(crop_size=32, dim=16, queue_size=16, max_gap=3, num_clusters=(2, 3), warmup_epochs=0,
+                proto_negatives=2, kmeans_restarts=2, pass_batch=2),
 }
 
 VIDEO_FRAMES = 12  # length of the tiny source videos the sampler draws from
@@ -157,7 +159,7 @@ def test_training_step(method: nn.Module) -> None:
 
 
 def test_state_dict_round_trip(method: nn.Module) -> None:
-    name = next(n for n, cls in METHODS.items() if isinstance(method, cls))
+    name = next(n for n, cls in METHODS.items() if type(method) is cls)  # PCL is a MoCo, not "moco"
     method.train()
     # one step moves the state away from initialisation (queues, EMA, BN statistics)
     loss, _ = method(_batch(method))

@@ -7,7 +7,9 @@
 #
 # Environment: DATA (../shared/data/cifar10), MINUTES (5: schedule.max_minutes of each run), SEEDS ("0 1"),
 # METHODS ("simclr moco moco_v3 byol simsiam barlow_twins vicreg swav dino supcon"), JOBS (2), RUNS (runs/image),
-# BATCH (128), LR (empty: each config's rate, scaled to BATCH by its optim.lr_batch), BACKBONE (resnet18).
+# BATCH (128), LR (empty: each config's rate, scaled to BATCH by its optim.lr_batch), BACKBONE (resnet18),
+# EXTRA_<method> (overrides for that method's runs only, e.g. EXTRA_pcl="model.warmup_epochs=1": a schedule in
+# epochs that the budget would never reach).
 # The CPU scale, where one thread forces it: the ImageNet stem (stride-2 convolution and max-pool: 8x8 maps in
 # layer1 at 32 px) instead of the CIFAR stem, which costs about 14 s a step at batch 128 on one thread (20 steps
 # in 5 minutes); batch 128 (lightly's rates are stated per batch of 128: SGD 0.06, SwAV's Adam 1e-3) and a
@@ -28,6 +30,8 @@ BACKBONE=${BACKBONE:-resnet18}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$RUNS/eval"
 
+extra() { local v="EXTRA_$1"; echo "${!v:-}"; }  # the method's own overrides, if any
+
 latest() { ls "$1"/checkpoints/ckpt_*.pt 2>/dev/null | tail -n 1; }
 
 train() {
@@ -41,7 +45,7 @@ train() {
             ( vidssl train --config "$config" seed="$seed" out_dir="$run" \
                   schedule.max_minutes="$MINUTES" schedule.name=constant schedule.steps=100000 \
                   data.batch_size="$BATCH" ${LR:+optim.lr="$LR"} model.backbone="$BACKBONE" data.workers=0 \
-                  data.source="$DATA/train" \
+                  data.source="$DATA/train" $(extra "$method") \
                   log.progress=false > "$run.log" 2>&1 && touch "$run/done" ) &
             while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done  # a failed run: see its log
         done

@@ -7,6 +7,7 @@ from vidssl.losses.contrastive import (
     info_nce_logits,
     nce,
     nt_xent,
+    proto_nce,
     supcon,
     top1_positive,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "negative_cosine",
     "nt_xent",
     "off_diagonal",
+    "proto_nce",
     "self_label",
     "sinkhorn",
     "supcon",

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from vidssl.engine.distributed import all_gather_no_grad, all_gather_with_grad, rank
 
-__all__ = ["batch_info_nce", "info_nce", "info_nce_logits", "nce", "nt_xent", "supcon", "top1_positive"]
+__all__ = ["batch_info_nce", "info_nce", "info_nce_logits", "nce", "nt_xent", "proto_nce", "supcon", "top1_positive"]
 
 
 def _check(q: Tensor, k: Tensor, queue: Tensor) -> None:
@@ -156,3 +156,20 @@ def nce(probs: Tensor, num_samples: int, eps: float = 1e-7) -> Tensor:
     positive = torch.log(probs[:, 0] / (probs[:, 0] + noise + eps))
     negative = torch.log(noise / (probs[:, 1:] + noise + eps)).sum(dim=1)
     return -(positive + negative).mean()
+
+
+def proto_nce(q: Tensor, prototypes: Tensor, positives: Tensor, negatives: Tensor, concentration: Tensor) -> Tensor:
+    """PCL's ProtoNCE term for one clustering (Li et al. 2021, salesforce/PCL ``pcl/builder.py``).
+
+    ``q`` ``(B, D)`` normalised queries; ``prototypes`` ``(k, D)`` normalised centroids and ``concentration``
+    ``(k,)`` their phi; ``positives`` ``(B,)`` each query's cluster, ``negatives`` ``(r,)`` clusters none of the
+    batch belongs to. Every query scores the batch's positive prototypes and the negatives, each score divided by
+    its prototype's phi: ``(B, B + r)`` logits, query i's positive in column i (the other queries' positives are
+    in its denominator, as the code); the cross-entropy over them.
+    """
+    if q.dim() != 2 or positives.shape != (q.shape[0],) or negatives.dim() != 1:
+        raise ValueError(f"proto_nce: need (B, D) queries, (B,) positives and (r,) negatives; got {tuple(q.shape)}, "
+                         f"{tuple(positives.shape)}, {tuple(negatives.shape)}")
+    chosen = torch.cat([positives, negatives])
+    logits = q @ prototypes[chosen].t() / concentration[chosen]
+    return F.cross_entropy(logits, torch.arange(q.shape[0], device=q.device))

@@ -24,6 +24,7 @@ from vidssl.methods.mast import MAST, MASTStage2
 from vidssl.methods.moco import MoCo
 from vidssl.methods.moco_v3 import MoCoV3
 from vidssl.methods.npid import NPID
+from vidssl.methods.pcl import PCL
 from vidssl.methods.sela import SeLa
 from vidssl.methods.simclr import SimCLR
 from vidssl.methods.simsiam import SimSiam
@@ -89,4 +90,5 @@ METHODS: dict[str, type[Method]] = {
     "deepcluster": DeepCluster,
     "sela": SeLa,
     "iic": IIC,
+    "pcl": PCL,
 }

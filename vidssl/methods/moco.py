@@ -114,14 +114,20 @@ class MoCo(SSLMethod):
             return self.key(x[perm])[torch.argsort(perm)]
         return self.key(x)
 
-    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
+    def contrast(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Metrics]:
+        """The instance loss: ``(InfoNCE, q, metrics)``, ``q`` the ``(B, dim)`` normalised queries; stages the
+        keys for the queue (PCL adds its prototype term to the same queries)."""
         x_q, x_k = self.views(batch["video"])
         q, k = self.query(x_q), self._keys(x_k)  # (B, dim) each
         logits = info_nce_logits(q, k, self.queue.keys, self.temperature)  # (B, 1 + K), positive at 0
         loss = F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
         if self.training:
             self.queue.stage(k)
-        return loss, {"top1": top1_positive(logits.detach()), "queue_fill": self.queue.fill}
+        return loss, q, {"top1": top1_positive(logits.detach()), "queue_fill": self.queue.fill}
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
+        loss, _, metrics = self.contrast(batch)
+        return loss, metrics
 
     def after_step(self, step: int) -> None:
         """EMA of the key encoder, ``k = m k + (1 - m) q``, then enqueue every process's keys of this step."""

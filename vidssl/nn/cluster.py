@@ -56,17 +56,33 @@ def _split_empty(c: Tensor, counts: Tensor, generator: torch.Generator | None) -
 
 @torch.no_grad()
 def kmeans(x: Tensor, k: int, iters: int = 20, *, spherical: bool = False, generator: torch.Generator | None = None,
-           chunk: int = 65536) -> tuple[Tensor, Tensor]:
+           restarts: int = 1, chunk: int = 65536) -> tuple[Tensor, Tensor]:
     """k-means of the ``(N, D)`` rows of ``x`` -> ``(centroids (k, D), assignments (N,))``.
 
     Starts from ``k`` distinct rows drawn with ``generator``; ``iters`` Lloyd iterations (assign, then move each
     centroid to its members' mean; ``spherical``: assign by dot product and renormalise the centroids, for
     L2-normalised rows). An emptied cluster is re-seeded by splitting a large one (Euclidean, as faiss) or keeps
     its centroid (spherical, as DeepCluster v2). The assignments returned are to the final centroids.
+    ``restarts`` > 1: the best of that many runs (faiss's ``nredo``: the lowest sum of squared distances, or the
+    highest sum of dot products when spherical).
     """
-    if x.dim() != 2 or k < 1 or x.shape[0] < k or iters < 0:
-        raise ValueError(f"kmeans: need (N, D) rows with N >= k = {k} and iters >= 0, got {tuple(x.shape)}, {iters}")
+    if x.dim() != 2 or k < 1 or x.shape[0] < k or iters < 0 or restarts < 1:
+        raise ValueError(f"kmeans: need (N, D) rows with N >= k = {k}, iters >= 0 and restarts >= 1, got "
+                         f"{tuple(x.shape)}, {iters}, {restarts}")
     x = x.float()
+    best: tuple[float, Tensor, Tensor] | None = None
+    for _ in range(restarts):
+        c, assign = _lloyd(x, k, iters, spherical, generator, chunk)
+        fit = (x * c[assign]).sum() if spherical else -((x - c[assign]) ** 2).sum()
+        if best is None or float(fit) > best[0]:
+            best = (float(fit), c, assign)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _lloyd(x: Tensor, k: int, iters: int, spherical: bool, generator: torch.Generator | None,
+           chunk: int) -> tuple[Tensor, Tensor]:
+    """One k-means run from ``k`` random distinct rows (see :func:`kmeans`)."""
     perm = torch.randperm(x.shape[0], generator=generator)[:k].to(x.device)
     c = x[perm].clone()
     for _ in range(iters):
