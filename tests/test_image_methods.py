@@ -169,3 +169,54 @@ def _ctx(num_samples: int) -> object:
     from vidssl.methods import EpochContext
 
     return EpochContext(0, 0, 0, num_samples, torch.device("cpu"), torch.Generator(), lambda b: iter(()))
+
+
+def test_jigsaw_tiles_are_windows_inside_their_cells() -> None:
+    from vidssl.data.augment import jigsaw_tiles
+
+    clip = torch.rand(2, 3, 2, 31, 31)  # cells of 10 px, the last px dropped
+    tiles = jigsaw_tiles(clip, 3, 8, generator=torch.Generator().manual_seed(0))
+    assert tiles.shape == (2, 9, 3, 2, 8, 8)
+    offsets = torch.randint(0, 3, (2, 2, 9), generator=torch.Generator().manual_seed(0))
+    for b in range(2):
+        for n in range(9):
+            i, j = divmod(n, 3)
+            y, x = 10 * i + int(offsets[0, b, n]), 10 * j + int(offsets[1, b, n])
+            assert torch.equal(tiles[b, n], clip[b, :, :, y:y + 8, x:x + 8])  # row-major, same for every frame
+    with pytest.raises(ValueError, match="tile <= cell"):
+        jigsaw_tiles(clip, 3, 11)
+
+
+def test_pirl_terms_share_z_and_the_bank_holds_the_image_embedding() -> None:
+    cls = METHODS["pirl"]
+    torch.manual_seed(0)
+    cfg = dict(backbone="resnet18", crop_size=32, dim=8, bank_size=6, negatives=5, jigsaw_size=30, tile_size=8)
+    video = torch.randint(0, 256, (3, 3, 1, 40, 40), dtype=torch.uint8)
+    batch = {"video": video, "index": torch.tensor([0, 2, 4])}
+    for weight, silent in ((0.0, "jigsaw_head"), (1.0, "image_head")):  # each term alone trains its own head
+        pirl = cls(cls.Config(**cfg, weight=weight))
+        loss, _ = pirl(batch)
+        loss.backward()
+        head = getattr(pirl, silent)
+        assert head.weight.grad is None or float(head.weight.grad.abs().sum()) == 0, silent
+        other = pirl.image_head if silent == "jigsaw_head" else pirl.jigsaw_head
+        assert float(other.weight.grad.abs().sum()) > 0
+    pirl = cls(cls.Config(**cfg))
+    torch.manual_seed(1)
+    pirl(batch)
+    z = float(pirl.nce.z)
+    assert z > 0  # one constant for both terms, from the first batch
+    pirl(batch)
+    assert float(pirl.nce.z) == z
+    before = pirl.bank.bank.clone()
+    pirl.after_step(0)
+    moved = (pirl.bank.bank - before).abs().sum(dim=1) > 0
+    assert moved.tolist() == [True, False, True, False, True, False]
+    # g reads the tiles in their shuffled order: another order, another embedding
+    tiles = torch.randn(2, 9, 3, 8, 8)
+    ident = torch.arange(9).repeat(2, 1)
+    pirl.eval()
+    assert not torch.allclose(pirl.embed_jigsaw(tiles, ident), pirl.embed_jigsaw(tiles, ident.flip(1)))
+    torch.testing.assert_close(pirl.embed_jigsaw(tiles, ident.flip(1)), pirl.embed_jigsaw(tiles.flip(1), ident))
+    with pytest.raises(ValueError, match="tile_size=20 exceeds"):
+        cls.Config(jigsaw_size=30, tile_size=20)

@@ -52,6 +52,8 @@ TINY: dict[str, dict[str, Any]] = {
     "iic": dict(backbone="resnet18", crop_size=32, num_clusters=3, overcluster=5, sub_heads=2, max_gap=3),
     "pcl": dict(crop_size=32, dim=16, queue_size=16, max_gap=3, num_clusters=(2, 3), warmup_epochs=0,
                 proto_negatives=2, kmeans_restarts=2, pass_batch=2),
+    "pirl": dict(backbone="resnet18", crop_size=32, dim=8, bank_size=EPOCH_SAMPLES, negatives=5, jigsaw_size=30,
+                 tile_size=8),
 }
 
 VIDEO_FRAMES = 12  # length of the tiny source videos the sampler draws from

@@ -474,6 +474,35 @@ def crop_flip(
 # --------------------------------------------------------------------------------------------------------
 
 
+def jigsaw_tiles(clip: Tensor, grid: int = 3, tile: int | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+    """Noroozi & Favaro's jigsaw tiles: ``(B, C, T, S, S)`` -> ``(B, grid^2, C, T, tile, tile)``, row-major.
+
+    The square crop is cut into ``grid x grid`` cells of ``S // grid`` px (a remainder at the right and bottom
+    is dropped) and each tile is a ``tile`` px window at a random position inside its cell, drawn per sample and
+    tile (the gap and jitter that stop tiles matching by their edges). ``tile`` defaults to the cell's 64/85
+    (the paper: 64 px tiles from 85 px cells of a 255 px crop). The same windows for every frame.
+    """
+    _check_clip(clip, "jigsaw_tiles")
+    b, h, w = clip.shape[0], clip.shape[-2], clip.shape[-1]
+    cell = min(h, w) // grid
+    tile = tile if tile is not None else max(1, round(cell * 64 / 85))
+    if grid < 1 or not 1 <= tile <= cell:
+        raise ValueError(f"jigsaw_tiles: need grid >= 1 and 1 <= tile <= cell ({cell} px of a {h}x{w} crop), got "
+                         f"grid={grid}, tile={tile}")
+    n = grid * grid
+    offsets = torch.randint(0, cell - tile + 1, (2, b, n), generator=generator).to(clip.device)  # (y, x)
+    origin = torch.arange(grid, device=clip.device) * cell
+    top = origin.repeat_interleave(grid)[None] + offsets[0]  # (B, N)
+    left = origin.repeat(grid)[None] + offsets[1]
+    rows = (top[..., None] + torch.arange(tile, device=clip.device))  # (B, N, tile)
+    cols = (left[..., None] + torch.arange(tile, device=clip.device))
+    frames = clip.permute(0, 2, 1, 3, 4)  # (B, T, C, H, W)
+    bi = torch.arange(b, device=clip.device)[:, None, None, None]
+    out = frames[bi, :, :, rows[:, :, :, None], cols[:, :, None, :]]  # (B, N, tile, tile, T, C)
+    return out.permute(0, 1, 5, 4, 2, 3)
+
+
 def patch_grid(
     clip: Tensor,
     patch: int = 64,

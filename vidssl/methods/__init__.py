@@ -25,6 +25,7 @@ from vidssl.methods.moco import MoCo
 from vidssl.methods.moco_v3 import MoCoV3
 from vidssl.methods.npid import NPID
 from vidssl.methods.pcl import PCL
+from vidssl.methods.pirl import PIRL
 from vidssl.methods.sela import SeLa
 from vidssl.methods.simclr import SimCLR
 from vidssl.methods.simsiam import SimSiam
@@ -91,4 +92,5 @@ METHODS: dict[str, type[Method]] = {
     "sela": SeLa,
     "iic": IIC,
     "pcl": PCL,
+    "pirl": PIRL,
 }

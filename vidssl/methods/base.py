@@ -12,15 +12,17 @@ from fnmatch import fnmatch
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidssl.data.samplers import frame_pair
 from vidssl.data.views import FrameSampler, Sampler, StillFrame
 from vidssl.engine.distributed import all_reduce_sum
-from vidssl.nn import Branch
+from vidssl.losses import nce
+from vidssl.nn import Branch, MemoryBank
 from vidssl.nn.colour import InputSpace
 
-__all__ = ["EpochContext", "Metrics", "SSLMethod", "TwoViewMethod", "follow_saved_shapes", "positive_pair"]
+__all__ = ["BankNCE", "EpochContext", "Metrics", "SSLMethod", "TwoViewMethod", "follow_saved_shapes", "positive_pair"]
 
 Metrics = dict[str, Tensor | float]  # scalars to log: floats or 0-dim tensors
 
@@ -102,6 +104,57 @@ class SSLMethod(nn.Module):
 
     def on_epoch_start(self, ctx: EpochContext) -> None:
         """Called before the first batch of every epoch, on every process (see :class:`EpochContext`)."""
+
+
+class BankNCE(nn.Module):
+    """A memory bank scored by noise-contrastive estimation: the authors' ``NCEAverage`` and ``NCECriterion``
+    (zhirongw/lemniscate.pytorch), shared by NPID and PIRL.
+
+    ``bank``: one entry per dataset sample (``vidssl.nn.MemoryBank``). :meth:`scores` gives each feature's score
+    against its own entry and ``negatives`` entries drawn uniformly, ``v . f / temperature`` ``(B, 1 + K)``;
+    :meth:`loss` is NCE with ``exp(s) / Z``, the constant Z estimated once, from the first scores it sees
+    (``Z = mean(exp(s)) N``) and then kept (a buffer, so checkpoints carry it), or ``infonce``: the softmax
+    cross-entropy over the same K + 1 scores.
+    """
+
+    z: Tensor
+
+    def __init__(self, size: int, dim: int, negatives: int, temperature: float, momentum: float = 0.5,
+                 loss: str = "nce") -> None:
+        super().__init__()
+        if loss not in ("nce", "infonce") or negatives < 1 or temperature <= 0:
+            raise ValueError(f"BankNCE: loss 'nce' or 'infonce', negatives >= 1, temperature > 0; got {loss!r}, "
+                             f"{negatives}, {temperature}")
+        self.bank = MemoryBank(size, dim, momentum)
+        self.negatives, self.temperature, self.kind = negatives, temperature, loss
+        self.register_buffer("z", torch.tensor(-1.0, dtype=torch.float64))  # < 0: not estimated yet
+
+    @property
+    def size(self) -> int:
+        return int(self.bank.bank.shape[0])
+
+    def check(self, index: Tensor, where: str) -> None:
+        """A clear error when a sample index falls outside the bank (``model.bank_size`` too small)."""
+        if int(index.max()) >= self.size or int(index.min()) < 0:
+            raise ValueError(f"{where}: sample index {int(index.max())} outside the memory bank of "
+                             f"model.bank_size={self.size} (set it to the dataset's size)")
+
+    def scores(self, index: Tensor, f: Tensor) -> Tensor:
+        """``(B, 1 + K)``: normalised features ``f`` ``(B, dim)`` against their own entries and K drawn ones."""
+        idx = torch.cat([index[:, None], self.bank.negatives(f.shape[0], self.negatives)], dim=1)
+        return torch.einsum("bkd,bd->bk", self.bank(idx), f) / self.temperature
+
+    @torch.no_grad()
+    def estimate_z(self, scores: Tensor) -> None:
+        """Fix Z from ``scores`` unless it is fixed already (the code's first batch)."""
+        if float(self.z) < 0:
+            self.z.fill_(float(scores.detach().double().exp().mean()) * self.size)
+
+    def loss(self, scores: Tensor) -> Tensor:
+        if self.kind == "infonce":
+            return F.cross_entropy(scores, torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device))
+        self.estimate_z(scores)
+        return nce(scores.exp() / float(self.z), self.size)
 
 
 def follow_saved_shapes(module: nn.Module, *patterns: str) -> None:

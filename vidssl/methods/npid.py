@@ -19,15 +19,13 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidssl.data.augment import ClipAugment, to_float
 from vidssl.data.samplers import random_clip
 from vidssl.data.views import FrameSampler, Sampler, StillFrame
-from vidssl.losses import nce
-from vidssl.methods.base import EpochContext, Metrics, SSLMethod
+from vidssl.methods.base import BankNCE, EpochContext, Metrics, SSLMethod
 from vidssl.models import ResNet, build_backbone
 from vidssl.nn import Branch, MemoryBank, embedding_std
 from vidssl.nn.colour import normalize_input
@@ -60,18 +58,24 @@ class NPID(SSLMethod):
     """NPID (see the module docstring). ``forward(batch) -> (loss, metrics)``; reads ``batch["index"]``."""
 
     Config = NPIDConfig
-    z: Tensor
 
     def __init__(self, cfg: NPIDConfig) -> None:
         super().__init__()
         self.cfg, self.input = cfg, cfg.input
         backbone = build_backbone(cfg.backbone)
         self.net = Branch(backbone, nn.Linear(backbone.num_features, cfg.dim))
-        self.bank = MemoryBank(cfg.bank_size, cfg.dim, cfg.momentum)
+        self.nce = BankNCE(cfg.bank_size, cfg.dim, cfg.negatives, cfg.temperature, cfg.momentum, cfg.loss)
         # the authors' CIFAR augmentation: crop (0.2, 1), jitter 0.4 x 4 always, grayscale 0.2
         self.augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, color_jitter=(0.4, 0.4, 0.4, 0.4),
                                    jitter_p=1.0, grayscale_p=0.2, hflip=cfg.hflip)
-        self.register_buffer("z", torch.tensor(-1.0, dtype=torch.float64))  # < 0: not estimated yet
+
+    @property
+    def bank(self) -> MemoryBank:
+        return self.nce.bank
+
+    @property
+    def z(self) -> Tensor:
+        return self.nce.z
 
     def sampler(self) -> Sampler:
         """One frame: of a still image, or a random one of a video (the video is the instance)."""
@@ -84,19 +88,10 @@ class NPID(SSLMethod):
         if "index" not in batch:
             raise ValueError("npid: needs batch['index'], the samples' dataset indices (the memory bank's rows)")
         index = batch["index"].long()
-        if int(index.max()) >= self.cfg.bank_size or int(index.min()) < 0:
-            raise ValueError(f"npid: sample index {int(index.max())} outside the memory bank of "
-                             f"model.bank_size={self.cfg.bank_size} (set it to the dataset's size)")
+        self.nce.check(index, "npid")
         x = normalize_input(self.augment(to_float(batch["video"][:, :, :1]))[:, :, 0], "rgb")
         f = F.normalize(self.net(x), dim=1)  # (B, dim)
-        idx = torch.cat([index[:, None], self.bank.negatives(f.shape[0], self.cfg.negatives)], dim=1)  # (B, 1 + K)
-        scores = torch.einsum("bkd,bd->bk", self.bank(idx), f) / self.cfg.temperature  # (B, 1 + K)
-        if self.cfg.loss == "infonce":
-            loss = F.cross_entropy(scores, torch.zeros_like(index))
-        else:
-            if float(self.z) < 0:  # the first batch fixes the normalising constant, as the code
-                self.z.fill_(float(scores.detach().double().exp().mean()) * self.cfg.bank_size)
-            loss = nce(scores.exp() / float(self.z), self.cfg.bank_size)
+        loss = self.nce.loss(self.nce.scores(index, f))  # (B, 1 + K) scores; the first batch fixes Z
         if self.training:
             self.bank.stage(index, f)
         return loss, {"embedding_std": embedding_std(f), "log_z": math.log(max(float(self.z), 1e-300))}
