@@ -220,3 +220,36 @@ def test_pirl_terms_share_z_and_the_bank_holds_the_image_embedding() -> None:
     torch.testing.assert_close(pirl.embed_jigsaw(tiles, ident.flip(1)), pirl.embed_jigsaw(tiles.flip(1), ident))
     with pytest.raises(ValueError, match="tile_size=20 exceeds"):
         cls.Config(jigsaw_size=30, tile_size=20)
+
+
+def test_cmc_views_read_their_channels_and_cross_the_memories() -> None:
+    from vidssl.models import ResNet
+
+    cls = METHODS["cmc"]
+    torch.manual_seed(0)
+    cmc = cls(cls.Config(backbone="resnet18", crop_size=32, dim=8, bank_size=6, negatives=5))
+    assert cmc.encoder_input == "lab" and cmc.encoder() is cmc.l_net
+    assert cmc.l_net.conv1.in_channels == 1 and cmc.ab_net.conv1.in_channels == 2
+    x = torch.randn(2, 3, 32, 32)
+    y = x.clone()
+    y[:, 1:] = torch.randn(2, 2, 32, 32)  # other ab, the same L
+    cmc.eval()
+    torch.testing.assert_close(cmc.l_net(x), cmc.l_net(y))  # the L trunk never sees ab
+    assert not torch.allclose(cmc.ab_net(x), cmc.ab_net(y))
+    rebuilt = ResNet.from_config(cmc.ab_net.config)  # the recorded config rebuilds a 2-plane trunk
+    rebuilt.load_state_dict(cmc.ab_net.state_dict())
+    torch.testing.assert_close(rebuilt.eval()(x), cmc.ab_net(x))
+    # each view is scored against the other view's memory, and each memory moves towards its own view
+    cmc.train()
+    video = torch.randint(0, 256, (3, 3, 1, 40, 40), dtype=torch.uint8)
+    batch = {"video": video, "index": torch.tensor([1, 3, 5])}
+    before_l, before_ab = cmc.memory_l.bank.bank.clone(), cmc.memory_ab.bank.bank.clone()
+    loss, _ = cmc(batch)
+    assert float(cmc.memory_l.z) > 0 and float(cmc.memory_ab.z) > 0  # one Z per memory
+    cmc.after_step(0)
+    for bank, before in ((cmc.memory_l.bank.bank, before_l), (cmc.memory_ab.bank.bank, before_ab)):
+        assert ((bank - before).abs().sum(dim=1) > 0).tolist() == [False, True, False, True, False, True]
+    loss.backward()
+    assert float(cmc.l_head.weight.grad.abs().sum()) > 0 and float(cmc.ab_head.weight.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="ResNet channels"):
+        ResNet(18, channels=(0, 3))

@@ -54,6 +54,7 @@ TINY: dict[str, dict[str, Any]] = {
                 proto_negatives=2, kmeans_restarts=2, pass_batch=2),
     "pirl": dict(backbone="resnet18", crop_size=32, dim=8, bank_size=EPOCH_SAMPLES, negatives=5, jigsaw_size=30,
                  tile_size=8),
+    "cmc": dict(backbone="resnet18", crop_size=32, dim=8, bank_size=EPOCH_SAMPLES, negatives=5),
 }
 
 VIDEO_FRAMES = 12  # length of the tiny source videos the sampler draws from

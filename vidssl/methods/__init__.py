@@ -15,6 +15,7 @@ from vidssl.data.views import Sampler
 from vidssl.methods.barlow_twins import BarlowTwins
 from vidssl.methods.base import EpochContext, Metrics, SSLMethod
 from vidssl.methods.byol import BYOL
+from vidssl.methods.cmc import CMC
 from vidssl.methods.corrflow import CorrFlow
 from vidssl.methods.crw import CRW
 from vidssl.methods.deepcluster import DeepCluster
@@ -93,4 +94,5 @@ METHODS: dict[str, type[Method]] = {
     "iic": IIC,
     "pcl": PCL,
     "pirl": PIRL,
+    "cmc": CMC,
 }

@@ -37,6 +37,9 @@ class ResNet(nn.Module):
         padding: how every padded convolution pads: ``zeros`` (torchvision) or ``reflect`` (CRW's scratch
             model: a small patch encoded on its own is then not dominated by the zero border). The
             parameters are the same either way; the padding is part of the recorded ``config``.
+        channels: the input channels the trunk reads (``None``: all three): CMC's L trunk reads channel
+            ``(0,)`` of a Lab image, its ab trunk ``(1, 2)``; the input stays ``(B, 3, H, W)`` and the first
+            convolution has one input plane per channel read.
     """
 
     def __init__(
@@ -48,8 +51,12 @@ class ResNet(nn.Module):
         maxpool: bool = True,
         cifar_stem: bool = False,
         padding: str = "zeros",
+        channels: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
+        if channels is not None and (not channels or any(not 0 <= c < 3 for c in channels)
+                                     or len(set(channels)) != len(channels)):
+            raise ValueError(f"ResNet channels must be distinct input channels among 0, 1, 2, got {channels}")
         if depth not in _DEPTHS:
             raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
         if padding not in PADDINGS:
@@ -61,10 +68,16 @@ class ResNet(nn.Module):
             "arch": "resnet", "depth": depth, "strides": tuple(strides), "num_layers": num_layers,
             "maxpool": maxpool, "cifar_stem": cifar_stem, "padding": padding,
         }
+        if channels is not None:
+            self.config["channels"] = tuple(channels)
+        self.channels = tuple(channels) if channels is not None else None
         net = _DEPTHS[depth](weights=None)
+        planes = len(channels) if channels is not None else 3
         if cifar_stem:
-            net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            net.conv1 = nn.Conv2d(planes, 64, kernel_size=3, stride=1, padding=1, bias=False)
             maxpool = False
+        elif planes != 3:
+            net.conv1 = nn.Conv2d(planes, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.conv1, self.bn1, self.relu = net.conv1, net.bn1, net.relu
         self.maxpool: nn.Module = net.maxpool if maxpool else nn.Identity()
         layers = [net.layer1, net.layer2, net.layer3, net.layer4][:num_layers]
@@ -90,12 +103,15 @@ class ResNet(nn.Module):
             maxpool=bool(config["maxpool"]),
             cifar_stem=bool(config["cifar_stem"]),
             padding=str(config.get("padding", "zeros")),  # checkpoints from before the option padded with zeros
+            channels=tuple(config["channels"]) if config.get("channels") is not None else None,
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` -> ``(B, num_features, H / stride, W / stride)``."""
         if x.dim() != 4:
             raise ValueError(f"expected images (B, C, H, W), got shape {tuple(x.shape)}")
+        if self.channels is not None:
+            x = x[:, list(self.channels)]
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.layer4(x) if self.layer4 is not None else x
@@ -136,6 +152,9 @@ def torchvision_state_dict(backbone: ResNet, seed: int = 0) -> dict[str, torch.T
     Parameters a trunk does not have (the ``fc`` classifier; ``layer4`` when removed) come from a seeded
     torchvision initialisation, so ``torchvision.models.resnetNN()`` loads the result with ``strict=True``.
     """
+    if backbone.channels is not None:
+        raise ValueError(f"a trunk reading input channels {backbone.channels} (CMC's) has no torchvision "
+                         "counterpart: its first convolution takes fewer than 3 planes")
     torch.manual_seed(seed)
     full = _DEPTHS[backbone.depth](weights=None).state_dict()
     own = backbone.state_dict()

@@ -1,0 +1,107 @@
+"""CMC: contrastive multiview coding, the L and ab channels of Lab as two views, each against the other's memory.
+
+Tian, Krishnan & Isola, "Contrastive Multiview Coding", ECCV 2020 (https://arxiv.org/abs/1906.05849;
+HobbitLong/CMC ``train_CMC.py``, ``NCE/NCEAverage.py``). One augmented crop in Lab; an L trunk reads channel 0
+and an ab trunk channels 1 and 2 (``vidssl.models.ResNet(channels=...)``: the paper splits a ResNet's width
+between the two), each followed by a linear layer to ``dim`` and L2 normalisation. A memory bank per view
+(``vidssl.methods.base.BankNCE``: one entry per sample, momentum 0.5, its own Z estimated from the first batch):
+the L embedding is scored against the ab memory and the ab embedding against the L memory (its own sample
+positive, ``negatives`` drawn uniformly, T 0.07), and the loss is the sum of the two NCE terms (``loss: infonce``:
+the code's ``--softmax``). Each memory then moves towards its own view's embeddings.
+
+``encoder()`` is the L trunk (fed Lab, reading L): the paper's linear probes also concatenate the ab trunk's
+features, which the one-trunk encoder record does not hold; ``ab_encoder()`` gives that trunk. vidssl's Lab input is
+MAST's normalisation (``vidssl.nn.colour``), the code's is each channel's range mapped to [-1, 1].
+On video a sample is one random frame of a video, the video its instance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vidssl.data.augment import ClipAugment, to_float
+from vidssl.data.samplers import random_clip
+from vidssl.data.views import FrameSampler, Sampler, StillFrame
+from vidssl.methods.base import BankNCE, EpochContext, Metrics, SSLMethod
+from vidssl.models import ResNet, build_backbone
+from vidssl.nn import embedding_std
+from vidssl.nn.colour import InputSpace, normalize_input
+
+
+@dataclass
+class CMCConfig:
+    """CMC hyper-parameters (the ``model:`` section). Defaults: the paper's ImageNet recipe (``train_CMC.py``)."""
+
+    backbone: str = "resnet18"  # each view's trunk (the paper: half a ResNet-50 each)
+    dim: int = 128  # feat_dim
+    bank_size: int = 1281167  # one entry per training sample: the dataset's size (checked each epoch)
+    negatives: int = 16384  # nce_k
+    temperature: float = 0.07  # nce_t
+    momentum: float = 0.5  # nce_m
+    loss: Literal["nce", "infonce"] = "nce"
+    input: Literal["video", "images"] = "images"
+    crop_size: int = 224
+    crop_scale: tuple[float, float] = (0.2, 1.0)  # the code's RandomResizedCrop(scale=(0.2, 1.))
+
+    def __post_init__(self) -> None:
+        if min(self.dim, self.bank_size, self.negatives, self.crop_size) < 1:
+            raise ValueError("cmc: dim, bank_size, negatives and crop_size must be positive")
+        if self.temperature <= 0 or not 0 <= self.momentum < 1:
+            raise ValueError("cmc: temperature must be positive and momentum in [0, 1)")
+
+
+class CMC(SSLMethod):
+    """CMC (see the module docstring). ``forward(batch) -> (loss, metrics)``; reads ``batch["index"]``."""
+
+    Config = CMCConfig
+    encoder_input: InputSpace = "lab"
+
+    def __init__(self, cfg: CMCConfig) -> None:
+        super().__init__()
+        self.cfg, self.input = cfg, cfg.input
+        config = build_backbone(cfg.backbone).config
+        self.l_net = ResNet.from_config({**config, "channels": (0,)})
+        self.ab_net = ResNet.from_config({**config, "channels": (1, 2)})
+        self.l_head = nn.Linear(self.l_net.num_features, cfg.dim)
+        self.ab_head = nn.Linear(self.ab_net.num_features, cfg.dim)
+        # memory_l holds the L embeddings (the ab view's targets), memory_ab the ab ones (the L view's)
+        self.memory_l = BankNCE(cfg.bank_size, cfg.dim, cfg.negatives, cfg.temperature, cfg.momentum, cfg.loss)
+        self.memory_ab = BankNCE(cfg.bank_size, cfg.dim, cfg.negatives, cfg.temperature, cfg.momentum, cfg.loss)
+        self.augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, hflip=0.5)
+
+    def sampler(self) -> Sampler:
+        return StillFrame() if self.input == "images" else FrameSampler(random_clip, {"length": 1})
+
+    def encoder(self) -> ResNet:
+        return self.l_net
+
+    def ab_encoder(self) -> ResNet:
+        return self.ab_net
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
+        if "index" not in batch:
+            raise ValueError("cmc: needs batch['index'], the samples' dataset indices (the memory banks' rows)")
+        index = batch["index"].long()
+        self.memory_l.check(index, "cmc")
+        x = normalize_input(self.augment(to_float(batch["video"][:, :, :1]))[:, :, 0], "lab")
+        z_l = F.normalize(self.l_head(self.l_net(x)), dim=1)
+        z_ab = F.normalize(self.ab_head(self.ab_net(x)), dim=1)
+        loss = self.memory_ab.loss(self.memory_ab.scores(index, z_l)) + \
+            self.memory_l.loss(self.memory_l.scores(index, z_ab))
+        if self.training:
+            self.memory_l.bank.stage(index, z_l)
+            self.memory_ab.bank.stage(index, z_ab)
+        return loss, {"embedding_std_l": embedding_std(z_l), "embedding_std_ab": embedding_std(z_ab)}
+
+    def after_step(self, step: int) -> None:
+        self.memory_l.bank.commit()
+        self.memory_ab.bank.commit()
+
+    def on_epoch_start(self, ctx: EpochContext) -> None:
+        if ctx.num_samples != self.memory_l.size:
+            raise ValueError(f"cmc: the dataset has {ctx.num_samples} samples but model.bank_size is "
+                             f"{self.memory_l.size}: set model.bank_size={ctx.num_samples}")
