@@ -1,12 +1,13 @@
 """The shared parts that talk across processes, run in two gloo processes against one process holding the
 global batch: the gathered losses' values and gradients (NT-Xent's negatives, Barlow Twins' cross-correlation,
 VICReg's variance and covariance, IIC's joint distribution), Sinkhorn's all-reduced codes, the queue's and the
-memory bank's commits."""
+memory bank's commits, the epoch hook's dataset pass (EpochContext.collect)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -57,8 +58,19 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         bank.stage(torch.tensor([rank, 5 + rank]), F.normalize(torch.ones(2, 2) * (rank + 1), dim=1))
         bank.commit()
         codes = sinkhorn(_global_views()[0][rank * B:(rank + 1) * B] * 5, 0.05, 3)
+        # the epoch hook's pass over 7 samples: this process's share is rank, rank + 2, ... (an uneven split)
+        from vidssl.methods import EpochContext
+
+        def share(size: int) -> Any:
+            mine = torch.arange(rank, 7, world)
+            for i in range(0, len(mine), size):
+                yield {"index": mine[i:i + size]}
+
+        ctx = EpochContext(0, 0, 0, 7, torch.device("cpu"), torch.Generator(), share)
+        collected = ctx.collect(lambda batch: torch.stack([batch["index"] * 10.0, -batch["index"]], dim=1), 2)
         torch.save({"loss": loss.detach(), "g1": z1.grad, "g2": z2.grad, "keys": queue.keys, "ptr": queue.ptr,
-                    "bank": bank.bank, "gathered": grads, "codes": codes}, f"{out}/rank{rank}.pt")
+                    "bank": bank.bank, "gathered": grads, "codes": codes, "collected": collected},
+                   f"{out}/rank{rank}.pt")
     finally:
         dist.cleanup()
 
@@ -107,3 +119,7 @@ def test_gathered_losses_and_memories_across_two_processes(tmp_path: Path) -> No
         feat = F.normalize(torch.ones(2) * (rank + 1), dim=0)
         torch.testing.assert_close(r[0]["bank"][i], F.normalize(0.5 * start[i] + 0.5 * feat, dim=0))
     torch.testing.assert_close(r[0]["bank"][[2, 3, 4, 7, 8, 9]], start[[2, 3, 4, 7, 8, 9]])
+    # EpochContext.collect: every process holds the whole dataset's rows, in dataset order
+    want_rows = torch.stack([torch.arange(7) * 10.0, -torch.arange(7.0)], dim=1)
+    for k in range(WORLD):
+        torch.testing.assert_close(r[k]["collected"], want_rows)

@@ -66,9 +66,8 @@ class EpochContext:
                 out = torch.zeros(self.num_samples, *value.shape[1:], device=self.device)
             out[index] = value
             seen.index_add_(0, index, torch.ones_like(index, dtype=seen.dtype))
-        if out is None:
-            raise ValueError("EpochContext.collect: the dataset pass gave no batch")
-        # a process whose share is empty still joins the sums (its zeros) with the others' shape
+        if out is None:  # (every process has a share when the dataset has at least one sample per process)
+            raise ValueError("EpochContext.collect: the dataset pass gave this process no batch")
         out, seen = all_reduce_sum(out), all_reduce_sum(seen)
         if not bool((seen == 1).all()):
             raise ValueError(f"EpochContext.collect: {int((seen != 1).sum())} of {self.num_samples} samples were "
