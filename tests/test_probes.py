@@ -19,7 +19,9 @@ from vidssl.eval.probes import (
     linear_accuracy,
     load_encoder,
     read_image_folder,
+    select_linear_probe,
     train_linear_probe,
+    validation_split,
 )
 from vidssl.models import build_backbone
 
@@ -74,6 +76,36 @@ def test_linear_probe_separates_and_is_deterministic() -> None:
     torch.testing.assert_close(probe.fc.weight, again.fc.weight, rtol=0, atol=0)
 
 
+def test_validation_split_is_stratified_and_disjoint() -> None:
+    labels = torch.tensor([0] * 20 + [1] * 10 + [2] * 1)
+    tr, va = validation_split(labels, 0.1, seed=0)
+    assert not set(tr.tolist()) & set(va.tolist()) and len(tr) + len(va) == 31
+    assert torch.bincount(labels[va], minlength=3).tolist() == [2, 1, 0]  # 10% of each class; a singleton stays
+    assert torch.equal(validation_split(labels, 0.1, seed=0)[1], va)  # deterministic
+
+
+def test_linear_protocol_chooses_on_validation_and_keeps_the_trunk_frozen() -> None:
+    """The offline probe: features from a trunk in eval mode under no gradient (its weights, its BN statistics
+    and its mode untouched), settings chosen on the validation split, the final probe fit on all of train."""
+    torch.manual_seed(0)
+    trunk = build_backbone("resnet18").train()
+    before = {k: v.clone() for k, v in trunk.state_dict().items()}
+    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    feats = extract_features(trunk, images, batch_size=16)
+    assert not trunk.training and not feats.requires_grad
+    assert all(p.grad is None for p in trunk.parameters())
+    for k, v in trunk.state_dict().items():
+        assert torch.equal(v, before[k]), k  # BN running statistics included: never a training-mode pass
+    xtr, ytr = _clusters(40, 3, 6, seed=0, spread=0.3)
+    probe, chosen, val = select_linear_probe(xtr, ytr, lrs=(1e-5, 5e-2), weight_decays=(0.0,), epochs=15,
+                                             batch_size=32)
+    assert chosen == {"lr": 5e-2, "weight_decay": 0.0}  # the rate that learns in 15 epochs wins on validation
+    assert val["lr=0.05,wd=0"] > val["lr=1e-05,wd=0"]
+    refit = train_linear_probe(xtr, ytr, epochs=15, lr=5e-2, batch_size=32, seed=0)  # refit on all of train
+    torch.testing.assert_close(probe.fc.weight, refit.fc.weight, rtol=0, atol=0)
+    assert feats.shape == (40, 512)
+
+
 def _write_folder(root: Path, per_class: int = 3, size: tuple[int, int] = (12, 10)) -> None:
     rng = np.random.default_rng(0)
     for c, name in enumerate(["cat", "dog"]):
@@ -115,7 +147,7 @@ def test_cli_knn_on_a_tiny_folder(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 0
     res = json.loads(out.read_text())
     assert res["train"] == 8 and res["test"] == 4 and res["knn_top1"] == 1.0  # dark vs bright images
-    assert "kNN top-1 (k=3, t=0.1): 100.00%" in capsys.readouterr().out
+    assert "kNN top-1 (weighted, cosine, k=3, t=0.1): 100.00%" in capsys.readouterr().out
     assert main(["eval", "knn", "--data", str(tmp_path / "nowhere")]) == 1
 
 
