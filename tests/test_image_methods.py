@@ -253,3 +253,17 @@ def test_cmc_views_read_their_channels_and_cross_the_memories() -> None:
     assert float(cmc.l_head.weight.grad.abs().sum()) > 0 and float(cmc.ab_head.weight.grad.abs().sum()) > 0
     with pytest.raises(ValueError, match="ResNet channels"):
         ResNet(18, channels=(0, 3))
+
+
+@pytest.mark.parametrize("name", ["npid", "cmc", "pirl", "sela", "deepcluster"])
+def test_index_readers_say_they_need_the_index_and_check_the_dataset(name: str) -> None:
+    from tests.test_methods import _first_epoch
+
+    method = make(name)
+    _first_epoch(method)  # labels or banks for the 4 samples of TINY's first epoch
+    video = torch.randint(0, 256, (2, 3, 1, 40, 40), dtype=torch.uint8)
+    with pytest.raises(ValueError, match=rf"{name}: needs batch\['index'\]"):
+        method({"video": video})
+    if name in ("npid", "cmc", "pirl"):  # one memory entry per sample: a dataset of another size is named
+        with pytest.raises(ValueError, match=rf"{name}: the dataset has 10 samples .* set model.bank_size=10"):
+            method.on_epoch_start(_ctx(10))

@@ -6,7 +6,7 @@ itself, ``vidssl.methods.Method``, is what the training loop is typed against.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from typing import Any, ClassVar
@@ -15,14 +15,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidssl.data.samplers import frame_pair
+from vidssl.data.augment import centre_crop_clip, to_float
+from vidssl.data.samplers import frame_pair, random_clip
 from vidssl.data.views import FrameSampler, Sampler, StillFrame
 from vidssl.engine.distributed import all_reduce_sum
 from vidssl.losses import nce
 from vidssl.nn import Branch, MemoryBank
-from vidssl.nn.colour import InputSpace
+from vidssl.nn.colour import InputSpace, normalize_input
 
-__all__ = ["BankNCE", "EpochContext", "Metrics", "SSLMethod", "TwoViewMethod", "follow_saved_shapes", "positive_pair"]
+__all__ = [
+    "BankNCE", "EpochContext", "Metrics", "SSLMethod", "TwoViewMethod", "centre_view", "check_clusters",
+    "follow_saved_shapes", "instance_frame", "positive_pair", "sample_index",
+]
 
 Metrics = dict[str, Tensor | float]  # scalars to log: floats or 0-dim tensors
 
@@ -132,6 +136,12 @@ class BankNCE(nn.Module):
     def size(self) -> int:
         return int(self.bank.bank.shape[0])
 
+    def check_dataset(self, num_samples: int, where: str) -> None:
+        """An error naming ``model.bank_size`` when the bank does not hold one entry per dataset sample."""
+        if num_samples != self.size:
+            raise ValueError(f"{where}: the dataset has {num_samples} samples but model.bank_size is {self.size}: "
+                             f"set model.bank_size={num_samples}")
+
     def check(self, index: Tensor, where: str) -> None:
         """A clear error when a sample index falls outside the bank (``model.bank_size`` too small)."""
         if int(index.max()) >= self.size or int(index.min()) < 0:
@@ -170,6 +180,32 @@ def follow_saved_shapes(module: nn.Module, *patterns: str) -> None:
                 owner._buffers[leaf] = torch.empty(saved.shape, dtype=buf.dtype, device=buf.device)
 
     module.register_load_state_dict_pre_hook(hook)
+
+
+def instance_frame(input: str) -> Sampler:
+    """The frame of an instance-level method's sample (NPID, CMC, PIRL, DeepCluster v1, SeLa): frame 0 of a still
+    image, or one random frame of a video (the video is the instance)."""
+    return StillFrame() if input == "images" else FrameSampler(random_clip, {"length": 1})
+
+
+def sample_index(batch: dict[str, Tensor], where: str, what: str) -> Tensor:
+    """``batch["index"]`` as long, or an error saying that ``where`` needs it for ``what``."""
+    if "index" not in batch:
+        raise ValueError(f"{where}: needs batch['index'], the samples' dataset indices ({what})")
+    return batch["index"].long()
+
+
+def check_clusters(num_clusters: Sequence[int], num_samples: int, where: str) -> None:
+    """An error naming ``model.num_clusters`` when a clustering asks for more clusters than the dataset has."""
+    if max(num_clusters) > num_samples:
+        raise ValueError(f"{where}: model.num_clusters={list(num_clusters)} asks for more clusters than the "
+                         f"dataset's {num_samples} samples")
+
+
+def centre_view(video: Tensor, size: int, input: InputSpace = "rgb") -> Tensor:
+    """The un-augmented view of frame 0 of a uint8 batch, normalised for the encoder: the clustering passes'
+    input (DeepCluster's ``compute_features``, PCL's), ``(B, 3, size, size)``."""
+    return normalize_input(centre_crop_clip(to_float(video[:, :, :1]), size)[:, :, 0], input)
 
 
 def positive_pair(input: str, max_gap: int) -> Sampler:

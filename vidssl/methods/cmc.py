@@ -24,9 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidssl.data.augment import ClipAugment, to_float
-from vidssl.data.samplers import random_clip
-from vidssl.data.views import FrameSampler, Sampler, StillFrame
-from vidssl.methods.base import BankNCE, EpochContext, Metrics, SSLMethod
+from vidssl.data.views import Sampler
+from vidssl.methods.base import BankNCE, EpochContext, Metrics, SSLMethod, instance_frame, sample_index
 from vidssl.models import ResNet, build_backbone
 from vidssl.nn import embedding_std
 from vidssl.nn.colour import InputSpace, normalize_input
@@ -74,7 +73,7 @@ class CMC(SSLMethod):
         self.augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, hflip=0.5)
 
     def sampler(self) -> Sampler:
-        return StillFrame() if self.input == "images" else FrameSampler(random_clip, {"length": 1})
+        return instance_frame(self.input)
 
     def encoder(self) -> ResNet:
         return self.l_net
@@ -83,9 +82,7 @@ class CMC(SSLMethod):
         return self.ab_net
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
-        if "index" not in batch:
-            raise ValueError("cmc: needs batch['index'], the samples' dataset indices (the memory banks' rows)")
-        index = batch["index"].long()
+        index = sample_index(batch, "cmc", "the memory banks' rows")
         self.memory_l.check(index, "cmc")
         x = normalize_input(self.augment(to_float(batch["video"][:, :, :1]))[:, :, 0], "lab")
         z_l = F.normalize(self.l_head(self.l_net(x)), dim=1)
@@ -102,6 +99,4 @@ class CMC(SSLMethod):
         self.memory_ab.bank.commit()
 
     def on_epoch_start(self, ctx: EpochContext) -> None:
-        if ctx.num_samples != self.memory_l.size:
-            raise ValueError(f"cmc: the dataset has {ctx.num_samples} samples but model.bank_size is "
-                             f"{self.memory_l.size}: set model.bank_size={ctx.num_samples}")
+        self.memory_l.check_dataset(ctx.num_samples, "cmc")

@@ -35,10 +35,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidssl.data.augment import ClipAugment, centre_crop_clip, simclr_augment, to_float
-from vidssl.data.samplers import random_clip
-from vidssl.data.views import FrameSampler, MultiCrop, Sampler, StillFrame
-from vidssl.methods.base import EpochContext, Metrics, SSLMethod, follow_saved_shapes, positive_pair
+from vidssl.data.augment import ClipAugment, simclr_augment, to_float
+from vidssl.data.views import MultiCrop, Sampler
+from vidssl.methods.base import (
+    EpochContext,
+    Metrics,
+    SSLMethod,
+    centre_view,
+    check_clusters,
+    follow_saved_shapes,
+    instance_frame,
+    positive_pair,
+    sample_index,
+)
 from vidssl.models import ResNet, build_backbone
 from vidssl.nn import MemoryBank, embedding_std, mlp
 from vidssl.nn.cluster import balancing_weights, kmeans, nmi, pca_whiten
@@ -118,7 +127,7 @@ class DeepCluster(SSLMethod):
     def sampler(self) -> Sampler:
         if self.cfg.version == 2:
             return positive_pair(self.input, self.cfg.max_gap)
-        return StillFrame() if self.input == "images" else FrameSampler(random_clip, {"length": 1})
+        return instance_frame(self.input)
 
     def encoder(self) -> ResNet:
         return self.backbone
@@ -128,9 +137,7 @@ class DeepCluster(SSLMethod):
         return F.normalize(z, dim=1) if self.cfg.version == 2 else z
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
-        if "index" not in batch:
-            raise ValueError("deepcluster: needs batch['index'], the samples' dataset indices (their cluster labels)")
-        index = batch["index"].long()
+        index = sample_index(batch, "deepcluster", "their cluster labels")
         if self.labels.shape[1] == 1 or int(self.labels[0, index].min()) < 0:
             raise RuntimeError("deepcluster: no cluster labels yet; the training loop clusters in on_epoch_start")
         if self.cfg.version == 1:
@@ -180,14 +187,11 @@ class DeepCluster(SSLMethod):
         c = self.cfg
         if ctx.start > 0 and self.labels.shape[1] == ctx.num_samples and int(self.labels.min()) >= 0:
             return  # resumed inside an epoch: its clusters came back with the checkpoint
-        if max(c.num_clusters) > ctx.num_samples:
-            raise ValueError(f"deepcluster: model.num_clusters={list(c.num_clusters)} asks for more clusters than the "
-                             f"dataset's {ctx.num_samples} samples")
+        check_clusters(c.num_clusters, ctx.num_samples, "deepcluster")
         self.eval()
         if c.version == 1:
             def features(batch: dict[str, Tensor]) -> Tensor:
-                x = centre_crop_clip(to_float(batch["video"][:, :, :1]), c.crop_size)[:, :, 0]
-                return self._embed(normalize_input(x, "rgb"))
+                return self._embed(centre_view(batch["video"], c.crop_size))
 
             # at most D axes, and at most N - 1 carry variance (a dataset smaller than pca_dim)
             dim = max(1, min(c.pca_dim, self.top.in_features, ctx.num_samples - 1))

@@ -23,9 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidssl.data.augment import ClipAugment, to_float
-from vidssl.data.samplers import random_clip
-from vidssl.data.views import FrameSampler, Sampler, StillFrame
-from vidssl.methods.base import BankNCE, EpochContext, Metrics, SSLMethod
+from vidssl.data.views import Sampler
+from vidssl.methods.base import BankNCE, EpochContext, Metrics, SSLMethod, instance_frame, sample_index
 from vidssl.models import ResNet, build_backbone
 from vidssl.nn import Branch, MemoryBank, embedding_std
 from vidssl.nn.colour import normalize_input
@@ -79,15 +78,13 @@ class NPID(SSLMethod):
 
     def sampler(self) -> Sampler:
         """One frame: of a still image, or a random one of a video (the video is the instance)."""
-        return StillFrame() if self.input == "images" else FrameSampler(random_clip, {"length": 1})
+        return instance_frame(self.input)
 
     def encoder(self) -> ResNet:
         return self.net.backbone  # type: ignore[return-value]
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
-        if "index" not in batch:
-            raise ValueError("npid: needs batch['index'], the samples' dataset indices (the memory bank's rows)")
-        index = batch["index"].long()
+        index = sample_index(batch, "npid", "the memory bank's rows")
         self.nce.check(index, "npid")
         x = normalize_input(self.augment(to_float(batch["video"][:, :, :1]))[:, :, 0], "rgb")
         f = F.normalize(self.net(x), dim=1)  # (B, dim)
@@ -100,6 +97,4 @@ class NPID(SSLMethod):
         self.bank.commit()
 
     def on_epoch_start(self, ctx: EpochContext) -> None:
-        if ctx.num_samples != self.cfg.bank_size:
-            raise ValueError(f"npid: the dataset has {ctx.num_samples} samples but model.bank_size is "
-                             f"{self.cfg.bank_size}: set model.bank_size={ctx.num_samples}")
+        self.nce.check_dataset(ctx.num_samples, "npid")

@@ -22,12 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vidssl.data.augment import centre_crop_clip, to_float
 from vidssl.losses import proto_nce
-from vidssl.methods.base import EpochContext, Metrics, follow_saved_shapes
+from vidssl.methods.base import EpochContext, Metrics, centre_view, check_clusters, follow_saved_shapes, sample_index
 from vidssl.methods.moco import MoCo, MoCoConfig
 from vidssl.nn.cluster import kmeans
-from vidssl.nn.colour import normalize_input
 
 
 @dataclass
@@ -94,9 +92,7 @@ class PCL(MoCo):
         loss, q, metrics = self.contrast(batch)
         if self.prototypes.shape[0] == 0:  # the warm-up: MoCo alone
             return loss, metrics
-        if "index" not in batch:
-            raise ValueError("pcl: needs batch['index'], the samples' dataset indices (their clusters)")
-        index = batch["index"].long()
+        index = sample_index(batch, "pcl", "their clusters")
         offsets = np.cumsum([0, *self.pcl.num_clusters])
         terms = []
         for g, k in enumerate(self.pcl.num_clusters):
@@ -115,16 +111,13 @@ class PCL(MoCo):
         c = self.pcl
         if ctx.epoch < c.warmup_epochs:
             return
-        if max(c.num_clusters) > ctx.num_samples:
-            raise ValueError(f"pcl: model.num_clusters={list(c.num_clusters)} asks for more clusters than the "
-                             f"dataset's {ctx.num_samples} samples")
+        check_clusters(c.num_clusters, ctx.num_samples, "pcl")
         if ctx.start > 0 and self.labels.shape[1] == ctx.num_samples:
             return  # resumed inside an epoch: its clusters came back with the checkpoint
         self.eval()
 
         def embed(batch: dict[str, Tensor]) -> Tensor:  # the code's compute_features: the key encoder, eval mode
-            x = centre_crop_clip(to_float(batch["video"][:, :, :1]), c.crop_size)[:, :, 0]
-            return self.key(normalize_input(x, "rgb"))
+            return self.key(centre_view(batch["video"], c.crop_size))
 
         feats = ctx.collect(embed, c.pass_batch)
         labels, protos, phis, offset = [], [], [], 0

@@ -23,9 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidssl.data.augment import ClipAugment, jigsaw_tiles, to_float
-from vidssl.data.samplers import random_clip
-from vidssl.data.views import FrameSampler, Sampler, StillFrame
-from vidssl.methods.base import BankNCE, EpochContext, Metrics, SSLMethod
+from vidssl.data.views import Sampler
+from vidssl.methods.base import BankNCE, EpochContext, Metrics, SSLMethod, instance_frame, sample_index
 from vidssl.models import ResNet, build_backbone
 from vidssl.nn import MemoryBank, embedding_std
 from vidssl.nn.colour import normalize_input
@@ -87,7 +86,7 @@ class PIRL(SSLMethod):
         return self.nce.bank
 
     def sampler(self) -> Sampler:
-        return StillFrame() if self.input == "images" else FrameSampler(random_clip, {"length": 1})
+        return instance_frame(self.input)
 
     def encoder(self) -> ResNet:
         return self.backbone
@@ -100,9 +99,7 @@ class PIRL(SSLMethod):
         return F.normalize(self.jigsaw_head(per_tile), dim=1)
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
-        if "index" not in batch:
-            raise ValueError("pirl: needs batch['index'], the samples' dataset indices (the memory bank's rows)")
-        index = batch["index"].long()
+        index = sample_index(batch, "pirl", "the memory bank's rows")
         self.nce.check(index, "pirl")
         frame = to_float(batch["video"][:, :, :1])
         x = normalize_input(self.image_view(frame)[:, :, 0], "rgb")
@@ -123,6 +120,4 @@ class PIRL(SSLMethod):
         self.bank.commit()
 
     def on_epoch_start(self, ctx: EpochContext) -> None:
-        if ctx.num_samples != self.nce.size:
-            raise ValueError(f"pirl: the dataset has {ctx.num_samples} samples but model.bank_size is "
-                             f"{self.nce.size}: set model.bank_size={ctx.num_samples}")
+        self.nce.check_dataset(ctx.num_samples, "pirl")

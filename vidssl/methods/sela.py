@@ -27,10 +27,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidssl.data.augment import ClipAugment, to_float
-from vidssl.data.samplers import random_clip
-from vidssl.data.views import FrameSampler, Sampler, StillFrame
+from vidssl.data.views import Sampler
 from vidssl.losses import self_label
-from vidssl.methods.base import EpochContext, Metrics, SSLMethod, follow_saved_shapes
+from vidssl.methods.base import (
+    EpochContext,
+    Metrics,
+    SSLMethod,
+    check_clusters,
+    follow_saved_shapes,
+    instance_frame,
+    sample_index,
+)
 from vidssl.models import ResNet, build_backbone
 from vidssl.nn.cluster import nmi
 from vidssl.nn.colour import normalize_input
@@ -81,7 +88,7 @@ class SeLa(SSLMethod):
         follow_saved_shapes(self, "labels")
 
     def sampler(self) -> Sampler:
-        return StillFrame() if self.input == "images" else FrameSampler(random_clip, {"length": 1})
+        return instance_frame(self.input)
 
     def encoder(self) -> ResNet:
         return self.backbone
@@ -90,9 +97,7 @@ class SeLa(SSLMethod):
         return self.backbone(normalize_input(self.augment(to_float(video[:, :, :1]))[:, :, 0], "rgb"))
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
-        if "index" not in batch:
-            raise ValueError("sela: needs batch['index'], the samples' dataset indices (their self-labels)")
-        index = batch["index"].long()
+        index = sample_index(batch, "sela", "their self-labels")
         if self.labels.shape[1] == 1 or int(self.labels[:, index].min()) < 0:
             raise RuntimeError("sela: no self-labels yet; the training loop assigns them in on_epoch_start")
         f = self._features(batch["video"])
@@ -106,9 +111,7 @@ class SeLa(SSLMethod):
     @torch.no_grad()
     def on_epoch_start(self, ctx: EpochContext) -> None:
         c = self.cfg
-        if c.num_clusters > ctx.num_samples:
-            raise ValueError(f"sela: model.num_clusters={c.num_clusters} asks for more clusters than the dataset's "
-                             f"{ctx.num_samples} samples")
+        check_clusters([c.num_clusters], ctx.num_samples, "sela")
         if self.labels.shape[1] != ctx.num_samples:  # a random equipartition per head, as the code starts
             rows = [(torch.arange(ctx.num_samples) % c.num_clusters)[torch.randperm(ctx.num_samples,
                                                                                      generator=ctx.generator)]
