@@ -74,13 +74,14 @@ class PCL(MoCo):
     """PCL (see the module docstring). ``forward(batch) -> (loss, metrics)``; reads ``batch["index"]``."""
 
     Config = PCLConfig
+    cfg: PCLConfig
     labels: Tensor
     prototypes: Tensor
     phi: Tensor
 
     def __init__(self, cfg: PCLConfig) -> None:
         super().__init__(cfg)
-        self.pcl = cfg
+        self.offsets = [0, *np.cumsum(cfg.num_clusters).tolist()]  # where each clustering's ids start
         # per clustering g: the samples' cluster ids offset by the clusterings before (labels[g]), every
         # clustering's normalised centroids and concentrations concatenated; empty until the first clustering
         self.register_buffer("labels", torch.full((len(cfg.num_clusters), 1), -1, dtype=torch.long))
@@ -93,14 +94,13 @@ class PCL(MoCo):
         if self.prototypes.shape[0] == 0:  # the warm-up: MoCo alone
             return loss, metrics
         index = sample_index(batch, "pcl", "their clusters")
-        offsets = np.cumsum([0, *self.pcl.num_clusters])
         terms = []
-        for g, k in enumerate(self.pcl.num_clusters):
+        for g, k in enumerate(self.cfg.num_clusters):
             pos = self.labels[g, index]
             others = torch.ones(k, dtype=torch.bool, device=q.device)
-            others[pos - int(offsets[g])] = False
-            pool = torch.nonzero(others).flatten() + int(offsets[g])
-            neg = pool[torch.randperm(pool.numel(), device=q.device)[:self.pcl.proto_negatives]]
+            others[pos - self.offsets[g]] = False
+            pool = torch.nonzero(others).flatten() + self.offsets[g]
+            neg = pool[torch.randperm(pool.numel(), device=q.device)[:self.cfg.proto_negatives]]
             terms.append(proto_nce(q, self.prototypes, pos, neg, self.phi))
         proto = torch.stack(terms).mean()
         metrics["proto_nce"] = proto.detach()
@@ -108,7 +108,7 @@ class PCL(MoCo):
 
     @torch.no_grad()
     def on_epoch_start(self, ctx: EpochContext) -> None:
-        c = self.pcl
+        c = self.cfg
         if ctx.epoch < c.warmup_epochs:
             return
         check_clusters(c.num_clusters, ctx.num_samples, "pcl")
@@ -120,13 +120,12 @@ class PCL(MoCo):
             return self.key(centre_view(batch["video"], c.crop_size))
 
         feats = ctx.collect(embed, c.pass_batch)
-        labels, protos, phis, offset = [], [], [], 0
-        for k in c.num_clusters:
+        labels, protos, phis = [], [], []
+        for g, k in enumerate(c.num_clusters):
             centroids, assign = kmeans(feats, k, c.kmeans_iters, generator=ctx.generator, restarts=c.kmeans_restarts)
             phis.append(concentration(feats, centroids, assign, self.temperature))
             protos.append(F.normalize(centroids, dim=1))
-            labels.append(assign + offset)
-            offset += k
+            labels.append(assign + self.offsets[g])
         device = self.labels.device
         self.labels = torch.stack(labels).to(device)
         self.prototypes = torch.cat(protos).to(device)
