@@ -163,8 +163,11 @@ def test_truncate_drops_layer4_and_keeps_the_first_stages() -> None:
         mid = net.layer3(net.layer2(net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x)))))))
         assert torch.equal(short.forward_features(x), mid)
     assert truncate(short, 3) is short
-    with pytest.raises(ValueError, match="can only drop layer4"):
-        truncate(net, 2)
+    two = truncate(net, 2)  # block 2 (RotNet's evaluation): the first two stages, stride 8 here
+    assert two.num_features == 128 and two.layer3 is None and two.stride == 8
+    with torch.no_grad():
+        stem = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        assert torch.equal(two.forward_features(x), net.layer2(net.layer1(stem)))
     with pytest.raises(ValueError, match="has 3 residual stages, so it cannot keep 4"):
         truncate(short, 4)
 

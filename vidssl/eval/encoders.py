@@ -123,7 +123,7 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, backbone: str | None 
     parser.add_argument("--backbone", default=backbone,
                         help=f"architecture for torchvision weights / random (default: {backbone or 'per mode'})")
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed of --encoder random")
-    parser.add_argument("--layers", type=int, choices=[3, 4], default=None,
+    parser.add_argument("--layers", type=int, choices=[1, 2, 3, 4], default=None,
                         help="residual stages to keep: 3 drops layer4 (CRW evaluates that way); default: all")
     parser.add_argument("--input", default="auto", choices=["auto", *INPUT_SPACES],
                         help="what the ResNet is fed: auto = what a checkpoint trained on (Lab for MAST), else RGB")

@@ -185,15 +185,26 @@ def read_image_folder(root: str | Path, size: int | None = None) -> tuple[Tensor
 @torch.no_grad()
 def extract_features(
     encoder: nn.Module, images: Tensor, batch_size: int = 256, device: torch.device | str = "cpu",
-    input: InputSpace = "rgb",
+    input: InputSpace = "rgb", pool: int = 1,
 ) -> Tensor:
     """Pooled features ``(N, D)`` (float32, on ``device``) of uint8 ``(N, 3, H, W)`` images, normalised as the
-    encoder was trained (``input``: ImageNet RGB or MAST Lab), with the encoder in eval mode."""
+    encoder was trained (``input``: ImageNet RGB or MAST Lab), with the encoder in eval mode.
+
+    ``pool``: the feature map average-pooled to a ``pool x pool`` grid and flattened (``D = C pool^2``; 1 is the
+    global average, the encoder's own ``forward``): the evaluation of an earlier block keeps some layout this way,
+    as the pretext-task benchmarks pool each layer to a few thousand dimensions.
+    """
+    if pool < 1:
+        raise ValueError(f"extract_features: pool must be at least 1, got {pool}")
     encoder = encoder.eval().to(device)
-    out = [
-        encoder(normalize_input(to_float(chunk.to(device)), input)).float()
-        for chunk in images.split(batch_size)
-    ]
+
+    def embed(x: Tensor) -> Tensor:
+        if pool == 1:
+            return encoder(x)
+        features: Tensor = encoder.forward_features(x)  # type: ignore[operator]  # every trunk has it
+        return F.adaptive_avg_pool2d(features, pool).flatten(1)
+
+    out = [embed(normalize_input(to_float(chunk.to(device)), input)).float() for chunk in images.split(batch_size)]
     return torch.cat(out)
 
 
@@ -215,6 +226,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed of --encoder random")
     parser.add_argument("--input", default="auto", choices=["auto", *INPUT_SPACES],
                         help="what the encoder is fed: auto = what a checkpoint trained on (Lab for MAST), else RGB")
+    parser.add_argument("--layers", type=int, choices=[1, 2, 3, 4], default=None,
+                        help="residual stages to read (RotNet transfers best from block 2); default: all")
+    parser.add_argument("--pool", type=int, default=1,
+                        help="average-pool the feature map to a pool x pool grid before flattening (default 1: global)")
     parser.add_argument("--k", type=int, default=200, help="neighbours (InstDisc / lightly: 200)")
     parser.add_argument("--temperature", type=float, default=0.1, help="vote weight exp(sim / t) (0.1)")
     parser.add_argument("--size", type=int, default=None, help="resize and centre-crop images to this size")
@@ -227,7 +242,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        record: EncoderRecord = load_record(args.encoder, backbone=args.backbone, seed=args.seed, input=args.input)
+        record: EncoderRecord = load_record(args.encoder, backbone=args.backbone, seed=args.seed, input=args.input,
+                                            layers=args.layers)
         x_train, y_train, classes = read_image_folder(args.data / "train", args.size)
         x_test, y_test, test_classes = read_image_folder(args.data / "test", args.size)
     except (OSError, ValueError) as exc:
@@ -237,11 +253,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"vidssl eval knn: {args.data}: train and test class folders differ", file=sys.stderr)
         return 1
     y_train, y_test = y_train.to(args.device), y_test.to(args.device)
-    f_train = extract_features(record.backbone, x_train, args.batch_size, args.device, record.input)
-    f_test = extract_features(record.backbone, x_test, args.batch_size, args.device, record.input)
+    try:
+        f_train = extract_features(record.backbone, x_train, args.batch_size, args.device, record.input, args.pool)
+        f_test = extract_features(record.backbone, x_test, args.batch_size, args.device, record.input, args.pool)
+    except ValueError as exc:
+        print(f"vidssl eval knn: {exc}", file=sys.stderr)
+        return 1
     results = {"knn_top1": knn_accuracy(f_train, y_train, f_test, y_test, args.k, args.temperature),
                "k": args.k, "temperature": args.temperature, "train": len(y_train), "test": len(y_test),
-               "encoder": args.encoder, "input": record.input}
+               "encoder": args.encoder, "input": record.input, "layers": args.layers, "pool": args.pool,
+               "dim": int(f_train.shape[1])}
     print(f"kNN top-1 (weighted, cosine, k={args.k}, t={args.temperature}): {100 * results['knn_top1']:.2f}%  "
           f"({len(y_train)} train, {len(y_test)} test images, {len(classes)} classes; {record.name} fed "
           f"{record.input})")

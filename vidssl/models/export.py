@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a ckpt_*.pt written by vidssl train (or any --encoder spec of vidssl eval)")
     parser.add_argument("--backbone", default="resnet18", help="architecture for torchvision weights / random")
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed of --encoder random")
-    parser.add_argument("--layers", type=int, choices=[3, 4], default=None, help="3 drops layer4")
+    parser.add_argument("--layers", type=int, choices=[1, 2, 3, 4], default=None,
+                        help="residual stages to keep (3 drops layer4)")
     parser.add_argument("--out", type=Path, required=True, help="where to write the state dict (e.g. encoder.pth)")
 
 

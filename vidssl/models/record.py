@@ -162,7 +162,8 @@ def load_record(
     """The encoder an ``--encoder`` spec names: ``random`` (a seeded ``backbone``), a vidssl checkpoint (its own
     architecture, input and method) or a torchvision state dict (loaded into ``backbone``).
 
-    ``layers=3`` drops a ResNet's layer4 (CRW trains with it and evaluates without it). ``input``: ``auto`` is
+    ``layers=3`` drops a ResNet's layer4 (CRW trains with it and evaluates without it; 2 reads block 2, as
+    RotNet's evaluation). ``input``: ``auto`` is
     what a checkpoint recorded (RGB for random and torchvision weights); ``rgb`` or ``lab`` force one.
     """
     if input not in ("auto", *INPUT_SPACES):

@@ -31,7 +31,8 @@ class ResNet(nn.Module):
         depth: 18, 34 or 50.
         strides: stride of layer1..layerN (torchvision: 1, 2, 2, 2). Setting a stage to 1 keeps its
             parameters (the 1x1 downsample convolution stays) and only changes the convolution stride.
-        num_layers: 3 drops layer4 (a stride-8, 256-d ResNet-18 when layer3 has stride 1).
+        num_layers: the residual stages kept, 1 to 4: 3 drops layer4 (a stride-8, 256-d ResNet-18 when layer3
+            has stride 1); 2 reads block 2, where RotNet's features transfer best.
         maxpool: keep the stem's max-pool (stride 2).
         cifar_stem: a 3x3 stride-1 first convolution and no max-pool, for 32 px images.
         padding: how every padded convolution pads: ``zeros`` (torchvision) or ``reflect`` (CRW's scratch
@@ -61,8 +62,8 @@ class ResNet(nn.Module):
             raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
         if padding not in PADDINGS:
             raise ValueError(f"ResNet padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
-        if num_layers not in (3, 4) or len(strides) != num_layers:
-            raise ValueError(f"need num_layers in (3, 4) and one stride per layer, got {num_layers}, {strides}")
+        if num_layers not in (1, 2, 3, 4) or len(strides) != num_layers:
+            raise ValueError(f"need num_layers in 1..4 and one stride per layer, got {num_layers}, {strides}")
         self.depth = depth
         self.config: dict[str, Any] = {
             "arch": "resnet", "depth": depth, "strides": tuple(strides), "num_layers": num_layers,
@@ -83,9 +84,12 @@ class ResNet(nn.Module):
         layers = [net.layer1, net.layer2, net.layer3, net.layer4][:num_layers]
         for layer, stride in zip(layers, strides, strict=True):
             _set_stage_stride(layer, stride)
-        self.layer1, self.layer2, self.layer3 = layers[:3]
-        self.layer4: nn.Module | None = layers[3] if num_layers == 4 else None
-        self.num_features = (512 if depth < 50 else 2048) // (2 if num_layers == 3 else 1)
+        kept: list[nn.Module | None] = [*layers, *[None] * (4 - num_layers)]
+        self.layer1: nn.Module = layers[0]
+        self.layer2: nn.Module | None = kept[1]
+        self.layer3: nn.Module | None = kept[2]
+        self.layer4: nn.Module | None = kept[3]
+        self.num_features = (64 if depth < 50 else 256) * 2 ** (num_layers - 1)
         stem = (1 if cifar_stem else 2) * (2 if maxpool else 1)
         self.stride = stem * int(torch.tensor(strides).prod())
         if padding == "reflect":
@@ -112,9 +116,11 @@ class ResNet(nn.Module):
             raise ValueError(f"expected images (B, C, H, W), got shape {tuple(x.shape)}")
         if self.channels is not None:
             x = x[:, list(self.channels)]
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.layer4(x) if self.layer4 is not None else x
+        x = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+        for layer in (self.layer2, self.layer3, self.layer4):
+            if layer is not None:
+                x = layer(x)
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` -> pooled embedding ``(B, num_features)``."""
@@ -132,17 +138,18 @@ def _set_stage_stride(layer: nn.Sequential, stride: int) -> None:
 
 def truncate(backbone: ResNet, num_layers: int) -> ResNet:
     """The same trunk with only its first ``num_layers`` residual stages (3 drops layer4, as CRW and VFS
-    evaluate label propagation), with a copy of ``backbone``'s weights for those stages."""
+    evaluate label propagation; 2 reads block 2, as RotNet's evaluation), with a copy of ``backbone``'s weights
+    for those stages."""
     config = dict(backbone.config)
     if num_layers == config["num_layers"]:
         return backbone
     if num_layers > config["num_layers"]:
         raise ValueError(f"the trunk has {config['num_layers']} residual stages, so it cannot keep {num_layers}")
-    if num_layers != 3:
-        raise ValueError(f"can only drop layer4 (num_layers 3) of a {config['num_layers']}-stage trunk, "
-                         f"got num_layers={num_layers}")
+    if num_layers < 1:
+        raise ValueError(f"a trunk keeps at least one residual stage, got num_layers={num_layers}")
     net = ResNet.from_config({**config, "num_layers": num_layers, "strides": tuple(config["strides"])[:num_layers]})
-    net.load_state_dict({k: v for k, v in backbone.state_dict().items() if not k.startswith("layer4.")})
+    dropped = tuple(f"layer{i}." for i in range(num_layers + 1, 5))
+    net.load_state_dict({k: v for k, v in backbone.state_dict().items() if not k.startswith(dropped)})
     return net.train(backbone.training)
 
 
