@@ -577,3 +577,27 @@ def test_a_methods_total_steps_follow_the_schedule(tmp_path: Path) -> None:
     _, model_cfg = resolve_config({**base, "model": {"total_steps": 99}})
     assert model_cfg.total_steps == 99
     assert "total_steps" not in resolve_config({**base, "method": "simclr"})[0].model  # only where a method has it
+
+
+class Painter(Tiny):
+    """Tiny with images at every checkpoint, drawn with the global generator (as augmentations are)."""
+
+    def visuals(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        assert not self.training and not torch.is_grad_enabled()
+        return {"noise": torch.rand(2, 3, 8, 8)}
+
+
+def test_visuals_are_written_at_checkpoints_and_leave_the_run_unchanged(
+    tiny: type[Tiny], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(METHODS, "painter", Painter)
+    plain = tiny_config(tmp_path / "plain", **{"schedule.name": "constant"})
+    painted = tiny_config(tmp_path / "painted", **{"schedule.name": "constant", "log.tensorboard": True})
+    painted["method"] = "painter"
+    train(resolve_config(plain)[0], dataset=ClipSet(n=8))
+    train(resolve_config(painted)[0], dataset=ClipSet(n=8))
+    written = sorted(p.name for p in (tmp_path / "painted" / "visuals" / "noise").glob("*.png"))
+    assert written == ["00000002.png", "00000004.png", "00000006.png"]
+    assert not (tmp_path / "plain" / "visuals").exists()
+    # the images' randomness comes from a forked generator: the training draws are those of the plain run
+    assert logged_losses(tmp_path / "painted") == pytest.approx(logged_losses(tmp_path / "plain"), abs=0)

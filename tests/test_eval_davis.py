@@ -209,8 +209,8 @@ def test_training_checkpoints_record_the_encoder_input() -> None:
     from vidssl.models.record import _LEGACY_LAB_METHODS
 
     assert {name for name, cls in METHODS.items() if getattr(cls, "encoder_input", "rgb") == "lab"} == {
-        "mast", "mast_stage2", "cmc"}
-    # CMC came after checkpoints recorded their input: only MAST's old checkpoints need the legacy list
+        "mast", "mast_stage2", "cmc", "colorization"}
+    # CMC and colourisation came after checkpoints recorded their input: only MAST's old ones need the legacy list
     assert set(_LEGACY_LAB_METHODS) == {"mast", "mast_stage2"}
 
 

@@ -55,6 +55,14 @@ TINY: dict[str, dict[str, Any]] = {
     "pirl": dict(backbone="resnet18", crop_size=32, dim=8, bank_size=EPOCH_SAMPLES, negatives=5, jigsaw_size=30,
                  tile_size=8),
     "cmc": dict(backbone="resnet18", crop_size=32, dim=8, bank_size=EPOCH_SAMPLES, negatives=5),
+    # the pretext tasks: the ImageNet stem on small crops, tiles and patches, narrow heads
+    "rotation": dict(backbone="resnet18", crop_size=32),
+    "jigsaw": dict(backbone="resnet18", permutations="configs/jigsaw_permutations_100.json", crop_size=36,
+                   tile_size=10, tile_dim=8, hidden=16),
+    "relative_position": dict(backbone="resnet18", patch=12, gap=2, jitter=1, hidden=16),
+    "colorization": dict(backbone="resnet18", crop_size=32, head_dim=8, prior_batch=2),
+    "context_encoder": dict(backbone="resnet18", crop_size=32, overlap=1, bottleneck=16, width=8),
+    "exemplar": dict(backbone="resnet18", crop_size=32, num_classes=EPOCH_SAMPLES),
 }
 
 VIDEO_FRAMES = 12  # length of the tiny source videos the sampler draws from

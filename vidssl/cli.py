@@ -21,6 +21,7 @@ COMMANDS: list[tuple[tuple[str, ...], str]] = [
     (("eval", "jhmdb"), "vidssl.eval.jhmdb"),
     (("eval", "vip"), "vidssl.eval.vip"),
     (("eval", "knn"), "vidssl.eval.probes"),
+    (("eval", "pretext"), "vidssl.pretext"),
 ]
 
 GROUP_HELP = {

@@ -62,6 +62,7 @@ class OptimConfig:
     lr_batch: int = 0
     weight_decay: float = 1.0e-4
     momentum: float = 0.9  # SGD and LARS
+    nesterov: bool = False  # SGD's Nesterov momentum
     betas: tuple[float, float] = (0.9, 0.999)  # Adam and AdamW
     clip_grad: float = 0.0  # max global gradient norm; 0 disables clipping
     accum_steps: int = 1  # micro-batches per optimiser step
@@ -269,7 +270,7 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
     o, s = cfg.optim, cfg.schedule
     base_lr = scaled_lr(o, cfg.data.batch_size)
     optimizer = build_optimizer(raw, o.name, lr=base_lr, weight_decay=o.weight_decay, momentum=o.momentum,
-                                betas=o.betas)
+                                betas=o.betas, nesterov=o.nesterov)
     scaler = torch.amp.GradScaler(device.type, enabled=o.amp and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
                               enabled=o.amp)
@@ -368,6 +369,8 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
             if step % cfg.ckpt.every == 0 or step == s.steps or out_of_time:
                 _save(cfg, raw.state_dict(), encoder_entries(raw.encoder(), raw.encoder_input), optimizer, scaler,
                       step, (epoch, pos), ckpt_dir, log)
+                if main:
+                    _visuals(raw, _to_device(batch, device), cfg.seed, step, log)
             if out_of_time and step < s.steps:
                 log.print(f"stopping at step {step} of {s.steps}: schedule.max_minutes={s.max_minutes:g} reached "
                           f"(the checkpoint resumes the run)")
@@ -392,6 +395,25 @@ def _find_resume(cfg: RunConfig, ckpt_dir: Path) -> tuple[Path, dict[str, Any]] 
         return ckpt.load_latest(ckpt_dir)
     path = Path(cfg.ckpt.resume)
     return path, ckpt.load_checkpoint(path)
+
+
+def _visuals(raw: Method, batch: dict[str, Any], seed: int, step: int, log: RunLogger) -> None:
+    """The method's images of the last batch (``Method.visuals``) into the run folder and TensorBoard: in eval mode,
+    without gradients, with its randomness drawn from a forked generator so that the run's own is untouched (a
+    resumed run repeats an uninterrupted one)."""
+    if not isinstance(raw, nn.Module):
+        return
+    was_training = raw.training
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        torch.manual_seed(seed)
+        raw.eval()
+        try:
+            images = raw.visuals(batch)
+        finally:
+            raw.train(was_training)
+    for path in log.images(step, images)[:1]:
+        log.print(f"step {step}  visuals in {path.parent.parent}")
 
 
 def _save(cfg: RunConfig, model_state: dict[str, Any], encoder: dict[str, Any], optimizer: torch.optim.Optimizer,

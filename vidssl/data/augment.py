@@ -30,9 +30,14 @@ __all__ = [
     "byol_augment",
     "crop_flip",
     "dino_local_augment",
+    "jigsaw_tiles",
     "moco_v1_augment",
     "moco_v2_augment",
+    "normalize_tiles",
+    "pad_crop",
     "patch_grid",
+    "random_affine",
+    "remove_chroma",
     "resize_clip",
     "simclr_augment",
     "to_float",
@@ -547,3 +552,83 @@ def patch_grid(
     frames = clip.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
     out = _resized_crop(frames, boxes.permute(0, 2, 1, 3).reshape(b * t, n, 4), (patch, patch))
     return out.view(b, t, c, n, patch, patch).permute(0, 3, 2, 1, 4, 5)  # (B, N, C, T, p, p)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The pretext tasks' input operations (RotNet's crops, the tiles' low-level shortcuts)
+# --------------------------------------------------------------------------------------------------------
+
+
+def pad_crop(clip: Tensor, size: int, pad: int, generator: torch.Generator | None = None) -> Tensor:
+    """torchvision's ``RandomCrop(size, padding=pad)``: ``(B, C, T, H, W)`` zero-padded by ``pad`` px on every side,
+    then a ``size`` px window at a uniformly random position per clip (the same for its frames) -> ``(B, C, T,
+    size, size)``; the CIFAR recipes' crop (RotNet: 32 px with padding 4)."""
+    _check_clip(clip, "pad_crop")
+    b, h, w = clip.shape[0], clip.shape[-2] + 2 * pad, clip.shape[-1] + 2 * pad
+    if pad < 0 or not 1 <= size <= min(h, w):
+        raise ValueError(f"pad_crop: need pad >= 0 and 1 <= size <= the padded {h}x{w}, got size={size}, pad={pad}")
+    x = F.pad(clip, (pad, pad, pad, pad))
+    top = torch.randint(0, h - size + 1, (b,), generator=generator).to(clip.device)
+    left = torch.randint(0, w - size + 1, (b,), generator=generator).to(clip.device)
+    rows = (top[:, None] + torch.arange(size, device=clip.device))[:, None, None, :, None]  # (B, 1, 1, s, 1)
+    cols = (left[:, None] + torch.arange(size, device=clip.device))[:, None, None, None, :]
+    bi = torch.arange(b, device=clip.device)[:, None, None, None, None]
+    ci = torch.arange(x.shape[1], device=clip.device)[None, :, None, None, None]
+    ti = torch.arange(x.shape[2], device=clip.device)[None, None, :, None, None]
+    return x[bi, ci, ti, rows, cols]
+
+
+def normalize_tiles(tiles: Tensor, eps: float = 1e-5) -> Tensor:
+    """Each tile to zero mean and unit standard deviation per channel, independently (Noroozi & Favaro's
+    normalisation against the low-level statistics that give a tile's neighbours away): ``(..., C, H, W)``."""
+    mean = tiles.mean(dim=(-2, -1), keepdim=True)
+    std = tiles.std(dim=(-2, -1), keepdim=True, unbiased=False)
+    return (tiles - mean) / (std + eps)
+
+
+# the green-magenta axis: Doersch et al.'s chromatic aberration shifts green against red and blue
+_GREEN_MAGENTA = (-1.0, 2.0, -1.0)
+
+
+def remove_chroma(x: Tensor, mode: str, generator: torch.Generator | None = None, noise: float = 0.01) -> Tensor:
+    """Doersch et al.'s remedies against chromatic aberration, a shortcut to a patch's position: ``(B, 3, ...)``.
+
+    ``project``: every pixel's colour projected onto the plane orthogonal to the green-magenta axis (-1, 2, -1),
+    ``x - (x.a) a / |a|^2``, which removes the colour shift aberration causes; ``drop``: two of the three channels
+    chosen at random per sample replaced by Gaussian noise of std ``noise`` x the kept channel's std (the paper's
+    "color dropping"); ``none``: unchanged.
+    """
+    if mode == "none":
+        return x
+    if x.dim() < 2 or x.shape[1] != 3:
+        raise ValueError(f"remove_chroma: expected (B, 3, ...) colour, got {tuple(x.shape)}")
+    if mode == "project":
+        a = torch.tensor(_GREEN_MAGENTA, dtype=x.dtype, device=x.device).view(1, 3, *([1] * (x.dim() - 2)))
+        return x - (x * a).sum(dim=1, keepdim=True) * a / (a * a).sum()
+    if mode == "drop":
+        b = x.shape[0]
+        keep = torch.randint(0, 3, (b,), generator=generator).to(x.device)
+        mask = F.one_hot(keep, 3).to(x.dtype).view(b, 3, *([1] * (x.dim() - 2)))
+        kept = (x * mask).sum(dim=1, keepdim=True)
+        scale = kept.flatten(1).std(dim=1).view(b, 1, *([1] * (x.dim() - 2))) * noise
+        z = torch.randn(x.shape, generator=generator).to(x)
+        return x * mask + (1 - mask) * z * scale
+    raise ValueError(f"remove_chroma: mode must be none, project or drop, got {mode!r}")
+
+
+def random_affine(x: Tensor, degrees: float, translate: float, scale: Range,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """A random similarity per image of ``(B, C, H, W)``: rotation uniform in ``[-degrees, degrees]``, scale
+    log-uniform in ``scale``, translation uniform in ``[-translate, translate]`` of the size on each axis, about the
+    centre, bilinear with reflected borders (so no black corners appear to give the transformation away)."""
+    if x.dim() != 4 or degrees < 0 or translate < 0 or not 0 < scale[0] <= scale[1]:
+        raise ValueError(f"random_affine: need (B, C, H, W), degrees >= 0, translate >= 0, 0 < scale[0] <= scale[1]; "
+                         f"got {tuple(x.shape)}, {degrees}, {translate}, {scale}")
+    b = x.shape[0]
+    angle = _uniform((b,), -degrees, degrees, generator) * math.pi / 180
+    s = torch.exp(_uniform((b,), math.log(scale[0]), math.log(scale[1]), generator))
+    shift = _uniform((b, 2), -2 * translate, 2 * translate, generator)  # in normalised [-1, 1] coordinates
+    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s  # the grid maps output to input: the inverse scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

@@ -95,6 +95,7 @@ class RunLogger:
         initial: int = 0,
     ) -> None:
         self.enabled = enabled
+        self.out_dir = out_dir
         self.writer: Any = None
         self.jsonl: Any = None
         self.bar: tqdm | None = None
@@ -136,6 +137,33 @@ class RunLogger:
                 self.writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{values.get('loss', float('nan')):.4g}", refresh=False)
+
+    def images(self, step: int, images: dict[str, torch.Tensor]) -> list[Path]:
+        """Write each RGB batch in [0, 1], ``(N, 3, H, W)`` (rows of 8) or ``(rows, N, 3, H, W)``, as a grid:
+        ``out_dir/visuals/<name>/<step>.png`` and a TensorBoard image (``visuals/<name>``); images under 64 px are
+        enlarged by an integer factor (nearest). Returns the files written."""
+        if not self.enabled or not images:
+            return []
+        from torchvision.utils import make_grid, save_image
+
+        written = []
+        for name, batch in images.items():
+            if batch.dim() not in (4, 5) or batch.shape[-3] != 3:
+                raise ValueError(f"visuals[{name!r}]: expected (N, 3, H, W) or (rows, N, 3, H, W) RGB images, got "
+                                 f"{tuple(batch.shape)}")
+            nrow = batch.shape[1] if batch.dim() == 5 else 8
+            shown = batch.detach().float().clamp(0, 1).cpu().flatten(0, batch.dim() - 4)
+            if shown.shape[-2] < 64:  # small images (CIFAR's 32 px) enlarged, pixel for pixel, to be seen
+                shown = torch.nn.functional.interpolate(shown, scale_factor=-(-64 // shown.shape[-2]), mode="nearest")
+            grid = make_grid(shown, nrow=nrow, padding=1)
+            if self.out_dir is not None:
+                path = self.out_dir / "visuals" / name / f"{step:08d}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_image(grid, path)
+                written.append(path)
+            if self.writer is not None:
+                self.writer.add_image(f"visuals/{name}", grid, step)
+        return written
 
     def close(self) -> None:
         if self.bar is not None:

@@ -109,14 +109,18 @@ def build_optimizer(
     weight_decay: float = 0.0,
     momentum: float = 0.9,
     betas: Sequence[float] = (0.9, 0.999),
+    nesterov: bool = False,
 ) -> torch.optim.Optimizer:
-    """One of ``OPTIMIZERS`` over ``model``'s trainable parameters.
+    """One of ``OPTIMIZERS`` over ``model``'s trainable parameters (``nesterov``: SGD's Nesterov momentum, as
+    RotNet's recipe).
 
     SGD, Adam and AdamW decay every trainable parameter (as MoCo, CRW and MAST do); LARS excludes biases
     and normalisation parameters from decay and adaptation.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimiser {name!r}; choose from {list(OPTIMIZERS)}")
+    if nesterov and (name != "sgd" or momentum <= 0):
+        raise ValueError(f"optim.nesterov needs optim.name sgd with momentum > 0, got {name!r} with {momentum}")
     groups = param_groups(model, weight_decay=weight_decay, exclude_norm_bias=name == "lars")
     if name == "lars":
         return LARS(groups, lr, momentum=momentum, weight_decay=weight_decay)
@@ -124,7 +128,7 @@ def build_optimizer(
         g.pop("lars")
     b = (float(betas[0]), float(betas[1]))
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, betas=b, weight_decay=weight_decay)
     return torch.optim.AdamW(groups, lr=lr, betas=b, weight_decay=weight_decay)

@@ -2,6 +2,7 @@
 
 from vidssl.losses.clustering import iic_loss, self_label, sinkhorn, swapped_prediction
 from vidssl.losses.contrastive import (
+    batch_hard_triplet,
     batch_info_nce,
     info_nce,
     info_nce_logits,
@@ -17,6 +18,7 @@ from vidssl.losses.regression import cosine_regression, negative_cosine
 
 __all__ = [
     "barlow_twins_loss",
+    "batch_hard_triplet",
     "batch_info_nce",
     "cosine_regression",
     "cycle_loss",

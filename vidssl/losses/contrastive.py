@@ -173,3 +173,21 @@ def proto_nce(q: Tensor, prototypes: Tensor, positives: Tensor, negatives: Tenso
     chosen = torch.cat([positives, negatives])
     logits = q @ prototypes[chosen].t() / concentration[chosen]
     return F.cross_entropy(logits, torch.arange(q.shape[0], device=q.device))
+
+
+def batch_hard_triplet(z: Tensor, ids: Tensor, margin: float = 0.5) -> Tensor:
+    """The batch-hard triplet loss (Hermans, Beyer & Leibe 2017) over embeddings ``z`` ``(N, D)`` with instance
+    ``ids`` ``(N,)``: for every anchor, its farthest positive (same id, not itself) and its nearest negative (other
+    id) in Euclidean distance, ``mean(relu(d_ap - d_an + margin))``. Every id needs at least two members and the
+    batch two ids. Closed forms: all embeddings equal -> ``margin``; members of an id equal and ids orthonormal ->
+    ``relu(margin - sqrt(2))``."""
+    if z.dim() != 2 or ids.shape != z.shape[:1]:
+        raise ValueError(f"batch_hard_triplet: need z (N, D) and ids (N,), got {tuple(z.shape)}, {tuple(ids.shape)}")
+    same = ids[:, None] == ids[None, :]
+    eye = torch.eye(len(ids), dtype=torch.bool, device=z.device)
+    if not bool((same & ~eye).any(dim=1).all()) or bool(same.all()):
+        raise ValueError("batch_hard_triplet: every id needs two members and the batch two ids")
+    d = (z[:, None, :] - z[None, :, :]).square().sum(dim=-1).clamp(min=1e-12).sqrt()  # (N, N)
+    d_ap = d.masked_fill(~same | eye, float("-inf")).amax(dim=1)
+    d_an = d.masked_fill(same, float("inf")).amin(dim=1)
+    return F.relu(d_ap - d_an + margin).mean()

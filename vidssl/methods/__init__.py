@@ -16,17 +16,23 @@ from vidssl.methods.barlow_twins import BarlowTwins
 from vidssl.methods.base import EpochContext, Metrics, SSLMethod
 from vidssl.methods.byol import BYOL
 from vidssl.methods.cmc import CMC
+from vidssl.methods.colorization import Colorization
+from vidssl.methods.context_encoder import ContextEncoder
 from vidssl.methods.corrflow import CorrFlow
 from vidssl.methods.crw import CRW
 from vidssl.methods.deepcluster import DeepCluster
 from vidssl.methods.dino import DINO
+from vidssl.methods.exemplar import Exemplar
 from vidssl.methods.iic import IIC
+from vidssl.methods.jigsaw import Jigsaw
 from vidssl.methods.mast import MAST, MASTStage2
 from vidssl.methods.moco import MoCo
 from vidssl.methods.moco_v3 import MoCoV3
 from vidssl.methods.npid import NPID
 from vidssl.methods.pcl import PCL
 from vidssl.methods.pirl import PIRL
+from vidssl.methods.relative_position import RelativePosition
+from vidssl.methods.rotation import Rotation
 from vidssl.methods.sela import SeLa
 from vidssl.methods.simclr import SimCLR
 from vidssl.methods.simsiam import SimSiam
@@ -51,7 +57,9 @@ class Method(Protocol):
     - ``before_step(step)``: after the backward passes of step ``step``, before the optimiser (dropping a
       gradient: SwAV's prototypes, DINO's last layer, frozen for the first iterations);
     - ``after_step(step)``: after each optimiser step (EMA, queues); ``on_epoch_start(ctx)``: before each
-      epoch, with a pass over the dataset at hand (clustering, memory refresh, online kNN).
+      epoch, with a pass over the dataset at hand (clustering, memory refresh, online kNN);
+    - ``visuals(batch)``: images to write at each checkpoint (colourised, inpainted samples), name ->
+      ``(N, 3, H, W)`` in [0, 1].
     """
 
     Config: ClassVar[type[Any]]
@@ -70,6 +78,8 @@ class Method(Protocol):
     def after_step(self, step: int) -> None: ...
 
     def on_epoch_start(self, ctx: EpochContext) -> None: ...
+
+    def visuals(self, batch: dict[str, Tensor]) -> dict[str, Tensor]: ...
 
 
 METHODS: dict[str, type[Method]] = {
@@ -95,4 +105,10 @@ METHODS: dict[str, type[Method]] = {
     "pcl": PCL,
     "pirl": PIRL,
     "cmc": CMC,
+    "rotation": Rotation,
+    "jigsaw": Jigsaw,
+    "relative_position": RelativePosition,
+    "colorization": Colorization,
+    "context_encoder": ContextEncoder,
+    "exemplar": Exemplar,
 }

@@ -6,6 +6,7 @@ itself, ``vidssl.methods.Method``, is what the training loop is typed against.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -24,7 +25,8 @@ from vidssl.nn import Branch, MemoryBank
 from vidssl.nn.colour import InputSpace, normalize_input
 
 __all__ = [
-    "BankNCE", "EpochContext", "Metrics", "SSLMethod", "TwoViewMethod", "centre_view", "check_clusters",
+    "BankNCE", "EpochContext", "Metrics", "PretextClassifier", "SSLMethod", "TwoViewMethod", "centre_view",
+    "check_clusters",
     "follow_saved_shapes", "instance_frame", "positive_pair", "sample_index",
 ]
 
@@ -90,6 +92,9 @@ class SSLMethod(nn.Module):
 
     Config: ClassVar[type[Any]]
     encoder_input: InputSpace = "rgb"  # what the encoder is fed; checkpoints record it for the evaluation
+    # what :meth:`pretext_scores` measures, and whether more is better (``vidssl eval pretext`` prints it)
+    pretext_metric: ClassVar[str] = "accuracy"
+    pretext_higher_is_better: ClassVar[bool] = True
 
     def sampler(self) -> Sampler:
         """The frames one sample needs from a video (still images are 1-frame clips whatever it says)."""
@@ -107,6 +112,45 @@ class SSLMethod(nn.Module):
 
     def on_epoch_start(self, ctx: EpochContext) -> None:
         """Called before the first batch of every epoch, on every process (see :class:`EpochContext`)."""
+
+    def pretext_scores(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The method's own task on held-out samples (``vidssl eval pretext``), in eval mode: per sample, ``score``
+        ``(B,)`` (1/0 correct for a classification task) and ``chance`` ``(B,)``, what guessing scores on it
+        (1 / classes, or a trivial predictor's score); optionally ``target`` ``(B,)`` long, the class, for per-class
+        accuracy. Methods without a task of their own raise."""
+        raise NotImplementedError(f"{type(self).__name__} has no pretext task of its own to score")
+
+    def visuals(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Images worth looking at, from a training batch: name -> ``(N, 3, H, W)`` or ``(rows, N, 3, H, W)`` RGB
+        in [0, 1] (colourised or inpainted samples). Called on the main process at every checkpoint, in eval mode,
+        without gradients; the training loop writes them to ``out_dir/visuals/<name>/`` and TensorBoard.
+        Default: none."""
+        return {}
+
+
+class PretextClassifier(SSLMethod):
+    """A pretext task that is a classification of a transformation the method applied itself (RotNet's rotation,
+    the jigsaw permutation, the relative position of two patches, the surrogate class): :meth:`task` returns the
+    logits and the labels of the transformations it drew; the loss is their cross-entropy (ln C at uniform logits),
+    ``acc`` its accuracy, and :meth:`pretext_scores` scores it on held-out samples against chance 1 / C."""
+
+    num_classes: int
+
+    def task(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """``(logits (N, C), target (N,))`` for the batch (N may be a multiple of B: RotNet's four rotations)."""
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
+        logits, target = self.task(batch)
+        loss = F.cross_entropy(logits, target)
+        acc = (logits.detach().argmax(dim=1) == target).float().mean()
+        return loss, {"acc": acc, "loss_over_lnC": loss.detach() / math.log(self.num_classes)}
+
+    @torch.no_grad()
+    def pretext_scores(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        logits, target = self.task(batch)
+        correct = (logits.argmax(dim=1) == target).float()
+        return {"score": correct, "chance": torch.full_like(correct, 1 / self.num_classes), "target": target}
 
 
 class BankNCE(nn.Module):

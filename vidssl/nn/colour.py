@@ -6,7 +6,10 @@ Every function works on ``(B, 3, ...)`` tensors with channels at dim 1, on any d
 - MAST (Lai et al. 2020) feeds Lab normalised to about [-1, 1]: ``(lab - (50, 0, 0)) / (50, 127, 127)``. The
   pixel baseline of label propagation uses the same normalisation, so its colour vectors keep both
   lightness and chroma.
-- CorrFlow (Lai & Xie 2019) and colourisation targets quantise the ab plane to the nearest of K centroids.
+- CorrFlow (Lai & Xie 2019) and colourisation targets quantise the ab plane to the nearest of K centroids;
+  Zhang et al.'s colourisation uses the 313 in-gamut bins of a grid of 10 (:func:`gamut_bins`), soft-encodes a
+  colour over its nearest bins (:func:`soft_encode`), rebalances rare colours (:func:`rebalancing_weights`) and
+  decodes by the annealed mean (:func:`annealed_mean`).
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ __all__ = [
     "MAST_LAB_MEAN",
     "MAST_LAB_STD",
     "InputSpace",
+    "annealed_mean",
     "check_channels_first",
     "default_centroids",
+    "gamut_bins",
     "imagenet_denormalize",
     "imagenet_normalize",
     "kmeans",
@@ -38,7 +43,10 @@ __all__ = [
     "mast_normalize_lab",
     "normalize_input",
     "quantize_ab",
+    "rebalancing_weights",
     "rgb_to_lab",
+    "smooth_prior",
+    "soft_encode",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -124,6 +132,69 @@ def quantize_ab(ab: Tensor, centroids: Tensor) -> Tensor:
                          f"{tuple(centroids.shape)}")
     c = centroids.to(ab).view(1, -1, 2, *([1] * (ab.dim() - 2)))  # (1, K, 2, 1, ...)
     return ((ab.unsqueeze(1) - c) ** 2).sum(dim=2).argmin(dim=1)
+
+
+# Zhang, Isola & Efros's 313 in-gamut ab bins (richzhang/colorization, ``resources/pts_in_hull.npy``): the
+# centres of a grid of 10 over ab, for each a the contiguous range of b kept, in the file's order (a, then b)
+_GAMUT_B_RANGES = {
+    -90: (50, 90), -80: (20, 90), -70: (0, 90), -60: (-20, 90), -50: (-30, 100), -40: (-40, 100),
+    -30: (-50, 100), -20: (-50, 100), -10: (-60, 100), 0: (-70, 100), 10: (-80, 90), 20: (-80, 90),
+    30: (-90, 90), 40: (-100, 90), 50: (-100, 80), 60: (-110, 80), 70: (-110, 80), 80: (-110, 70),
+    90: (-110, 70), 100: (-90, 0),
+}
+
+
+def gamut_bins() -> Tensor:
+    """The 313 ab bin centres of Zhang et al.'s colourisation, ``(313, 2)`` float, ordered by a then b."""
+    pts = [(a, b) for a, (lo, hi) in _GAMUT_B_RANGES.items() for b in range(lo, hi + 1, 10)]
+    return torch.tensor(pts, dtype=torch.float32)
+
+
+def soft_encode(ab: Tensor, bins: Tensor, neighbours: int = 5, sigma: float = 5.0) -> Tensor:
+    """Zhang et al.'s soft targets: each ab value ``(B, 2, *S)`` spread over its ``neighbours`` nearest bins
+    ``(Q, 2)`` with Gaussian weights ``exp(-d^2 / 2 sigma^2)``, normalised to sum to 1 -> ``(B, Q, *S)``. The paper
+    uses 5 neighbours, its code 10; sigma 5 in both."""
+    if ab.dim() < 2 or ab.shape[1] != 2 or bins.dim() != 2 or bins.shape[1] != 2:
+        raise ValueError(f"soft_encode: need ab (B, 2, ...) and bins (Q, 2), got {tuple(ab.shape)}, "
+                         f"{tuple(bins.shape)}")
+    if not 1 <= neighbours <= bins.shape[0] or sigma <= 0:
+        raise ValueError(f"soft_encode: need 1 <= neighbours <= {bins.shape[0]} and sigma > 0")
+    flat = ab.movedim(1, -1).reshape(-1, 2)  # (N, 2)
+    d2 = torch.cdist(flat, bins.to(flat)).square()  # (N, Q)
+    near, idx = d2.topk(neighbours, dim=1, largest=False)
+    w = torch.softmax(-near / (2 * sigma**2), dim=1)  # the normalised Gaussian weights
+    out = torch.zeros_like(d2).scatter_(1, idx, w)
+    return out.view(*ab.shape[:1], *ab.shape[2:], -1).movedim(-1, 1)
+
+
+def smooth_prior(counts: Tensor, bins: Tensor, sigma: float = 5.0) -> Tensor:
+    """The empirical distribution of bin counts ``(Q,)`` smoothed with a Gaussian of ``sigma`` over the ab plane
+    (Zhang et al. smooth it on the full grid; here between the bins: each bin's mass spread over the bins by
+    ``exp(-d^2 / 2 sigma^2)``, normalised per source bin, so the total stays 1) -> ``(Q,)``, summing to 1."""
+    p = counts.double() / counts.double().sum().clamp(min=1e-12)
+    kernel = torch.exp(-torch.cdist(bins.double(), bins.double()).square() / (2 * sigma**2))
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # row q: where bin q's mass goes
+    return (p @ kernel).to(counts.dtype if counts.is_floating_point() else torch.float32)
+
+
+def rebalancing_weights(prior: Tensor, mix: float = 0.5) -> Tensor:
+    """Zhang et al.'s class rebalancing: ``w ~ ((1 - mix) p + mix / Q)^-1`` for the (smoothed) prior ``p`` ``(Q,)``,
+    scaled so that its expectation under the prior is 1 (``sum_q p_q w_q = 1``). ``mix`` 0.5 as the paper."""
+    if not 0 <= mix <= 1 or prior.dim() != 1:
+        raise ValueError(f"rebalancing_weights: need a (Q,) prior and mix in [0, 1], got {tuple(prior.shape)}, {mix}")
+    p = prior.double() / prior.double().sum()
+    w = 1.0 / ((1 - mix) * p + mix / p.numel())
+    return (w / (p * w).sum()).to(prior.dtype)
+
+
+def annealed_mean(logits: Tensor, bins: Tensor, temperature: float = 0.38) -> Tensor:
+    """Zhang et al.'s decoding: the mean ab of the distribution re-tempered as ``softmax(log p / T)`` =
+    ``softmax(logits / T)``, between the mean (T 1, desaturated) and the mode (T -> 0, patchy).
+    ``(B, Q, *S)`` -> ``(B, 2, *S)``."""
+    if temperature <= 0:
+        raise ValueError(f"annealed_mean: temperature must be positive, got {temperature}")
+    q = torch.softmax(logits.float() / temperature, dim=1)
+    return torch.einsum("bq...,qc->bc...", q, bins.to(q))
 
 
 def kmeans(points: np.ndarray, k: int, iters: int = 50, seed: int = 0) -> np.ndarray:

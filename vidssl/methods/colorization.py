@@ -1,0 +1,192 @@
+"""Colourful image colourisation: predict the ab colour of every pixel from its lightness, as a distribution
+over the quantised in-gamut colours.
+
+Zhang, Isola & Efros, "Colorful Image Colorization", ECCV 2016 (https://arxiv.org/abs/1603.08511;
+richzhang/colorization). The trunk reads the L channel of the Lab image only (``vidssl.models.ResNet(channels=
+(0,))``; the encoder record says ``lab``, so every evaluation feeds it Lab and it reads L). A head on its feature
+map predicts, at ``out_stride`` of the input, logits over the 313 ab bins (``vidssl.nn.colour.gamut_bins``); the
+target is the ab of the image at that resolution soft-encoded over its nearest bins (``soft_encode``: the paper's
+5, its code's 10, sigma 5). The loss is the multinomial cross-entropy per pixel, weighted by the rebalancing weight
+of the pixel's nearest bin (``rebalancing_weights`` of the prior smoothed with sigma 5, mixed with the uniform at
+0.5, expectation 1 under the prior), so rare saturated colours are not washed out by the common greys. The prior is
+counted in the first epoch's hook over the training images (a buffer, kept by checkpoints). Grayscale images are
+skipped (their targets carry no colour). Colourised samples are decoded by the annealed mean (T 0.38) and written
+at every checkpoint (``visuals``: grey input, colourised, truth) to the run folder and TensorBoard.
+
+On video a sample is one random frame of a video, which is the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vidssl.data.augment import ClipAugment, centre_crop_clip, pad_crop, to_float
+from vidssl.data.views import Sampler
+from vidssl.engine.distributed import all_reduce_sum
+from vidssl.methods.base import EpochContext, Metrics, SSLMethod, instance_frame
+from vidssl.models import ResNet, build_backbone
+from vidssl.nn.colour import (
+    InputSpace,
+    annealed_mean,
+    gamut_bins,
+    lab_to_rgb,
+    mast_normalize_lab,
+    quantize_ab,
+    rebalancing_weights,
+    rgb_to_lab,
+    smooth_prior,
+    soft_encode,
+)
+
+
+@dataclass
+class ColorizationConfig:
+    """Colourisation hyper-parameters (the ``model:`` section). Defaults: the paper's ImageNet values."""
+
+    backbone: str = "resnet18"
+    input: Literal["video", "images"] = "images"
+    crop_size: int = 176
+    pad: int = 0  # a shift of up to pad px first (RandomCrop(S, padding=pad)), the CIFAR recipes' crop
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    out_stride: int = 4  # the prediction's resolution (the paper: 1/4 of the input)
+    head_dim: int = 256
+    neighbours: int = 5  # of the soft encoding (the paper 5, the code 10)
+    sigma: float = 5.0  # of the soft encoding and of the prior's smoothing
+    rebalance: float = 0.5  # the uniform's share in the rebalancing (lambda); 1: no rebalancing
+    temperature: float = 0.38  # of the annealed-mean decoding
+    gray_threshold: float = 2.0  # an image whose mean chroma |ab| is below this is grey: skipped
+    prior_batch: int = 256  # images per batch of the prior's pass
+
+    def __post_init__(self) -> None:
+        if min(self.crop_size, self.out_stride, self.head_dim, self.neighbours, self.prior_batch) < 1:
+            raise ValueError("colorization: crop_size, out_stride, head_dim, neighbours and prior_batch >= 1")
+        if self.crop_size % self.out_stride:
+            raise ValueError(f"colorization: crop_size={self.crop_size} is not a multiple of out_stride="
+                             f"{self.out_stride}")
+        if self.sigma <= 0 or self.temperature <= 0 or not 0 <= self.rebalance <= 1 or self.pad < 0:
+            raise ValueError("colorization: sigma and temperature > 0, rebalance in [0, 1], pad >= 0")
+
+
+class Colorization(SSLMethod):
+    """Colourisation (see the module docstring). ``forward(batch) -> (loss, metrics)``."""
+
+    Config = ColorizationConfig
+    encoder_input: InputSpace = "lab"
+    bins: Tensor
+    prior: Tensor
+    weights: Tensor
+
+    def __init__(self, cfg: ColorizationConfig) -> None:
+        super().__init__()
+        self.cfg, self.input = cfg, cfg.input
+        self.backbone = ResNet.from_config({**build_backbone(cfg.backbone).config, "channels": (0,)})
+        q = gamut_bins()
+        self.register_buffer("bins", q)
+        self.register_buffer("prior", torch.zeros(len(q)))  # all zero: not counted yet
+        self.register_buffer("weights", torch.ones(len(q)))
+        self.head = nn.Sequential(
+            nn.Conv2d(self.backbone.num_features, cfg.head_dim, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cfg.head_dim), nn.ReLU(inplace=True), nn.Conv2d(cfg.head_dim, len(q), 1))
+        self.augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, hflip=0.5)
+
+    def sampler(self) -> Sampler:
+        return instance_frame(self.input)
+
+    def encoder(self) -> ResNet:
+        return self.backbone
+
+    # ------------------------------------------------------------------------------------------------ pieces
+
+    def views(self, batch: dict[str, Tensor]) -> Tensor:
+        """The augmented crops as Lab ``(B, 3, S, S)`` (L in [0, 100], ab about +-110)."""
+        x = to_float(batch["video"][:, :, :1])
+        if self.cfg.pad > 0:
+            x = pad_crop(x, min(x.shape[-2:]), self.cfg.pad)
+        return rgb_to_lab(self.augment(x)[:, :, 0])
+
+    def target_ab(self, lab: Tensor) -> Tensor:
+        """The ab at the prediction's resolution (area average), ``(B, 2, S / stride, S / stride)``."""
+        return F.avg_pool2d(lab[:, 1:], self.cfg.out_stride)
+
+    def logits(self, lab: Tensor) -> Tensor:
+        """``(B, Q, S / stride, S / stride)`` from the normalised Lab (the trunk reads its L)."""
+        f = self.head(self.backbone.forward_features(mast_normalize_lab(lab)))
+        size = lab.shape[-1] // self.cfg.out_stride
+        return F.interpolate(f, size=(size, size), mode="bilinear", align_corners=False)
+
+    def colourful(self, ab: Tensor) -> Tensor:
+        """``(B,)`` 1.0 for images with colour, 0.0 for grey ones (mean chroma below ``gray_threshold``)."""
+        return (ab.norm(dim=1).flatten(1).mean(dim=1) >= self.cfg.gray_threshold).float()
+
+    # ---------------------------------------------------------------------------------------------- training
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
+        lab = self.views(batch)
+        ab = self.target_ab(lab)
+        logits = self.logits(lab)
+        target = soft_encode(ab, self.bins, self.cfg.neighbours, self.cfg.sigma)  # (B, Q, h, w)
+        nearest = quantize_ab(ab, self.bins)  # (B, h, w)
+        colourful = self.colourful(ab)
+        w = self.weights[nearest] * colourful[:, None, None]
+        ce = -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1)  # (B, h, w)
+        loss = (w * ce).sum() / (colourful.sum() * ce[0].numel()).clamp(min=1)  # the mean over colour pixels
+        with torch.no_grad():
+            acc = (logits.argmax(dim=1) == nearest).float().mean()
+        return loss, {"acc": acc, "ce": ce.mean().detach(), "colour_images": colourful.mean()}
+
+    @torch.no_grad()
+    def on_epoch_start(self, ctx: EpochContext) -> None:
+        if bool(self.prior.sum() > 0):  # counted once (a resumed run has it from the checkpoint)
+            return
+        counts = torch.zeros(len(self.bins), device=ctx.device, dtype=torch.float64)
+        size = self.cfg.crop_size
+        for batch in ctx.batches(self.cfg.prior_batch):
+            frame = to_float(batch["video"][:, :, :1].to(ctx.device))
+            lab = rgb_to_lab(centre_crop_clip(frame, min(frame.shape[-2:]))[:, :, 0])
+            lab = F.interpolate(lab, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            ab = self.target_ab(lab)
+            keep = self.colourful(ab) > 0
+            if keep.any():
+                counts += torch.bincount(quantize_ab(ab[keep], self.bins).flatten(), minlength=len(self.bins))
+        counts = all_reduce_sum(counts)
+        if counts.sum() == 0:
+            raise ValueError("colorization: the training images have no colour (every one is grey by "
+                             f"model.gray_threshold={self.cfg.gray_threshold}), so there is nothing to predict")
+        self.prior.copy_(smooth_prior(counts, self.bins, self.cfg.sigma).float())
+        self.weights.copy_(rebalancing_weights(self.prior, self.cfg.rebalance))
+
+    # -------------------------------------------------------------------------------------------- evaluation
+
+    def colourise(self, lab: Tensor) -> Tensor:
+        """RGB ``(B, 3, S, S)`` in [0, 1]: the input's L with the annealed-mean ab, upsampled to the input."""
+        ab = annealed_mean(self.logits(lab), self.bins, self.cfg.temperature)
+        ab = F.interpolate(ab, size=lab.shape[-2:], mode="bilinear", align_corners=False)
+        return lab_to_rgb(torch.cat([lab[:, :1], ab], dim=1))
+
+    @torch.no_grad()
+    def pretext_scores(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per image, the class-rebalanced pixel accuracy (``score``): the share of output pixels whose most likely
+        bin is the truth's nearest bin, each pixel weighted by its bin's rebalancing weight (the paper's "rebal"
+        metrics: a rare colour counts as much as it is rare), against the same for always answering the prior's
+        most frequent bin (``chance``, the best constant answer under this weighting as without it); ``raw``: the
+        unweighted accuracy, which the rebalancing lowers on purpose (it moves answers off the common greys)."""
+        lab = self.views(batch)
+        ab = self.target_ab(lab)
+        nearest = quantize_ab(ab, self.bins)
+        keep = self.colourful(ab) > 0
+        w = self.weights[nearest].flatten(1)
+        hit = (self.logits(lab).argmax(dim=1) == nearest).float().flatten(1)
+        mode = (nearest == self.prior.argmax()).float().flatten(1)
+        return {"score": ((w * hit).sum(1) / w.sum(1))[keep], "chance": ((w * mode).sum(1) / w.sum(1))[keep],
+                "raw": hit.mean(1)[keep], "raw_chance": mode.mean(1)[keep]}
+
+    @torch.no_grad()
+    def visuals(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        lab = self.views({"video": batch["video"][:8]})
+        grey = lab_to_rgb(torch.cat([lab[:, :1], torch.zeros_like(lab[:, 1:])], dim=1))
+        return {"colourised": torch.stack([grey, self.colourise(lab), lab_to_rgb(lab)])}  # rows
