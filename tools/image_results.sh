@@ -9,7 +9,11 @@
 # METHODS ("simclr moco moco_v3 byol simsiam barlow_twins vicreg swav dino supcon"), JOBS (2), RUNS (runs/image),
 # BATCH (128), LR (empty: each config's rate, scaled to BATCH by its optim.lr_batch), BACKBONE (resnet18),
 # EXTRA_<method> (overrides for that method's runs only, e.g. EXTRA_pcl="model.warmup_epochs=1": a schedule in
-# epochs that the budget would never reach).
+# epochs that the budget would never reach), BASELINES ("random"; "random random_lab" adds a random trunk reading
+# the L of Lab, the baseline of colourisation and CMC), LAYERS (empty; e.g. "2 3": also the kNN of stages 1..L
+# pooled to 2 x 2, into RUNS/eval_l<L>/), PRETEXT (the methods with a task of their own: `vidssl eval pretext` on
+# the test images, into RUNS/eval_pretext/), LINEAR (empty; 1: also the offline linear probe of every encoder's
+# whole trunk).
 # The CPU scale, where one thread forces it: the ImageNet stem (stride-2 convolution and max-pool: 8x8 maps in
 # layer1 at 32 px) instead of the CIFAR stem, which costs about 14 s a step at batch 128 on one thread (20 steps
 # in 5 minutes); batch 128 (lightly's rates are stated per batch of 128: SGD 0.06, SwAV's Adam 1e-3) and a
@@ -27,6 +31,10 @@ RUNS=${RUNS:-runs/image}
 BATCH=${BATCH:-128}
 LR=${LR:-}
 BACKBONE=${BACKBONE:-resnet18}
+BASELINES=${BASELINES:-random}
+LAYERS=${LAYERS:-}
+LINEAR=${LINEAR:-}
+PRETEXT=${PRETEXT:-rotation jigsaw relative_position colorization context_encoder exemplar}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$RUNS/eval"
 
@@ -56,31 +64,63 @@ train() {
     done; done
 }
 
+knn() {  # knn NAME OUT_DIR EXTRA_ARGS...: one kNN evaluation unless its JSON is there
+    local name=$1 dir=$2; shift 2
+    local out=$dir/$name.json args
+    if [ -f "$out" ]; then return; fi
+    case $name in
+        random_s*) args=(--encoder random --backbone "$BACKBONE" --seed "${name#random_s}") ;;
+        random_lab_s*) args=(--encoder "$RUNS/baselines/$name.pt") ;;
+        *) if [ -z "$(latest "$RUNS/$name")" ]; then echo "[image_results] no checkpoint: $name"; return; fi
+           args=(--encoder "$(latest "$RUNS/$name")") ;;
+    esac
+    echo "[image_results] eval $name: ${args[*]} $*"
+    vidssl eval knn --data "$DATA" --json "$out" "${args[@]}" ${LINEAR:+--linear} "$@" > "$dir/$name.log" 2>&1 &
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+}
+
 evaluate() {
-    local specs=()
-    for seed in $SEEDS; do specs+=("random:$seed"); done
-    for method in $METHODS; do for seed in $SEEDS; do specs+=("$method:$seed"); done; done
-    for spec in "${specs[@]}"; do
-        name=${spec/:/_s}
-        out=$RUNS/eval/$name.json
-        if [ -f "$out" ]; then continue; fi
-        case $spec in
-            random:*) ;;
-            *) if [ -z "$(latest "$RUNS/$name")" ]; then echo "[image_results] no checkpoint: $name"; continue; fi ;;
-        esac
-        case $spec in
-            random:*) args=(--encoder random --backbone "$BACKBONE" --seed "${spec#random:}") ;;
-            *) args=(--encoder "$(latest "$RUNS/$name")") ;;
-        esac
-        echo "[image_results] eval $name: ${args[*]}"
-        vidssl eval knn --data "$DATA" --json "$out" "${args[@]}" > "$RUNS/eval/$name.log" 2>&1 &
-        while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+    local names=()
+    for base in $BASELINES; do for seed in $SEEDS; do
+        names+=("${base}_s$seed")
+        if [ "$base" = random_lab ] && [ ! -f "$RUNS/baselines/${base}_s$seed.pt" ]; then
+            python tools/random_encoder.py --backbone "$BACKBONE" --channels 0 --input lab --seed "$seed" \
+                --out "$RUNS/baselines/${base}_s$seed.pt"
+        fi
+    done; done
+    for method in $METHODS; do for seed in $SEEDS; do names+=("${method}_s$seed"); done; done
+    for name in "${names[@]}"; do knn "$name" "$RUNS/eval"; done
+    for layers in $LAYERS; do
+        mkdir -p "$RUNS/eval_l$layers"
+        for name in "${names[@]}"; do LINEAR='' knn "$name" "$RUNS/eval_l$layers" --layers "$layers" --pool 2; done
+    done
+    mkdir -p "$RUNS/eval_pretext"
+    for method in $METHODS; do
+        case " $PRETEXT " in *" $method "*) ;; *) continue ;; esac
+        for seed in $SEEDS; do
+            name=${method}_s$seed out=$RUNS/eval_pretext/${method}_s$seed.json
+            if [ -f "$out" ] || [ -z "$(latest "$RUNS/$name")" ]; then continue; fi
+            echo "[image_results] pretext $name"
+            vidssl eval pretext --checkpoint "$(latest "$RUNS/$name")" --data "$DATA/test" --json "$out" \
+                > "$RUNS/eval_pretext/$name.log" 2>&1 &
+            while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+        done
     done
     wait || true
 }
 
 table() {
     python tools/results_table.py "$RUNS" --json "$RUNS/results.json"
+    if [ -n "$LINEAR" ]; then
+        echo; echo "linear probe:"; python tools/results_table.py "$RUNS" --score linear --json "$RUNS/results_linear.json"
+    fi
+    for layers in $LAYERS; do
+        echo; echo "kNN of stages 1..$layers, pooled to 2 x 2:"
+        python tools/results_table.py "$RUNS" --eval "eval_l$layers" --json "$RUNS/results_l$layers.json"
+    done
+    if ls "$RUNS"/eval_pretext/*.json > /dev/null 2>&1; then
+        echo; python tools/results_table.py "$RUNS" --eval eval_pretext --json "$RUNS/results_pretext.json"
+    fi
 }
 
 case ${1:-all} in

@@ -68,15 +68,29 @@ def variant(run: Path) -> str:
     return ("_lab" if lab else "") + ("_reflect" if reflect else "")
 
 
-def collect(runs: Path) -> list[dict[str, Any]]:
-    """One row per evaluated encoder, ``score`` its J&F (DAVIS) or kNN top-1 (images, in %)."""
-    found: list[tuple[str, dict[str, float]]] = []
-    for csv_path in sorted((runs / "eval").glob("*/global_results-val.csv")):
+def collect(runs: Path, eval_dir: str = "eval", score: str = "knn") -> list[dict[str, Any]]:
+    """One row per evaluated encoder, ``score`` its J&F (DAVIS), kNN top-1 (images, in %) or pretext-task score
+    (``vidssl eval pretext``: in %, with its ``chance``)."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for csv_path in sorted((runs / eval_dir).glob("*/global_results-val.csv")):
         scores = read_global(csv_path)
         found.append((csv_path.parent.name, {**scores, "score": scores["J&F-Mean"]}))
-    for json_path in sorted((runs / "eval").glob("*.json")):
-        knn = json.loads(json_path.read_text())
-        found.append((json_path.stem, {"kNN": 100 * knn["knn_top1"], "score": 100 * knn["knn_top1"]}))
+    for json_path in sorted((runs / eval_dir).glob("*.json")):
+        result = json.loads(json_path.read_text())
+        if "knn_top1" in result:
+            row = {"kNN": 100 * result["knn_top1"], "score": 100 * result["knn_top1"]}
+            if "linear_top1" in result:
+                row["linear"] = 100 * result["linear_top1"]
+            if score == "linear":
+                if "linear" not in row:
+                    continue
+                row["score"] = row["linear"]
+            found.append((json_path.stem, row))
+        elif "chance" in result:  # a pretext task: percent for accuracies, the raw value for errors
+            scale = 100.0 if result.get("higher_is_better", True) else 1.0
+            found.append((json_path.stem, {"score": scale * result["score"], "chance": scale * result["chance"],
+                                           "metric": result.get("metric", "score"),
+                                           "higher_is_better": result.get("higher_is_better", True)}))
     rows = []
     for name, scores in found:
         match = re.fullmatch(r"(.+)_s(\d+)", name)
@@ -84,6 +98,33 @@ def collect(runs: Path) -> list[dict[str, Any]]:
         rows.append({"name": name, "group": group, "seed": seed, "variant": variant(runs / name), **scores,
                      **training(runs / name)})
     return rows
+
+
+def summarise_pretext(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per method: the mean pretext score over seeds, its spread, the mean chance level, and whether it beats
+    chance by more than the spread (above it for accuracies, below it for errors)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["group"], []).append(row)
+    out = []
+    for group, members in groups.items():
+        values = [m["score"] for m in members]
+        mean, spread = sum(values) / len(values), max(values) - min(values)
+        chance = sum(m["chance"] for m in members) / len(members)
+        sign = 1.0 if members[0]["higher_is_better"] else -1.0
+        out.append({"group": group, "seeds": len(values), "metric": members[0]["metric"], "mean": mean,
+                    "spread": spread, "chance": chance, "margin": sign * (mean - chance),
+                    "beats_chance": sign * (mean - chance) > spread})
+    return out
+
+
+def markdown_pretext(summary: list[dict[str, Any]]) -> str:
+    lines = ["| method | seeds | pretext metric | mean | spread | chance | margin over chance | beats chance by more "
+             "than the spread |", "|---|---|---|---|---|---|---|---|"]
+    for s in summary:
+        lines.append(f"| {s['group']} | {s['seeds']} | {s['metric']} | {s['mean']:.4g} | {s['spread']:.3g} | "
+                     f"{s['chance']:.4g} | {s['margin']:+.4g} | {'yes' if s['beats_chance'] else 'no'} |")
+    return "\n".join(lines)
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -110,18 +151,21 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
+def markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]], label: str = "kNN top-1") -> str:
     davis = "J&F-Mean" in rows[0]
-    head = "| J&F | J-Mean | F-Mean |" if davis else "| kNN top-1 (%) |"
-    lines = [f"| encoder | seed {head} steps | s/step |", "|---|---|" + "---|" * (3 if davis else 1) + "---|---|"]
+    linear = not davis and all("linear" in r for r in rows)
+    head = "| J&F | J-Mean | F-Mean |" if davis else ("| kNN top-1 (%) | linear top-1 (%) |" if linear
+                                                       else "| kNN top-1 (%) |")
+    cols = 3 if davis else (2 if linear else 1)
+    lines = [f"| encoder | seed {head} steps | s/step |", "|---|---|" + "---|" * cols + "---|---|"]
     for r in rows:
         seed = "" if r["seed"] is None else str(r["seed"])
         steps = str(r.get("steps", ""))
         step_s = f"{r['step_s']:.1f}" if "step_s" in r else ""
         scores = (f"{r['J&F-Mean']:.3f} | {r['J-Mean']:.3f} | {r['F-Mean']:.3f}" if "J&F-Mean" in r
-                  else f"{r['score']:.2f}")
+                  else f"{r['kNN']:.2f} | {r['linear']:.2f}" if linear else f"{r['score']:.2f}")
         lines.append(f"| {r['group']} | {seed} | {scores} | {steps} | {step_s} |")
-    score = "J&F" if davis else "kNN top-1"
+    score = "J&F" if davis else label
     lines += ["", f"| encoder | seeds | mean {score} | spread | random it is compared with | minus random "
               "| beats random by more than the spread |", "|---|---|---|---|---|---|---|"]
     for s in summary:
@@ -135,13 +179,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", type=Path, help="the RUNS folder of tools/cpu_results.sh or tools/image_results.sh")
     p.add_argument("--json", type=Path, default=None, help="also write the rows and the summary here")
+    p.add_argument("--eval", default="eval", help="the folder under RUNS with the evaluations (default: eval)")
+    p.add_argument("--score", default="knn", choices=["knn", "linear"],
+                   help="what the summary compares for images: kNN or linear-probe top-1")
     args = p.parse_args(argv)
-    rows = collect(args.runs)
+    rows = collect(args.runs, args.eval, args.score)
     if not rows:
-        print(f"error: {args.runs}/eval: no global_results-val.csv or kNN JSON found", file=sys.stderr)
+        print(f"error: {args.runs}/{args.eval}: no global_results-val.csv or evaluation JSON found", file=sys.stderr)
         return 2
+    if "chance" in rows[0]:
+        pretext = summarise_pretext(rows)
+        print(markdown_pretext(pretext))
+        if args.json is not None:
+            args.json.write_text(json.dumps({"rows": rows, "summary": pretext}, indent=2))
+        return 0
     summary = summarise(rows)
-    print(markdown(rows, summary))
+    print(markdown(rows, summary, "linear top-1" if args.score == "linear" else "kNN top-1"))
     if args.json is not None:
         args.json.write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
     return 0
