@@ -6,7 +6,6 @@ itself, ``vidssl.methods.Method``, is what the training loop is typed against.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -25,7 +24,7 @@ from vidssl.nn import Branch, MemoryBank
 from vidssl.nn.colour import InputSpace, normalize_input
 
 __all__ = [
-    "BankNCE", "EpochContext", "Metrics", "PretextClassifier", "SSLMethod", "TwoViewMethod", "centre_view",
+    "BankNCE", "EpochContext", "Metrics", "SSLMethod", "TwoViewMethod", "centre_view",
     "check_clusters",
     "follow_saved_shapes", "instance_frame", "positive_pair", "sample_index",
 ]
@@ -126,31 +125,6 @@ class SSLMethod(nn.Module):
         without gradients; the training loop writes them to ``out_dir/visuals/<name>/`` and TensorBoard.
         Default: none."""
         return {}
-
-
-class PretextClassifier(SSLMethod):
-    """A pretext task that is a classification of a transformation the method applied itself (RotNet's rotation,
-    the jigsaw permutation, the relative position of two patches, the surrogate class): :meth:`task` returns the
-    logits and the labels of the transformations it drew; the loss is their cross-entropy (ln C at uniform logits),
-    ``acc`` its accuracy, and :meth:`pretext_scores` scores it on held-out samples against chance 1 / C."""
-
-    num_classes: int
-
-    def task(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """``(logits (N, C), target (N,))`` for the batch (N may be a multiple of B: RotNet's four rotations)."""
-        raise NotImplementedError
-
-    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
-        logits, target = self.task(batch)
-        loss = F.cross_entropy(logits, target)
-        acc = (logits.detach().argmax(dim=1) == target).float().mean()
-        return loss, {"acc": acc, "loss_over_lnC": loss.detach() / math.log(self.num_classes)}
-
-    @torch.no_grad()
-    def pretext_scores(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        logits, target = self.task(batch)
-        correct = (logits.argmax(dim=1) == target).float()
-        return {"score": correct, "chance": torch.full_like(correct, 1 / self.num_classes), "target": target}
 
 
 class BankNCE(nn.Module):

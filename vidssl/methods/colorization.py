@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidssl.data.augment import ClipAugment, centre_crop_clip, pad_crop, to_float
-from vidssl.data.views import Sampler
+from vidssl.data.augment import ClipAugment, centre_crop_clip, to_float
 from vidssl.engine.distributed import all_reduce_sum
-from vidssl.methods.base import EpochContext, Metrics, SSLMethod, instance_frame
+from vidssl.methods.base import EpochContext, Metrics
+from vidssl.methods.frame_task import FrameTask
 from vidssl.models import ResNet, build_backbone
 from vidssl.nn.colour import (
     InputSpace,
@@ -72,7 +72,7 @@ class ColorizationConfig:
             raise ValueError("colorization: sigma and temperature > 0, rebalance in [0, 1], pad >= 0")
 
 
-class Colorization(SSLMethod):
+class Colorization(FrameTask):
     """Colourisation (see the module docstring). ``forward(batch) -> (loss, metrics)``."""
 
     Config = ColorizationConfig
@@ -94,20 +94,11 @@ class Colorization(SSLMethod):
             nn.BatchNorm2d(cfg.head_dim), nn.ReLU(inplace=True), nn.Conv2d(cfg.head_dim, len(q), 1))
         self.augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, hflip=0.5)
 
-    def sampler(self) -> Sampler:
-        return instance_frame(self.input)
-
-    def encoder(self) -> ResNet:
-        return self.backbone
-
     # ------------------------------------------------------------------------------------------------ pieces
 
     def views(self, batch: dict[str, Tensor]) -> Tensor:
         """The augmented crops as Lab ``(B, 3, S, S)`` (L in [0, 100], ab about +-110)."""
-        x = to_float(batch["video"][:, :, :1])
-        if self.cfg.pad > 0:
-            x = pad_crop(x, min(x.shape[-2:]), self.cfg.pad)
-        return rgb_to_lab(self.augment(x)[:, :, 0])
+        return rgb_to_lab(self.crops(batch["video"], self.augment, self.cfg.pad))
 
     def target_ab(self, lab: Tensor) -> Tensor:
         """The ab at the prediction's resolution (area average), ``(B, 2, S / stride, S / stride)``."""
@@ -147,8 +138,7 @@ class Colorization(SSLMethod):
         size = self.cfg.crop_size
         for batch in ctx.batches(self.cfg.prior_batch):
             frame = to_float(batch["video"][:, :, :1].to(ctx.device))
-            lab = rgb_to_lab(centre_crop_clip(frame, min(frame.shape[-2:]))[:, :, 0])
-            lab = F.interpolate(lab, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            lab = rgb_to_lab(centre_crop_clip(frame, size)[:, :, 0])  # the centre square at the crop size
             ab = self.target_ab(lab)
             keep = self.colourful(ab) > 0
             if keep.any():

@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from vidssl.data.augment import ClipAugment, pad_crop, to_float
-from vidssl.data.views import Sampler
-from vidssl.methods.base import Metrics, SSLMethod, instance_frame
-from vidssl.models import ResNet, build_backbone
+from vidssl.data.augment import ClipAugment
+from vidssl.methods.base import Metrics
+from vidssl.methods.frame_task import FrameTask
+from vidssl.models import build_backbone
 from vidssl.nn.colour import imagenet_normalize
 
 
@@ -108,7 +108,7 @@ def _discriminator(width: int, centre: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class ContextEncoder(SSLMethod):
+class ContextEncoder(FrameTask):
     """Context encoder (see the module docstring). ``forward(batch) -> (loss, metrics)``."""
 
     Config = ContextEncoderConfig
@@ -128,18 +128,9 @@ class ContextEncoder(SSLMethod):
         self.register_buffer("wmap", loss_weights(self.centre, cfg.overlap, cfg.border_weight), persistent=False)
         self.augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, hflip=0.5)
 
-    def sampler(self) -> Sampler:
-        return instance_frame(self.input)
-
-    def encoder(self) -> ResNet:
-        return self.backbone
-
     def images(self, batch: dict[str, Tensor]) -> Tensor:
         """The augmented crops, RGB in [0, 1] ``(B, 3, S, S)``."""
-        x = to_float(batch["video"][:, :, :1])
-        if self.cfg.pad > 0:
-            x = pad_crop(x, min(x.shape[-2:]), self.cfg.pad)
-        return self.augment(x)[:, :, 0]
+        return self.crops(batch["video"], self.augment, self.cfg.pad)
 
     def paint(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(masked input normalised for the trunk, painted centre in [-1, 1] (B, 3, S/2, S/2))``."""

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidssl.data.augment import ClipAugment, centre_crop_clip, random_affine, to_float
-from vidssl.data.views import Sampler
 from vidssl.losses import batch_hard_triplet
-from vidssl.methods.base import EpochContext, Metrics, SSLMethod, instance_frame, sample_index
-from vidssl.models import ResNet, build_backbone
+from vidssl.methods.base import EpochContext, Metrics, sample_index
+from vidssl.methods.frame_task import FrameTask
+from vidssl.models import build_backbone
 from vidssl.nn.colour import normalize_input
 
 
@@ -57,7 +57,7 @@ class ExemplarConfig:
             raise ValueError("exemplar: num_classes, dim, crop_size >= 1, copies >= 2, margin >= 0")
 
 
-class Exemplar(SSLMethod):
+class Exemplar(FrameTask):
     """Exemplar (see the module docstring). ``forward(batch) -> (loss, metrics)``; ``classify`` reads
     ``batch["index"]``."""
 
@@ -71,12 +71,6 @@ class Exemplar(SSLMethod):
         self.head = nn.Linear(f, cfg.num_classes if cfg.loss == "classify" else cfg.dim)
         self.colour = ClipAugment(size=cfg.crop_size, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.5,
                                   color_jitter=cfg.jitter, jitter_p=cfg.jitter_p)
-
-    def sampler(self) -> Sampler:
-        return instance_frame(self.input)
-
-    def encoder(self) -> ResNet:
-        return self.backbone
 
     def transform(self, video: Tensor, copies: int) -> Tensor:
         """``copies`` transformed copies of frame 0 of each sample: ``(copies B, 3, S, S)`` normalised, copy-major."""

@@ -24,11 +24,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from vidssl.data.augment import ClipAugment, jigsaw_tiles, normalize_tiles, to_float
+from vidssl.data.augment import ClipAugment, jigsaw_tiles, normalize_tiles
 from vidssl.data.permutations import load_permutations
-from vidssl.data.views import Sampler
-from vidssl.methods.base import PretextClassifier, instance_frame
-from vidssl.models import ResNet, build_backbone
+from vidssl.methods.frame_task import PretextClassifier
+from vidssl.models import build_backbone
 from vidssl.paths import REPO_ROOT
 
 
@@ -78,19 +77,13 @@ class Jigsaw(PretextClassifier):
         self.tile_colour = ClipAugment(size=cfg.tile_size, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0,
                                        color_jitter=cfg.tile_jitter, jitter_p=cfg.tile_jitter_p)
 
-    def sampler(self) -> Sampler:
-        return instance_frame(self.input)
-
-    def encoder(self) -> ResNet:
-        return self.backbone
-
     def shuffle(self, tiles: Tensor, target: Tensor) -> Tensor:
         """``(B, 9, ...)`` tiles in row-major order -> position i holds tile ``perms[target][i]``."""
         order = self.perms[target]  # (B, 9)
         return tiles[torch.arange(tiles.shape[0], device=tiles.device)[:, None], order]
 
     def task(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        crop = self.augment(to_float(batch["video"][:, :, :1]))
+        crop = self.crops(batch["video"], self.augment)[:, :, None]  # (B, C, 1, S, S)
         tiles = jigsaw_tiles(crop, 3, self.cfg.tile_size)  # (B, 9, C, 1, s, s)
         b = tiles.shape[0]
         tiles = self.tile_colour(tiles.flatten(0, 1))[:, :, 0]  # (9B, C, s, s), jittered tile by tile

@@ -22,10 +22,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from vidssl.data.augment import ClipAugment, remove_chroma, to_float
-from vidssl.data.views import Sampler
-from vidssl.methods.base import PretextClassifier, instance_frame
-from vidssl.models import ResNet, build_backbone
+from vidssl.data.augment import ClipAugment, remove_chroma
+from vidssl.methods.frame_task import PretextClassifier
+from vidssl.models import build_backbone
 from vidssl.nn.colour import normalize_input
 
 # the eight neighbours of the centre (1, 1) of a 3 x 3 grid, row-major: label k is NEIGHBOURS[k] = (row, column)
@@ -104,15 +103,9 @@ class RelativePosition(PretextClassifier):
         size = layout_size(cfg.patch, cfg.gap, cfg.jitter)
         self.augment = ClipAugment(size=size, scale=cfg.crop_scale, hflip=0.5, grayscale_p=cfg.grayscale_p)
 
-    def sampler(self) -> Sampler:
-        return instance_frame(self.input)
-
-    def encoder(self) -> ResNet:
-        return self.backbone
-
     def task(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         c = self.cfg
-        x = normalize_input(self.augment(to_float(batch["video"][:, :, :1]))[:, :, 0], "rgb")
+        x = normalize_input(self.crops(batch["video"], self.augment), "rgb")
         target = torch.randint(0, 8, (x.shape[0],)).to(x.device)
         centre, other = relative_patches(x, target, c.patch, c.gap, c.jitter)
         both = remove_chroma(torch.cat([centre, other]), c.aberration)

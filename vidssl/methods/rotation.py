@@ -19,10 +19,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from vidssl.data.augment import ClipAugment, pad_crop, to_float
-from vidssl.data.views import Sampler
-from vidssl.methods.base import PretextClassifier, instance_frame
-from vidssl.models import ResNet, build_backbone
+from vidssl.data.augment import ClipAugment
+from vidssl.methods.frame_task import PretextClassifier
+from vidssl.models import build_backbone
 from vidssl.nn.colour import normalize_input
 
 
@@ -65,15 +64,6 @@ class Rotation(PretextClassifier):
         square = (1.0, 1.0) if cfg.crop_scale == (1.0, 1.0) else (3 / 4, 4 / 3)
         self.augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, ratio=square, hflip=cfg.hflip)
 
-    def sampler(self) -> Sampler:
-        return instance_frame(self.input)
-
-    def encoder(self) -> ResNet:
-        return self.backbone
-
     def task(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        x = to_float(batch["video"][:, :, :1])
-        if self.cfg.pad > 0:  # RandomCrop(S, padding=pad) at the image's own size S: a shift of up to pad px
-            x = pad_crop(x, min(x.shape[-2:]), self.cfg.pad)
-        x, target = rotations(normalize_input(self.augment(x)[:, :, 0], "rgb"))
+        x, target = rotations(normalize_input(self.crops(batch["video"], self.augment, self.cfg.pad), "rgb"))
         return self.classifier(self.backbone(x)), target
