@@ -63,6 +63,12 @@ TINY: dict[str, dict[str, Any]] = {
     "colorization": dict(backbone="resnet18", crop_size=32, head_dim=8, prior_batch=2),
     "context_encoder": dict(backbone="resnet18", crop_size=32, overlap=1, bottleneck=16, width=8),
     "exemplar": dict(backbone="resnet18", crop_size=32, num_classes=EPOCH_SAMPLES),
+    # the temporal-order tasks: 16-24 px crops of the tiny videos, short tuples and clips, narrow heads
+    "shuffle_learn": dict(crop_size=24, max_span=8, frame_dim=8),
+    "opn": dict(crop_size=24, window=16, jitter=2, max_span=8, frame_dim=8, pair_dim=8),
+    "arrow_of_time": dict(crop_size=24, clip_len=3, stride=2, frame_dim=8, hidden=8),
+    "o3n": dict(crop_size=16, num_clips=3, clip_len=3, stride=1, window=6, branch_dim=8),
+    "vcop": dict(crop_size=16, clip_len=2, gap=1, pair_dim=8),
 }
 
 VIDEO_FRAMES = 12  # length of the tiny source videos the sampler draws from
@@ -105,7 +111,9 @@ def _batch(method: nn.Module, batch_size: int = 4, seed: int = 0) -> dict[str, t
     clips = []
     for _ in range(batch_size):
         video = torch.randint(0, 256, (3, VIDEO_FRAMES, SIZE, SIZE), generator=g, dtype=torch.uint8)
-        idx = np.asarray(sampler(VideoInfo(VIDEO_FRAMES), rng))
+        info = VideoInfo(VIDEO_FRAMES, shots=lambda: [(0, VIDEO_FRAMES)],
+                         motion=lambda method="flow": np.linspace(1.0, 2.0, VIDEO_FRAMES - 1))
+        idx = np.asarray(sampler(info, rng)).reshape(-1)  # any shape, flattened into T as the dataset does
         assert idx.dtype.kind == "i" and idx.min() >= 0 and idx.max() < VIDEO_FRAMES, idx
         clips.append(video[:, torch.from_numpy(idx.astype(np.int64))])
     return {"video": torch.stack(clips), "index": torch.arange(batch_size), "label": torch.full((batch_size,), -1)}

@@ -50,6 +50,8 @@ def test_dataset_hands_samplers_shots_and_motion_computed_once(tmp_path: Path) -
             assert list(video.shots()) == [(0, 6), (6, 14)]  # the hard cut found by vidssl.data.shots
             motion = video.motion()
             assert motion.shape == (13,) and bool((motion >= 0).all())  # one score per transition
+            diff = video.motion("diff")  # the cheap measure, cached apart from the flow
+            assert diff.shape == (13,) and int(diff.argmax()) == 5  # the cut between frames 5 and 6
             return ShotFrames(num=3)(video, rng)
 
     ds = RawVideoDataset(folder, Spy(), size=None, seed=0)
@@ -57,7 +59,8 @@ def test_dataset_hands_samplers_shots_and_motion_computed_once(tmp_path: Path) -
         ds.set_epoch(epoch)
         idx = ds[0]["frame_indices"].numpy()
         assert len(idx) == 3 and (idx.max() < 6 or idx.min() >= 6)  # three frames of one shot
-    assert len(calls) == 4 and list(ds._shots) == [str(folder)] and list(ds._motion) == [str(folder)]
+    assert len(calls) == 4 and list(ds._shots) == [str(folder)] and list(ds._motion) == [(str(folder), "flow"),
+                                                                                     (str(folder), "diff")]
 
 
 def test_two_views_from_frames_or_from_one_image() -> None:
@@ -98,3 +101,34 @@ def test_multi_crop_with_one_augmentation_per_global_crop() -> None:
     torch.testing.assert_close(out[1], imagenet_normalize(torch.full((2, 3, 8, 8), 1 - 230 / 255)))
     with pytest.raises(ValueError, match="1 global augmentations for 2"):
         MultiCrop([plain], plain, 2, 0)
+
+
+def test_shots_and_motion_are_cached_on_disk_across_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Data-loader workers start afresh every epoch: a second dataset (a new worker) reads the analyses from the
+    cache instead of decoding the video again, and a changed video is analysed again."""
+    import vidssl.data.datasets as datasets
+
+    monkeypatch.setenv("VIDSSL_CACHE", str(tmp_path / "cache"))
+    folder = _two_shot_folder(tmp_path / "v")
+
+    class Both:
+        def __call__(self, video: VideoInfo, rng: np.random.Generator) -> np.ndarray:
+            self.shots, self.motion = list(video.shots()), video.motion("diff")
+            return np.zeros(1, dtype=np.int64)
+
+    first = Both()
+    RawVideoDataset(folder, first, size=None, seed=0)[0]
+    assert len(list((tmp_path / "cache" / "analysis").glob("*.npy"))) == 2
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("analysed again although cached")
+
+    monkeypatch.setattr(datasets, "video_shots", fail)
+    monkeypatch.setattr(datasets, "video_motion_scores", fail)
+    second = Both()
+    RawVideoDataset(folder, second, size=None, seed=0)[0]
+    assert second.shots == first.shots == [(0, 6), (6, 14)]
+    np.testing.assert_array_equal(second.motion, first.motion)
+    (folder / "extra.jpg").write_bytes((folder / sorted(p.name for p in folder.iterdir())[0]).read_bytes())
+    with pytest.raises(AssertionError, match="analysed again"):  # a changed folder is a new key
+        RawVideoDataset(folder, Both(), size=None, seed=0)[0]

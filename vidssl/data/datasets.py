@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
+import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -32,11 +34,42 @@ from torch.utils.data import Dataset
 from vidssl.data.errors import VideoError
 from vidssl.data.images import image_folder, read_image
 from vidssl.data.index import discover, read_manifest
-from vidssl.data.motion import video_motion_scores
+from vidssl.data.motion import MotionMethod, video_motion_scores
 from vidssl.data.samplers import DEFAULT_SHORT, ClipTooShort, ShortPolicy, Shot
 from vidssl.data.shots import video_shots
 from vidssl.data.video import VideoReader, open_video
 from vidssl.data.views import Sampler, VideoInfo
+from vidssl.paths import cache_dir
+
+
+ANALYSIS_VERSION = 1  # bump when shot detection or motion scoring changes, so cached results are recomputed
+
+
+def _analysis_file(path: str, kind: str) -> Path:
+    """Where the analysis ``kind`` of video ``path`` is cached: keyed by the resolved path, its modification time
+    and size (a frame folder: its number of entries), the kind and :data:`ANALYSIS_VERSION`."""
+    p = Path(path)
+    st = p.stat()
+    extra = sum(1 for _ in p.iterdir()) if p.is_dir() else st.st_size
+    key = f"{p.resolve()}|{st.st_mtime_ns}|{extra}|{kind}|{ANALYSIS_VERSION}"
+    return cache_dir("analysis") / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
+
+
+def cached_analysis(path: str, kind: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """``compute()`` for video ``path``, cached on disk (``$VIDSSL_CACHE/analysis``): shots and motion scores decode
+    the whole video, and data-loader workers, which start afresh every epoch, would otherwise redo it each time.
+    A cache file that cannot be read is recomputed and replaced; writes are atomic."""
+    file = _analysis_file(path, kind)
+    if file.is_file():
+        try:
+            return np.asarray(np.load(file, allow_pickle=False))
+        except (OSError, ValueError):
+            pass  # truncated or foreign: recompute
+    value = np.asarray(compute())
+    tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, value, allow_pickle=False)
+    os.replace(tmp, file)
+    return value
 
 
 def cover_crop(
@@ -175,7 +208,7 @@ class RawVideoDataset(_EpochSeeded):
         self.sampler = sampler
         self.short: ShortPolicy = short if short is not None else DEFAULT_SHORT
         self._shots: dict[str, list[Shot]] = {}  # per process: computed once per video, on first use
-        self._motion: dict[str, np.ndarray] = {}
+        self._motion: dict[tuple[str, str], np.ndarray] = {}
         self.size = size
         self.backend = backend
         self.cache_readers = cache_readers
@@ -199,13 +232,18 @@ class RawVideoDataset(_EpochSeeded):
 
     def _video_shots(self, path: str) -> list[Shot]:
         if path not in self._shots:
-            self._shots[path] = video_shots(self._reader(path))
+            def compute() -> np.ndarray:
+                return np.asarray(video_shots(self._reader(path)), dtype=np.int64).reshape(-1, 2)
+
+            shots = cached_analysis(path, "shots", compute)
+            self._shots[path] = [(int(a), int(b)) for a, b in shots]
         return self._shots[path]
 
-    def _video_motion(self, path: str) -> np.ndarray:
-        if path not in self._motion:
-            self._motion[path] = video_motion_scores(self._reader(path))
-        return self._motion[path]
+    def _video_motion(self, path: str, method: MotionMethod = "flow") -> np.ndarray:
+        if (path, method) not in self._motion:
+            self._motion[path, method] = cached_analysis(
+                path, f"motion-{method}", lambda: video_motion_scores(self._reader(path), method))
+        return self._motion[path, method]
 
     def _load(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
         path = self.paths[index]

@@ -29,7 +29,7 @@ _WINSIZE, _ITERATIONS, _POLY_N, _POLY_SIGMA = 15, 3, 5, 1.2
 # Coarsest level of our own pyramid: halve while the short side stays >= this many pixels.
 _MIN_SIDE = 12
 
-__all__ = ["MotionMethod", "motion_scores", "video_motion_scores"]
+__all__ = ["MotionMethod", "motion_scores", "optical_flow", "video_motion_scores"]
 
 
 def _gray(frames: np.ndarray, width: int | None) -> tuple[list[np.ndarray], float]:
@@ -44,8 +44,9 @@ def _gray(frames: np.ndarray, width: int | None) -> tuple[list[np.ndarray], floa
     return out, size[0] / w
 
 
-def _flow(prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
-    """Farneback flow ``(h, w, 2)`` from ``prev`` to ``nxt`` (uint8 grayscale), coarse to fine.
+def optical_flow(prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+    """Farneback flow ``(h, w, 2)`` float32 (x, y) in pixels from ``prev`` to ``nxt`` (uint8 grayscale ``(h, w)``),
+    coarse to fine.
 
     OpenCV's own pyramid stops once a level would be under 32 pixels, which leaves only 2 or 3 levels at
     the widths used here and underestimates any motion over about 3% of the width per frame (measured:
@@ -100,7 +101,7 @@ def motion_scores(frames: np.ndarray, method: MotionMethod = "flow", width: int 
             diff = cv2.absdiff(gray[t], gray[t + 1])
             scores[t] = float(diff.mean()) / 255.0
         else:
-            flow = _flow(gray[t], gray[t + 1])  # (h, w, 2)
+            flow = optical_flow(gray[t], gray[t + 1])  # (h, w, 2)
             scores[t] = float(np.linalg.norm(flow, axis=-1).mean()) / scale
     return scores
 

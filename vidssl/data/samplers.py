@@ -37,9 +37,11 @@ Shot = tuple[int, int]
 __all__ = [
     "DEFAULT_SHORT",
     "ClipTooShort",
+    "NoValidWindow",
     "ShortPolicy",
     "Shot",
     "block_grid",
+    "clip_sequence",
     "decreasing_gap_clips",
     "decreasing_gap_pair",
     "decreasing_gap_probs",
@@ -47,11 +49,13 @@ __all__ = [
     "frames_within_shot",
     "gap_tuple",
     "independent_clips",
+    "odd_one_out_clips",
     "ordered_tuple",
     "random_clip",
     "shots_within_video",
     "shuffle_and_learn_tuples",
     "uniform_clips",
+    "window_weights",
 ]
 
 
@@ -68,6 +72,18 @@ class ClipTooShort(ValueError):
     def __reduce__(self) -> tuple[type[ClipTooShort], tuple[str, int, int, str]]:
         # survive pickling between data-loader worker processes with all four fields
         return (type(self), (self.sampler, self.needed, self.available, self.unit))
+
+
+class NoValidWindow(ClipTooShort):
+    """No window of the video meets a sampler's shot and motion constraints (a window inside one shot, without
+    static transitions): the dataset skips and reports the video, as one that is too short."""
+
+    def __init__(self, sampler: str, needed: int, reason: str) -> None:
+        ValueError.__init__(self, f"{sampler}: no window of {needed} frames {reason}")
+        self.sampler, self.needed, self.available, self.unit, self.reason = sampler, needed, 0, "frames", reason
+
+    def __reduce__(self) -> tuple[type[NoValidWindow], tuple[str, int, str]]:  # type: ignore[override]
+        return (type(self), (self.sampler, self.needed, self.reason))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -312,16 +328,74 @@ def decreasing_gap_clips(
     return _fit(starts[:, None] + np.arange(length) * stride, num_frames, short)
 
 
-def _check_motion(motion: np.ndarray | Sequence[float], num_frames: int) -> np.ndarray:
+def _check_motion(motion: np.ndarray | Sequence[float], num_frames: int, sampler: str = "ordered_tuple") -> np.ndarray:
     m = np.asarray(motion, dtype=np.float64)
     if m.shape != (num_frames - 1,):
         raise ValueError(
-            f"ordered_tuple: motion must have one score per pair of consecutive frames, shape "
+            f"{sampler}: motion must have one score per pair of consecutive frames, shape "
             f"({num_frames - 1},), got {m.shape}"
         )
     if not np.all(np.isfinite(m)) or np.any(m < 0):
-        raise ValueError("ordered_tuple: motion scores must be finite and non-negative")
+        raise ValueError(f"{sampler}: motion scores must be finite and non-negative")
     return m
+
+
+def _window_sums(values: np.ndarray, window: int, starts: int) -> np.ndarray:
+    """Sums of ``values`` over the ``window - 1`` transitions of each window start ``0..starts-1``."""
+    csum = np.concatenate([[0.0], np.cumsum(values)])
+    return np.asarray(csum[window - 1 : window - 1 + starts] - csum[:starts])
+
+
+def window_weights(
+    num_frames: int,
+    window: int,
+    motion: np.ndarray | Sequence[float] | None = None,
+    shots: Sequence[Shot] | None = None,
+    min_motion: float = 0.0,
+    sampler: str = "window_weights",
+) -> np.ndarray:
+    """The probability of each start of a ``window``-frame window, ``(num_frames - window + 1,)``; all zero when no
+    window qualifies.
+
+    A window qualifies when it lies inside one shot (``shots``: half-open ranges, e.g. from
+    :func:`vidssl.data.shots.detect_shots`; frames in no shot belong to no window) and, with ``min_motion > 0``,
+    when none of its transitions moves less than ``min_motion`` (no static frames: Wei et al. 2018 keep such clips
+    only). Qualifying windows are weighted by their summed ``motion`` (``(num_frames - 1,)`` scores of consecutive
+    frames; high-motion windows, Misra et al. 2016), uniformly when no motion is given or all of them score zero.
+    """
+    starts = num_frames - window + 1
+    if starts < 1:
+        return np.zeros(0)
+    valid = np.ones(starts, dtype=bool)
+    if shots is not None:
+        shot_of = np.full(num_frames, -1, dtype=np.int64)
+        for k, (a, b) in enumerate(_check_shots(sampler, shots)):
+            shot_of[a:min(b, num_frames)] = k
+        valid &= (shot_of[:starts] >= 0) & (shot_of[:starts] == shot_of[window - 1 :])
+    weight = valid.astype(np.float64)
+    if motion is not None:
+        m = _check_motion(motion, num_frames, sampler)
+        if min_motion > 0 and window > 1:
+            valid &= _window_sums((m < min_motion).astype(np.float64), window, starts) == 0
+        sums = _window_sums(m, window, starts) * valid
+        weight = sums if sums.sum() > 0 else valid.astype(np.float64)
+    elif min_motion > 0:
+        raise ValueError(f"{sampler}: min_motion needs motion scores")
+    total = weight.sum()
+    return weight / total if total > 0 else weight
+
+
+def _pick_window(
+    sampler: str, num_frames: int, window: int, rng: np.random.Generator, motion: np.ndarray | Sequence[float] | None,
+    shots: Sequence[Shot] | None, min_motion: float,
+) -> int:
+    """The start of a window drawn by :func:`window_weights`, or :class:`NoValidWindow`."""
+    p = window_weights(num_frames, window, motion, shots, min_motion, sampler)
+    if p.sum() == 0:
+        what = [w for w, on in (("inside one shot", shots is not None),
+                                (f"with motion >= {min_motion} at every transition", min_motion > 0)) if on]
+        raise NoValidWindow(sampler, window, " and ".join(what) or "fits")
+    return int(rng.choice(len(p), p=p))
 
 
 def ordered_tuple(
@@ -331,6 +405,8 @@ def ordered_tuple(
     max_span: int | None = None,
     motion: np.ndarray | Sequence[float] | None = None,
     short: ShortPolicy = DEFAULT_SHORT,
+    shots: Sequence[Shot] | None = None,
+    min_motion: float = 0.0,
 ) -> np.ndarray:
     """``size`` strictly increasing frames ``a < b < c < d < e`` from one window (Shuffle and Learn). ``(size,)``.
 
@@ -340,7 +416,9 @@ def ordered_tuple(
     frame pairs, e.g. :func:`vidssl.data.motion.motion_scores`) a window ``[w, w + W)`` is chosen with
     probability proportional to the summed motion of its ``W - 1`` transitions, i.e. to its mean motion,
     and uniformly if every window scores zero. Misra et al. 2016 (https://arxiv.org/abs/1603.08561) sample
-    from high-motion windows measured by optical flow.
+    from high-motion windows measured by optical flow. With ``shots`` the window lies inside one shot, with
+    ``min_motion`` it has no static transition (:func:`window_weights`); a video without such a window raises
+    :class:`NoValidWindow` (the dataset skips and reports it).
 
     Videos with fewer than ``size`` frames follow ``short``; ``"loop"`` is refused because wrapping would
     destroy the temporal order the tuple exists for, and ``"repeat"`` yields a non-decreasing tuple.
@@ -351,17 +429,76 @@ def ordered_tuple(
     n = _timeline("ordered_tuple", num_frames, size, short)
     window = n if max_span is None else min(_count("max_span", max_span, minimum=size), n)
     starts = n - window + 1
-    if motion is None or n > num_frames:  # a padded short video has no motion to weigh
+    if (motion is None and shots is None) or n > num_frames:  # a padded short video has no motion to weigh
         w = int(rng.integers(0, starts))
     else:
-        m = _check_motion(motion, num_frames)
-        # Sum over each window's transitions [w, w + window - 1) by a cumulative sum: (starts,)
-        csum = np.concatenate([[0.0], np.cumsum(m)])
-        weight = csum[window - 1 : window - 1 + starts] - csum[:starts]
-        total = weight.sum()
-        w = int(rng.choice(starts, p=weight / total)) if total > 0 else int(rng.integers(0, starts))
+        w = _pick_window("ordered_tuple", num_frames, window, rng, motion, shots, min_motion)
     picks = np.sort(rng.choice(window, size=size, replace=False))
     return _fit(w + picks, num_frames, short)
+
+
+def clip_sequence(
+    num_frames: int,
+    rng: np.random.Generator,
+    num_clips: int = 1,
+    length: int = 16,
+    stride: int = 1,
+    gap: int = 0,
+    motion: np.ndarray | Sequence[float] | None = None,
+    shots: Sequence[Shot] | None = None,
+    min_motion: float = 0.0,
+    short: ShortPolicy = DEFAULT_SHORT,
+) -> np.ndarray:
+    """``num_clips`` consecutive clips of ``length`` frames at ``stride``, ``gap`` frames between the last frame of
+    one and the first of the next, in temporal order. ``(num_clips, length)``.
+
+    VCOP (Xu et al. 2019): 3 clips of 16 frames, gap 8; the arrow of time (Wei et al. 2018): one clip. The
+    whole run is one window drawn by :func:`window_weights` (inside one shot, without static transitions,
+    weighted by motion, as given). ``short="loop"`` is refused: wrapping would break the order the clips exist
+    for; a padded short video ignores motion and shots.
+    """
+    num_clips, length = _count("num_clips", num_clips), _count("length", length)
+    stride, gap = _count("stride", stride), _count("gap", gap, minimum=0)
+    if short == "loop":
+        raise ValueError("clip_sequence: short='loop' would break temporal order; use 'repeat' or 'skip'")
+    clip_span = _span(length, stride)
+    span = num_clips * clip_span + (num_clips - 1) * gap
+    n = _timeline("clip_sequence", num_frames, span, short)
+    if n > num_frames or (motion is None and shots is None):
+        start = int(rng.integers(0, n - span + 1))
+    else:
+        start = _pick_window("clip_sequence", num_frames, span, rng, motion, shots, min_motion)
+    first = start + np.arange(num_clips) * (clip_span + gap)
+    return _fit(first[:, None] + np.arange(length) * stride, num_frames, short)
+
+
+def odd_one_out_clips(
+    num_frames: int,
+    rng: np.random.Generator,
+    num_clips: int = 6,
+    length: int = 6,
+    stride: int = 1,
+    window: int | None = None,
+    motion: np.ndarray | Sequence[float] | None = None,
+    shots: Sequence[Shot] | None = None,
+    min_motion: float = 0.0,
+    short: ShortPolicy = DEFAULT_SHORT,
+) -> np.ndarray:
+    """O3N's N + 1 related subsequences (Fernando et al. 2017): ``num_clips`` clips of ``length`` frames at ``stride``,
+    each in temporal order, their starts independent and uniform inside one window of ``window`` frames (None: the
+    whole video) drawn by :func:`window_weights`. ``(num_clips, length)``; the method shuffles the odd one."""
+    num_clips, length, stride = _count("num_clips", num_clips), _count("length", length), _count("stride", stride)
+    if short == "loop":
+        raise ValueError("odd_one_out_clips: short='loop' would break temporal order; use 'repeat' or 'skip'")
+    span = _span(length, stride)
+    n = _timeline("odd_one_out_clips", num_frames, span, short)
+    w = n if window is None else min(_count("window", window, minimum=span), n)
+    if n > num_frames or (motion is None and shots is None):
+        start = int(rng.integers(0, n - w + 1))
+    else:
+        start = _pick_window("odd_one_out_clips", num_frames, w, rng, motion, shots, min_motion)
+    starts = start + rng.integers(0, w - span + 1, size=num_clips)
+    return _fit(starts[:, None] + np.arange(length) * stride, num_frames, short)
 
 
 def shuffle_and_learn_tuples(frames: np.ndarray | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -31,6 +31,7 @@ from vidssl.data.samplers import DEFAULT_SHORT, ShortPolicy, Shot, frames_within
 from vidssl.nn.colour import InputSpace, normalize_input
 
 __all__ = [
+    "ContentSampler",
     "FrameSampler",
     "MultiCrop",
     "Sampler",
@@ -45,20 +46,21 @@ def _no_shots() -> Sequence[Shot]:
     raise ValueError("this dataset does not provide shots (a VideoInfo built without them)")
 
 
-def _no_motion() -> np.ndarray:
+def _no_motion(method: str = "flow") -> np.ndarray:
     raise ValueError("this dataset does not provide motion scores (a VideoInfo built without them)")
 
 
 @dataclass(frozen=True)
 class VideoInfo:
     """What a sampler may know of the video it draws from. ``shots()`` (half-open frame ranges) and
-    ``motion()`` (``(num_frames - 1,)`` per-transition scores) are computed by the dataset on first call."""
+    ``motion(method="flow")`` (``(num_frames - 1,)`` per-transition scores, ``"flow"`` or ``"diff"`` as
+    :func:`vidssl.data.motion.motion_scores`) are computed by the dataset on first call."""
 
     num_frames: int
     fps: float = 30.0
     short: ShortPolicy = DEFAULT_SHORT
     shots: Callable[[], Sequence[Shot]] = field(default=_no_shots, repr=False, compare=False)
-    motion: Callable[[], np.ndarray] = field(default=_no_motion, repr=False, compare=False)
+    motion: Callable[..., np.ndarray] = field(default=_no_motion, repr=False, compare=False)
 
 
 Sampler = Callable[[VideoInfo, np.random.Generator], np.ndarray]
@@ -76,6 +78,26 @@ class FrameSampler:
 
     def __call__(self, video: VideoInfo, rng: np.random.Generator) -> np.ndarray:
         return self.fn(video.num_frames, rng, short=video.short, **self.kwargs)
+
+
+@dataclass(frozen=True)
+class ContentSampler:
+    """A sampler of ``vidssl.data.samplers`` that reads the video's content: ``fn(video.num_frames, rng,
+    short=video.short, motion=video.motion(motion) (when ``motion`` names a measure), shots=video.shots() (when
+    ``shots``), **kwargs)``: the motion- and shot-aware tuples and clips of the temporal-order tasks."""
+
+    fn: Callable[..., np.ndarray]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    motion: str | None = None  # "flow", "diff" or None (no motion weighting)
+    shots: bool = False
+
+    def __call__(self, video: VideoInfo, rng: np.random.Generator) -> np.ndarray:
+        extra: dict[str, Any] = {}
+        if self.motion is not None:
+            extra["motion"] = video.motion(self.motion)
+        if self.shots:
+            extra["shots"] = video.shots()
+        return self.fn(video.num_frames, rng, short=video.short, **extra, **self.kwargs)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from torch import Tensor, nn
 
 from vidssl.data.views import Sampler
+from vidssl.methods.arrow_of_time import ArrowOfTime
 from vidssl.methods.barlow_twins import BarlowTwins
 from vidssl.methods.base import EpochContext, Metrics, SSLMethod
 from vidssl.methods.byol import BYOL
@@ -29,16 +30,20 @@ from vidssl.methods.mast import MAST, MASTStage2
 from vidssl.methods.moco import MoCo
 from vidssl.methods.moco_v3 import MoCoV3
 from vidssl.methods.npid import NPID
+from vidssl.methods.o3n import O3N
+from vidssl.methods.opn import OPN
 from vidssl.methods.pcl import PCL
 from vidssl.methods.pirl import PIRL
 from vidssl.methods.relative_position import RelativePosition
 from vidssl.methods.rotation import Rotation
 from vidssl.methods.sela import SeLa
+from vidssl.methods.shuffle_learn import ShuffleLearn
 from vidssl.methods.simclr import SimCLR
 from vidssl.methods.simsiam import SimSiam
 from vidssl.methods.supcon import SupCon
 from vidssl.methods.swav import SwAV
 from vidssl.methods.timecycle import TimeCycle
+from vidssl.methods.vcop import VCOP
 from vidssl.methods.vicreg import VICReg
 from vidssl.nn.colour import InputSpace
 
@@ -111,4 +116,9 @@ METHODS: dict[str, type[Method]] = {
     "colorization": Colorization,
     "context_encoder": ContextEncoder,
     "exemplar": Exemplar,
+    "shuffle_learn": ShuffleLearn,
+    "opn": OPN,
+    "arrow_of_time": ArrowOfTime,
+    "o3n": O3N,
+    "vcop": VCOP,
 }

@@ -6,13 +6,14 @@ and its schedule, ``Queue``, ``MemoryBank``), norm (``SplitBatchNorm``), local_a
 copy), geometry (affine crops, Procrustes), colour (Lab, the input normalisations, ab quantisation and k-means).
 """
 
-from vidssl.nn.heads import Branch, Prototypes, WeightNormLinear, embedding_std, mlp
+from vidssl.nn.heads import Branch, PairwiseHead, Prototypes, WeightNormLinear, embedding_std, mlp
 from vidssl.nn.momentum import MemoryBank, Queue, ema_update_, momentum_at
 from vidssl.nn.norm import SplitBatchNorm, convert_split_bn
 
 __all__ = [
     "Branch",
     "MemoryBank",
+    "PairwiseHead",
     "Prototypes",
     "Queue",
     "SplitBatchNorm",

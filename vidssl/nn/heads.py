@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Branch", "Prototypes", "WeightNormLinear", "embedding_std", "mlp"]
+__all__ = ["Branch", "PairwiseHead", "Prototypes", "WeightNormLinear", "embedding_std", "mlp"]
 
 
 def mlp(
@@ -92,6 +92,35 @@ class Branch(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.backbone(x))
+
+
+class PairwiseHead(nn.Module):
+    """The order classifier of OPN and VCOP: ``(B, K, D)`` features of K frames or clips -> ``(B, num_classes)``.
+
+    Every pair ``(i, j)`` of ``pairs`` (default: all ``i < j`` in lexicographic order) passes one shared layer on
+    the concatenation ``[f_i, f_j]`` (``pair_dim``, ReLU; OPN's fc7, VCOP's pairwise fc); the pair features,
+    concatenated in the order of ``pairs``, pass ``dropout`` and a linear layer to the classes."""
+
+    def __init__(self, dim: int, pair_dim: int, num_items: int, num_classes: int,
+                 pairs: Sequence[tuple[int, int]] | None = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.pairs = ([(int(p[0]), int(p[1])) for p in pairs] if pairs is not None
+                      else list(itertools.combinations(range(num_items), 2)))
+        if not self.pairs or any(len(p) != 2 or not (0 <= min(p) and max(p) < num_items) or p[0] == p[1]
+                                 for p in self.pairs):
+            raise ValueError(f"PairwiseHead: pairs must be distinct indices below {num_items}, got {self.pairs}")
+        self.num_items = num_items
+        self.pair = nn.Sequential(nn.Linear(2 * dim, pair_dim), nn.ReLU(inplace=True))
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(len(self.pairs) * pair_dim, num_classes))
+
+    def forward(self, f: Tensor) -> Tensor:
+        if f.dim() != 3 or f.shape[1] != self.num_items:
+            raise ValueError(f"PairwiseHead: need (B, {self.num_items}, D) features, got {tuple(f.shape)}")
+        i = torch.tensor([p[0] for p in self.pairs], device=f.device)
+        j = torch.tensor([p[1] for p in self.pairs], device=f.device)
+        pairs = self.pair(torch.cat([f[:, i], f[:, j]], dim=2))  # (B, P, pair_dim)
+        out: Tensor = self.classifier(pairs.flatten(1))
+        return out
 
 
 @torch.no_grad()
