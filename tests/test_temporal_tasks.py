@@ -4,9 +4,11 @@ invariances (OPN's reverse, O3N's permutation), the cue removal (black borders, 
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 from itertools import permutations
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -325,3 +327,46 @@ def test_odd_one_out_clips_come_from_one_window() -> None:
         clips = odd_one_out_clips(200, rng, num_clips=6, length=5, stride=2, window=30)
         assert clips.shape == (6, 5) and (np.diff(clips, axis=1) == 2).all()
         assert clips.max() - clips.min() < 30
+
+
+# ---- vidssl eval pretext --videos ----------------------------------------------------------------------------
+
+
+def _frame_folders(root: Path, lengths: list[int], size: int = 40) -> Path:
+    """Frame folders of a smooth texture panning right, one per length (JPEG frames, as DAVIS)."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for v, n in enumerate(lengths):
+        base = cv2.resize((rng.random((8, 24, 3)) * 255).astype(np.uint8), (size * 3, size),
+                          interpolation=cv2.INTER_CUBIC)
+        folder = root / f"video{v}"
+        folder.mkdir(parents=True)
+        for t in range(n):
+            cv2.imwrite(str(folder / f"{t:05d}.jpg"), base[:, 2 * t: 2 * t + size])
+    return root
+
+
+def test_eval_pretext_on_videos_draws_the_methods_own_tuples(tmp_path: Path) -> None:
+    from vidssl.cli import main
+    from vidssl.engine.config import to_dict
+    from vidssl.paths import REPO_ROOT
+    from vidssl.train import load_run_config
+
+    torch.manual_seed(0)
+    method = _make("opn", motion="diff")
+    overrides = [f"model.{k}={v}" for k, v in {**TINY["opn"], "motion": "diff"}.items()] + ["data.size=[32,32]",
+                                                                                           "data.short_side=null"]
+    cfg, _ = load_run_config(REPO_ROOT / "configs" / "opn.yaml", overrides)
+    path = tmp_path / "opn.pt"
+    torch.save({"config": to_dict(cfg), "model": method.state_dict()}, path)
+    videos = _frame_folders(tmp_path / "videos", [20, 20, 3])  # the 3-frame one is too short for 4 frames
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / f"{name}.json"
+        assert main(["eval", "pretext", "--checkpoint", str(path), "--videos", str(videos), "--samples-per-video", "3",
+                     "--batch-size", "4", "--json", str(out)]) == 0
+        outs.append(json.loads(out.read_text()))
+    a, b = outs
+    assert a["count"] == 6 and a["chance"] == pytest.approx(1 / 12) and a["score"] == b["score"]  # seeded draws
+    assert len(a["skipped"]) == 1 and "video2" in a["skipped"][0] and "needs 4 frames" in a["skipped"][0]

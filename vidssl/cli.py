@@ -16,12 +16,14 @@ COMMANDS: list[tuple[tuple[str, ...], str]] = [
     (("train",), "vidssl.train"),
     (("export",), "vidssl.models.export"),
     (("data", "index"), "vidssl.data.index"),
+    (("data", "synth-actions"), "vidssl.data.synthetic_actions"),
     (("eval", "davis"), "vidssl.eval.davis"),
     (("eval", "davis-score"), "vidssl.eval.davis_metrics"),
     (("eval", "jhmdb"), "vidssl.eval.jhmdb"),
     (("eval", "vip"), "vidssl.eval.vip"),
     (("eval", "knn"), "vidssl.eval.probes"),
     (("eval", "pretext"), "vidssl.pretext"),
+    (("eval", "action"), "vidssl.eval.action"),
 ]
 
 GROUP_HELP = {

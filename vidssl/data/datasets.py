@@ -41,7 +41,6 @@ from vidssl.data.video import VideoReader, open_video
 from vidssl.data.views import Sampler, VideoInfo
 from vidssl.paths import cache_dir
 
-
 ANALYSIS_VERSION = 1  # bump when shot detection or motion scoring changes, so cached results are recomputed
 
 
