@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The "it must really learn" check of the temporal-order tasks (docs/results.md), on a CPU: pretrain each method
+# for a fixed wall-clock budget on the shared frames and videos (never the davis/ sequences), two seeds each, then
+# score (1) the method's own task on the DAVIS frames against chance (vidssl eval pretext --videos), (2) a linear
+# probe of the frozen trunk on the synthetic motion-pattern action set against the same random trunk (vidssl eval
+# action), and optionally (3) DAVIS-2017 label propagation (the davis step, as tools/cpu_results.sh).
+#
+#   bash tools/temporal_results.sh [train|pretext|action|davis|table|all]     (default: all but davis)
+#
+# Environment: DATA (../shared/data), MINUTES (15: schedule.max_minutes), SEEDS ("0 1"), METHODS ("shuffle_learn
+# opn arrow_of_time o3n vcop"), JOBS (2 processes at once, one thread each), RUNS (runs/temporal), SAMPLES (40
+# pretext samples per DAVIS sequence). Run from the repository root in the environment of `bash tools/bootstrap.sh
+# shell`. Each step skips what is already there (a finished run, a result JSON), so a killed script resumes.
+set -euo pipefail
+DATA=${DATA:-../shared/data}
+MINUTES=${MINUTES:-15}
+SEEDS=${SEEDS:-0 1}
+METHODS=${METHODS:-shuffle_learn opn arrow_of_time o3n vcop}
+JOBS=${JOBS:-2}
+RUNS=${RUNS:-runs/temporal}
+SAMPLES=${SAMPLES:-40}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+mkdir -p "$RUNS/eval"
+ACTIONS=$RUNS/actions  # the synthetic action set, written once (seed 0: 12 train / 6 test videos per class)
+ACTION_ARGS=(--frames 8 --stride 2 --resize 64 --size 64 --pool 2 --temporal concat --train-clips 2 --test-clips 3)
+
+latest() { ls "$1"/checkpoints/ckpt_*.pt 2>/dev/null | tail -n 1; }
+wait_slot() { while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done; }
+
+train() {
+    for method in $METHODS; do
+        for seed in $SEEDS; do
+            run=$RUNS/${method}_s$seed
+            if [ -f "$run/done" ]; then continue; fi
+            echo "[temporal_results] train $run ($MINUTES min)"
+            ( vidssl train --config "configs/cpu/$method.yaml" seed="$seed" out_dir="$run" \
+                  schedule.max_minutes="$MINUTES" "data.source=[$DATA/frames, $DATA/videos]" log.progress=false \
+                  > "$run.log" 2>&1 && touch "$run/done" ) &
+            wait_slot
+        done
+    done
+    wait
+}
+
+pretext() {
+    for method in $METHODS; do for seed in $SEEDS; do
+        out=$RUNS/eval/pretext_${method}_s$seed.json
+        if [ -f "$out" ]; then continue; fi
+        echo "[temporal_results] pretext ${method}_s$seed"
+        vidssl eval pretext --checkpoint "$(latest "$RUNS/${method}_s$seed")" --videos "$DATA/davis/JPEGImages/480p" \
+            --samples-per-video "$SAMPLES" --batch-size 16 --device cpu --json "$out" \
+            > "${out%.json}.log" 2>&1 &
+        wait_slot
+    done; done
+    wait
+}
+
+action() {
+    if [ ! -f "$ACTIONS/ucfTrainTestlist/testlist01.txt" ]; then
+        vidssl data synth-actions --out "$ACTIONS" --frames 16 --size 64
+    fi
+    local specs=()
+    for seed in $SEEDS; do specs+=("random:$seed"); done
+    for method in $METHODS; do for seed in $SEEDS; do specs+=("$method:$seed"); done; done
+    for spec in "${specs[@]}"; do
+        name=${spec/:/_s}
+        out=$RUNS/eval/action_$name.json
+        if [ -f "$out" ]; then continue; fi
+        case $spec in
+            random:*) args=(--encoder random --backbone resnet18_s8_l3 --seed "${spec#random:}") ;;
+            *) args=(--encoder "$(latest "$RUNS/$name")") ;;
+        esac
+        echo "[temporal_results] action $name"
+        vidssl eval action --root "$ACTIONS" "${args[@]}" "${ACTION_ARGS[@]}" --device cpu --json "$out" \
+            > "${out%.json}.log" 2>&1 &
+        wait_slot
+    done
+    wait
+}
+
+davis() {
+    local specs=()
+    for seed in $SEEDS; do specs+=("random:$seed"); done
+    for method in $METHODS; do for seed in $SEEDS; do specs+=("$method:$seed"); done; done
+    for spec in "${specs[@]}"; do
+        name=${spec/:/_s}
+        out=$RUNS/eval/davis_$name
+        if [ -f "$out/global_results-val.csv" ]; then continue; fi
+        case $spec in
+            random:*) args=(--encoder random --seed "${spec#random:}") ;;
+            *) args=(--encoder "$(latest "$RUNS/$name")") ;;
+        esac
+        echo "[temporal_results] davis $name"
+        vidssl eval davis --davis-root "$DATA/davis" --out "$out" --config configs/eval/crw.yaml "${args[@]}" \
+            > "$out.log" 2>&1 &
+        wait_slot
+    done
+    wait
+}
+
+table() { python tools/temporal_table.py "$RUNS"; }
+
+case "${1:-all}" in
+    train) train ;;
+    pretext) pretext ;;
+    action) action ;;
+    davis) davis ;;
+    table) table ;;
+    all) train; pretext; action; table ;;
+    *) echo "usage: $0 [train|pretext|action|davis|table|all]" >&2; exit 2 ;;
+esac
