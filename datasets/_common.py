@@ -131,6 +131,53 @@ def safe_extract(archive: Path, dest: Path) -> list[str]:
     raise DatasetError(f"{archive}: neither a zip nor a tar archive")
 
 
+RAR_TOOLS = ("unrar", "7z", "bsdtar")  # the first one on PATH extracts RAR archives (UCF101, HMDB51)
+
+
+def _rar_tool() -> str:
+    for tool in RAR_TOOLS:
+        if shutil.which(tool):
+            return tool
+    raise DatasetError(f"no RAR extractor on PATH: install one of {', '.join(RAR_TOOLS)} (e.g. apt install unrar, or "
+                       "p7zip-full, or libarchive-tools)")
+
+
+def rar_members(archive: Path, tool: str) -> list[str]:
+    """The member names of a RAR archive, listed by ``tool``."""
+    import subprocess
+
+    commands = {"unrar": ["unrar", "lb", str(archive)], "7z": ["7z", "l", "-slt", "-ba", str(archive)],
+                "bsdtar": ["bsdtar", "-tf", str(archive)]}
+    done = subprocess.run(commands[tool], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise DatasetError(f"{archive}: {tool} could not list it ({done.stderr.strip() or done.returncode})")
+    lines = done.stdout.splitlines()
+    if tool == "7z":
+        return [line[len("Path = "):] for line in lines if line.startswith("Path = ")]
+    return [line for line in lines if line.strip()]
+
+
+def safe_extract_rar(archive: Path, dest: Path, tool: str | None = None) -> list[str]:
+    """Extract a RAR archive into ``dest`` with an external tool (:data:`RAR_TOOLS`), after checking every member
+    name as :func:`safe_extract` does (absolute paths and ``..`` are refused); returns the member names."""
+    import subprocess
+
+    if not archive.is_file():
+        raise DatasetError(f"{archive}: archive not found")
+    tool = tool or _rar_tool()
+    names = rar_members(archive, tool)
+    for name in names:
+        _check_member(archive, name)
+    dest.mkdir(parents=True, exist_ok=True)
+    commands = {"unrar": ["unrar", "x", "-o+", "-idq", str(archive), str(dest) + os.sep],
+                "7z": ["7z", "x", "-y", f"-o{dest}", str(archive)],
+                "bsdtar": ["bsdtar", "-xf", str(archive), "-C", str(dest)]}
+    done = subprocess.run(commands[tool], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise DatasetError(f"{archive}: {tool} failed to extract it ({done.stderr.strip() or done.returncode})")
+    return names
+
+
 def fetch_archive(url: str | None, archive: Path | None, cache: Path, checksum: str | None, algorithm: str) -> Path:
     """The archive to extract: ``archive`` if the user gave one, else ``url`` downloaded into ``cache``
     (reused when already complete); verified against ``checksum`` either way."""

@@ -24,7 +24,7 @@ SCRIPTS = Path(__file__).resolve().parent.parent / "datasets"
 def scripts(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, ModuleType]]:
     """The three scripts and their helpers, imported as the scripts import each other (by folder)."""
     monkeypatch.syspath_prepend(str(SCRIPTS))
-    names = ["_common", "davis2017", "jhmdb", "vip"]
+    names = ["_common", "davis2017", "jhmdb", "vip", "ucf101", "hmdb51"]
     for name in names:
         sys.modules.pop(name, None)  # the vidssl package is not shadowed: these are top-level names
     mods = {name: importlib.import_module(name) for name in names}
@@ -163,3 +163,81 @@ def test_vip_prepare_checks_val_list(tmp_path: Path, scripts: dict[str, ModuleTy
     assert (out / "lists" / "val_videos.txt").read_text() == "videos1\n"
     assert (out / "lists" / "val_videos.orig.txt").read_text() == "videos1\nvideos2\n"
     assert vip.main(["--root", str(tmp_path / "r2")]) == 1  # no archive: explains where to get it
+
+
+# ---- the action-recognition sets (RAR archives, extracted by an external tool) -------------------------------
+
+
+def test_rar_members_are_checked_before_extraction(tmp_path: Path, scripts: dict[str, ModuleType],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    common = scripts["_common"]
+    archive = tmp_path / "x.rar"
+    archive.write_bytes(b"Rar!")
+    monkeypatch.setattr(common.shutil, "which", lambda tool: None)
+    with pytest.raises(common.DatasetError, match="no RAR extractor on PATH: install one of unrar, 7z, bsdtar"):
+        common.safe_extract_rar(archive, tmp_path / "out")
+    monkeypatch.setattr(common, "rar_members", lambda path, tool: ["ok/a.avi", "../evil.avi"])
+    with pytest.raises(common.DatasetError, match="escapes the destination"):
+        common.safe_extract_rar(archive, tmp_path / "out", tool="unrar")
+    assert not (tmp_path / "out").exists()  # nothing was written
+
+
+def _fake_rar(files: dict[str, bytes]) -> object:
+    """A stand-in for ``safe_extract_rar`` that writes ``files`` (name -> bytes) under the destination."""
+
+    def extract(archive: Path, dest: Path, tool: str | None = None) -> list[str]:
+        for name, data in files.items():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            (dest / name).write_bytes(data)
+        return list(files)
+
+    return extract
+
+
+def test_ucf101_prepare_checks_every_listed_video(tmp_path: Path, scripts: dict[str, ModuleType],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    ucf = scripts["ucf101"]
+    lists = {"ucfTrainTestlist/classInd.txt": b"1 Archery\n2 Bowling\n"}
+    for split in (1, 2, 3):
+        lists[f"ucfTrainTestlist/trainlist0{split}.txt"] = b"Archery/v_Archery_g08_c01.avi 1\n"
+        lists[f"ucfTrainTestlist/testlist0{split}.txt"] = b"Bowling/v_Bowling_g01_c01.avi\n"
+    splits = _zip(tmp_path / "UCF101TrainTestSplits-RecognitionTask.zip", lists)
+    rar = tmp_path / "UCF101.rar"
+    rar.write_bytes(b"Rar!")
+    monkeypatch.setattr(ucf, "safe_extract_rar", _fake_rar({"UCF-101/Archery/v_Archery_g08_c01.avi": b"v"}))
+    root = tmp_path / "ucf"
+    with pytest.raises(scripts["_common"].DatasetError, match="v_Bowling_g01_c01.avi: listed in testlist01.txt"):
+        ucf.prepare(root, [rar, splits])
+    (root / "UCF-101" / "Bowling").mkdir()
+    (root / "UCF-101" / "Bowling" / "v_Bowling_g01_c01.avi").write_bytes(b"v")
+    assert ucf.check_splits(root)["testlist01.txt"] == 1
+    from vidssl.eval.action import read_action_split  # the evaluator reads the prepared layout
+
+    split = read_action_split(root)
+    assert split.classes == ["Archery", "Bowling"] and [y for _, y in split.train + split.test] == [0, 1]
+
+
+def test_hmdb51_prepare_extracts_the_class_archives(tmp_path: Path, scripts: dict[str, ModuleType],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    hmdb = scripts["hmdb51"]
+    calls: list[str] = []
+
+    def extract(archive: Path, dest: Path, tool: str | None = None) -> list[str]:
+        calls.append(archive.name)
+        files = {"hmdb51_org.rar": {"wave.rar": b"r", "jump.rar": b"r"},
+                 "wave.rar": {"wave/a.avi": b"v", "wave/b.avi": b"v"}, "jump.rar": {"jump/c.avi": b"v"},
+                 "test_train_splits.rar": {
+                     "testTrainMulti_7030_splits/wave_test_split1.txt": b"a.avi 1 \nb.avi 2 \n",
+                     "testTrainMulti_7030_splits/jump_test_split1.txt": b"c.avi 2 \nd.avi 0 \n"}}[archive.name]
+        return _fake_rar(files)(archive, dest)  # type: ignore[operator]
+
+    monkeypatch.setattr(hmdb, "safe_extract_rar", extract)
+    archives = [tmp_path / "hmdb51_org.rar", tmp_path / "test_train_splits.rar"]
+    for a in archives:
+        a.write_bytes(b"Rar!")
+    counts = hmdb.prepare(tmp_path / "hmdb", archives)
+    assert counts == {"train": 1, "test": 2} and sorted(calls[1:3]) == ["jump.rar", "wave.rar"]
+    from vidssl.eval.action import read_action_split
+
+    split = read_action_split(tmp_path / "hmdb")
+    assert split.classes == ["jump", "wave"] and len(split.train) == 1 and len(split.test) == 2
