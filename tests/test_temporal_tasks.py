@@ -370,3 +370,22 @@ def test_eval_pretext_on_videos_draws_the_methods_own_tuples(tmp_path: Path) -> 
     a, b = outs
     assert a["count"] == 6 and a["chance"] == pytest.approx(1 / 12) and a["score"] == b["score"]  # seeded draws
     assert len(a["skipped"]) == 1 and "video2" in a["skipped"][0] and "needs 4 frames" in a["skipped"][0]
+
+
+@pytest.mark.parametrize("name", ["shuffle_learn", "opn", "arrow_of_time", "o3n", "vcop"])
+def test_visuals_show_the_presented_frames_framed_by_correctness(name: str) -> None:
+    from tests.test_methods import _batch
+
+    torch.manual_seed(0)
+    method = _make(name).eval()
+    with torch.no_grad():
+        out = method.visuals(_batch(method))
+    images = out["order"]
+    assert images.dim() == 5 and images.shape[0] == 4 and images.shape[2] == 3  # (rows, K, 3, S, S), 4 samples
+    assert float(images.min()) >= 0 and float(images.max()) <= 1
+    corner = images[:, :, :, 0, 0]  # the frame colour: pure red or pure green
+    assert bool(((corner == torch.tensor([1.0, 0, 0]).view(1, 1, 3)).all(2)
+                 | (corner == torch.tensor([0, 1.0, 0]).view(1, 1, 3)).all(2)).all())
+    assert method._record is None  # nothing left recording
+    assert _make("vcop", backbone="r3d_18", clip_len=4, gap=0).visuals(
+        {"video": torch.randint(0, 256, (2, 3, 12, 16, 16), dtype=torch.uint8)}) == {}

@@ -167,10 +167,11 @@ class ClipProtocol:
     temporal: str = "concat"
     pool: int = 1  # frame trunks: each frame's feature map average-pooled to pool x pool cells
 
-    def describe(self) -> str:
+    def describe(self, clip_trunk: bool = False) -> str:
         cells = "" if self.pool == 1 else f" ({self.pool}x{self.pool} cells per frame)"
+        features = "a clip trunk" if clip_trunk else f"frame features {self.temporal}{cells}"
         return (f"clips of {self.frames} frames at stride {self.stride}, short side {self.resize} px, "
-                f"{self.size} px crops, frame features {self.temporal}{cells}")
+                f"{self.size} px crops, {features}")
 
 
 def _resize_short(frames: np.ndarray, short: int) -> np.ndarray:
@@ -355,10 +356,10 @@ def run(args: argparse.Namespace) -> int:
         results: dict[str, Any] = {
             "dataset": split.name, "classes": len(split.classes), "train_videos": len(split.train),
             "test_videos": len(split.test), "chance": 1 / len(split.classes), "encoder": args.encoder,
-            "trunk": "clip" if model.clip_level else "frame", "protocol": protocol.describe(),
+            "trunk": "clip" if model.clip_level else "frame", "protocol": protocol.describe(model.clip_level),
             "train_clips": args.train_clips, "test_clips": args.test_clips}
         print(f"{split.name}: {len(split.classes)} classes, {len(split.train)} train / {len(split.test)} test videos; "
-              f"{protocol.describe()}; {args.test_clips} test clips per video, softmax averaged "
+              f"{protocol.describe(model.clip_level)}; {args.test_clips} test clips per video, softmax averaged "
               f"(chance {100 * results['chance']:.2f}%)")
         if not args.no_linear:
             results["linear"] = linear_protocol(model, split, protocol, args.train_clips, args.test_clips,

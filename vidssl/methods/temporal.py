@@ -7,7 +7,10 @@ an order it drew itself and classifies that order, so it is a :class:`PretextCla
 ``vidssl eval pretext``). Frames are read as one clip: black borders are cropped first (``crop_borders``,
 :func:`vidssl.data.cues.crop_black_borders`), then one random crop and flip is shared by every frame of the sample,
 since a crop that differed between frames would be a cue of its own. The encoder is the 2D trunk applied to each
-frame (``self.backbone``), which ``vidssl eval davis`` and ``vidssl eval knn`` accept.
+frame (``self.backbone``), which ``vidssl eval davis`` and ``vidssl eval knn`` accept. At every checkpoint the
+training loop writes what the trunk was shown for a few samples (:meth:`TemporalTask.visuals`): one row per
+sample, its frames (or frame differences) in the order presented, framed green where the order was classified
+right and red where not.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from vidssl.data.augment import to_float
@@ -84,4 +88,30 @@ class TemporalTask(PretextClassifier):
         b, k = x.shape[:2]
         flat = x.flatten(0, 1)
         feats: Tensor = self.backbone(normalize_input(flat, "rgb") if normalize else flat)
+        if self._record is not None:
+            self._record.append(x.detach())
         return feats.view(b, k, -1)
+
+    _record: list[Tensor] | None = None
+
+    def visuals(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The trunk inputs of up to 6 samples in the order shown ``(rows, K, 3, S, S)``, framed by correctness."""
+        self._record = []
+        try:
+            logits, target = self.task({key: value[:6] for key, value in batch.items()})
+            shown = self._record[0] if self._record else None
+        finally:
+            self._record = None
+        if shown is None:  # a clip trunk (VCOP's r3d_18): no frames to show
+            return {}
+        images = shown.float().reshape(logits.shape[0], -1, *shown.shape[-3:])  # O3N: every difference of a sample
+        if images.min() < 0:  # differences or flow in [-1, 1]
+            images = images * 0.5 + 0.5
+        images = images.clamp(0, 1).clone()
+        right = (logits.argmax(1) == target).float().view(-1, 1, 1, 1, 1)
+        colour = torch.cat([1 - right, right, torch.zeros_like(right)], dim=2)  # red or green, (rows, 1, 3, 1, 1)
+        border = max(1, images.shape[-1] // 16)
+        for edge in (slice(0, border), slice(-border, None)):
+            images[..., edge, :] = colour.expand_as(images[..., edge, :])
+            images[..., :, edge] = colour.expand_as(images[..., :, edge])
+        return {"order": images}
