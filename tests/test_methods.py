@@ -69,6 +69,10 @@ TINY: dict[str, dict[str, Any]] = {
     "arrow_of_time": dict(crop_size=24, clip_len=3, stride=2, frame_dim=8, hidden=8),
     "o3n": dict(crop_size=16, num_clips=3, clip_len=3, stride=1, window=6, branch_dim=8),
     "vcop": dict(crop_size=16, clip_len=2, gap=1, pair_dim=8),
+    # predictive coding: 3x3 grids of 8 px patches (16 px crops at stride 4), one offset, narrow contexts
+    "cpc": dict(crop_size=16, pad=0, offsets=(1,), context_dim=8, context_blocks=1),
+    "cpc_v2": dict(crop_size=16, pad=0, offsets=(2,), context_dim=8, context_blocks=1, target_dim=8),
+    "greedy_infomax": dict(crop_size=16, pad=0, offsets=(1,), context_dim=8),
 }
 
 VIDEO_FRAMES = 12  # length of the tiny source videos the sampler draws from

@@ -4,6 +4,7 @@ from vidssl.losses.clustering import iic_loss, self_label, sinkhorn, swapped_pre
 from vidssl.losses.contrastive import (
     batch_hard_triplet,
     batch_info_nce,
+    cpc_loss,
     info_nce,
     info_nce_logits,
     nce,
@@ -21,6 +22,7 @@ __all__ = [
     "batch_hard_triplet",
     "batch_info_nce",
     "cosine_regression",
+    "cpc_loss",
     "cycle_loss",
     "iic_loss",
     "info_nce",

@@ -13,7 +13,8 @@ from torch import Tensor
 
 from vidssl.engine.distributed import all_gather_no_grad, all_gather_with_grad, rank
 
-__all__ = ["batch_info_nce", "info_nce", "info_nce_logits", "nce", "nt_xent", "proto_nce", "supcon", "top1_positive"]
+__all__ = ["batch_info_nce", "cpc_loss", "info_nce", "info_nce_logits", "nce", "nt_xent", "proto_nce", "supcon",
+           "top1_positive"]
 
 
 def _check(q: Tensor, k: Tensor, queue: Tensor) -> None:
@@ -191,3 +192,32 @@ def batch_hard_triplet(z: Tensor, ids: Tensor, margin: float = 0.5) -> Tensor:
     d_ap = d.masked_fill(~same | eye, float("-inf")).amax(dim=1)
     d_an = d.masked_fill(same, float("inf")).amin(dim=1)
     return F.relu(d_ap - d_an + margin).mean()
+
+
+def cpc_loss(predictions: list[Tensor], targets: Tensor, offsets: list[int], scale: float = 1.0
+             ) -> tuple[Tensor, Tensor]:
+    """Contrastive predictive coding over a grid (van den Oord et al. 2018; CPC v2, Hénaff et al. 2019): the
+    prediction made at grid cell ``(i, j)`` for offset ``k`` scores every target patch of the *global* batch (all
+    processes' ``B H W`` patches, gathered with gradient) by a raw dot product, and the cross-entropy picks the
+    patch ``k`` rows below, ``(i + k, j)`` of the same image; rows without one (``i >= H - k``) predict nothing.
+    ``predictions[n]`` (the predictions for ``offsets[n]``) and ``targets`` are ``(B, D, H, W)``; returns the mean
+    over offsets of the loss, and the top-1 accuracy of the positives. ``scale`` multiplies the dot products (1: the
+    papers' raw form). Zero predictions give exactly ``ln(world B H W)``."""
+    if targets.dim() != 4 or len(predictions) != len(offsets) or not offsets:
+        raise ValueError(f"cpc_loss: targets (B, D, H, W) and one prediction per offset, got {tuple(targets.shape)}, "
+                         f"{len(predictions)} predictions for offsets {offsets}")
+    b, d, h, w = targets.shape
+    if any(p.shape != targets.shape for p in predictions) or not all(0 < k < h for k in offsets):
+        raise ValueError(f"cpc_loss: every prediction must be {tuple(targets.shape)} and every offset in 1..{h - 1}")
+    keys = all_gather_with_grad(targets.permute(0, 2, 3, 1).reshape(b * h * w, d))  # (world B H W, D)
+    base = rank() * b * h * w
+    losses, correct, count = [], torch.zeros((), device=targets.device), 0
+    for pred, k in zip(predictions, offsets, strict=True):
+        q = pred[:, :, : h - k].permute(0, 2, 3, 1).reshape(-1, d)  # cells (b, i, j) with i < H - k
+        bi, ii, jj = torch.meshgrid(torch.arange(b), torch.arange(h - k), torch.arange(w), indexing="ij")
+        positive = (base + (bi * h + ii + k) * w + jj).flatten().to(targets.device)
+        logits = (q @ keys.t()) * scale
+        losses.append(F.cross_entropy(logits, positive))
+        correct = correct + (logits.detach().argmax(1) == positive).sum()
+        count += len(positive)
+    return torch.stack(losses).mean(), correct / count

@@ -20,10 +20,13 @@ from vidssl.methods.cmc import CMC
 from vidssl.methods.colorization import Colorization
 from vidssl.methods.context_encoder import ContextEncoder
 from vidssl.methods.corrflow import CorrFlow
+from vidssl.methods.cpc import CPC
+from vidssl.methods.cpc_v2 import CPCv2
 from vidssl.methods.crw import CRW
 from vidssl.methods.deepcluster import DeepCluster
 from vidssl.methods.dino import DINO
 from vidssl.methods.exemplar import Exemplar
+from vidssl.methods.greedy_infomax import GreedyInfoMax
 from vidssl.methods.iic import IIC
 from vidssl.methods.jigsaw import Jigsaw
 from vidssl.methods.mast import MAST, MASTStage2
@@ -121,4 +124,7 @@ METHODS: dict[str, type[Method]] = {
     "arrow_of_time": ArrowOfTime,
     "o3n": O3N,
     "vcop": VCOP,
+    "cpc": CPC,
+    "cpc_v2": CPCv2,
+    "greedy_infomax": GreedyInfoMax,
 }

@@ -36,6 +36,9 @@ BACKBONES: dict[str, Callable[[], ResNet]] = {
     # 32 px images: 3x3 stem, no max-pool.
     "resnet18_cifar": lambda: ResNet(18, cifar_stem=True),
     "resnet50_cifar": lambda: ResNet(50, cifar_stem=True),
+    # layer norm instead of batch norm (CPC v2's patch encoder: no batch statistics across patches)
+    "resnet18_ln": lambda: ResNet(18, norm="layer"),
+    "resnet18_cifar_ln": lambda: ResNet(18, cifar_stem=True, norm="layer"),
 }
 
 # Clip trunks (temporal-order and predictive-coding methods).

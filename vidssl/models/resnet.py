@@ -24,6 +24,9 @@ _DEPTHS: dict[int, Callable[..., torchvision.models.ResNet]] = {
 }
 
 
+NORMS = ("batch", "layer")  # BatchNorm2d (torchvision), or GroupNorm(1, C): layer norm per sample
+
+
 class ResNet(nn.Module):
     """A torchvision ResNet trunk (no classifier).
 
@@ -53,8 +56,11 @@ class ResNet(nn.Module):
         cifar_stem: bool = False,
         padding: str = "zeros",
         channels: tuple[int, ...] | None = None,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"ResNet norm must be one of {', '.join(NORMS)}, got {norm!r}")
         if channels is not None and (not channels or any(not 0 <= c < 3 for c in channels)
                                      or len(set(channels)) != len(channels)):
             raise ValueError(f"ResNet channels must be distinct input channels among 0, 1, 2, got {channels}")
@@ -71,8 +77,12 @@ class ResNet(nn.Module):
         }
         if channels is not None:
             self.config["channels"] = tuple(channels)
+        if norm != "batch":
+            self.config["norm"] = norm
         self.channels = tuple(channels) if channels is not None else None
-        net = _DEPTHS[depth](weights=None)
+        # layer norm over (C, H, W) of each sample (CPC v2: no statistics shared across the patches of a batch)
+        norm_layer = (lambda c: nn.GroupNorm(1, c)) if norm == "layer" else None
+        net = _DEPTHS[depth](weights=None, norm_layer=norm_layer)
         planes = len(channels) if channels is not None else 3
         if cifar_stem:
             net.conv1 = nn.Conv2d(planes, 64, kernel_size=3, stride=1, padding=1, bias=False)
@@ -108,6 +118,7 @@ class ResNet(nn.Module):
             cifar_stem=bool(config["cifar_stem"]),
             padding=str(config.get("padding", "zeros")),  # checkpoints from before the option padded with zeros
             channels=tuple(config["channels"]) if config.get("channels") is not None else None,
+            norm=str(config.get("norm", "batch")),
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,166 @@
+"""Contrastive predictive coding (CPC, CPC v2, Greedy InfoMax): the loss's closed forms and indexing, the context
+network's causality (a prediction never sees its target row), layer norm's batch independence, the gradient
+isolation of Greedy InfoMax's modules, and the gathered negatives across two processes."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from vidssl.engine import distributed as dist
+from vidssl.losses import cpc_loss
+from vidssl.methods import METHODS
+from vidssl.models import build_backbone
+from vidssl.nn.context import ContextNetwork, RowCausalConv2d
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_distributed import _free_port, _torchrun_env
+
+
+def _make(name: str, **extra: Any) -> Any:
+    from tests.test_methods import TINY
+
+    cls = METHODS[name]
+    return cls(cls.Config(**{**TINY[name], **extra}))
+
+
+def test_cpc_loss_at_zero_predictions_is_ln_of_all_patches() -> None:
+    targets = torch.randn(3, 4, 5, 2)
+    zero = [torch.zeros_like(targets), torch.zeros_like(targets)]
+    loss, _ = cpc_loss(zero, targets, [1, 3])
+    assert float(loss) == pytest.approx(math.log(3 * 5 * 2), abs=1e-6)
+
+
+def test_cpc_loss_scores_the_patch_k_rows_below() -> None:
+    b, h, w = 2, 4, 3
+    n = b * h * w
+    targets = torch.eye(n).view(b, h, w, n).permute(0, 3, 1, 2)  # every patch its own one-hot embedding
+    for k in (1, 2):
+        right = 20 * torch.roll(targets, shifts=-k, dims=2)  # the cell (i, j) predicts the one-hot of (i + k, j)
+        loss, acc = cpc_loss([right], targets, [k])
+        assert float(acc) == 1.0 and float(loss) < 1e-6
+        wrong = 20 * torch.roll(targets, shifts=-k, dims=3)  # the cell to the right instead
+        assert float(cpc_loss([wrong], targets, [k])[1]) == 0.0
+    with pytest.raises(ValueError, match="every offset in 1..3"):
+        cpc_loss([targets], targets, [4])
+
+
+def test_context_sees_only_rows_above_and_its_own() -> None:
+    torch.manual_seed(0)
+    net = ContextNetwork(4, 6, blocks=3, kernel=3)
+    x = torch.randn(2, 4, 6, 5)
+    base = net(x)
+    for row in range(6):
+        y = x.clone()
+        y[:, :, row] += torch.randn(2, 4, 5)
+        changed = (net(y) - base).abs().amax(dim=(0, 1, 3)) > 1e-6  # (H,): rows whose context moved
+        assert not changed[:row].any() and changed[row], (row, changed)
+    conv = RowCausalConv2d(2, 2, 3)
+    assert conv(torch.randn(1, 2, 4, 4)).shape == (1, 2, 4, 4)
+
+
+def test_layer_norm_trunk_has_no_batch_statistics() -> None:
+    torch.manual_seed(0)
+    net = build_backbone("resnet18_cifar_ln").train()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    x = torch.randn(4, 3, 8, 8)
+    other = torch.cat([x[:1], torch.randn(3, 3, 8, 8)])
+    torch.testing.assert_close(net(x)[0], net(other)[0])  # a patch's embedding ignores the rest of the batch
+    from vidssl.models.registry import backbone_from_config
+
+    rebuilt = backbone_from_config(net.config)
+    assert rebuilt.config["norm"] == "layer" and not any(isinstance(m, nn.BatchNorm2d) for m in rebuilt.modules())
+
+
+def test_greedy_infomax_modules_are_gradient_isolated() -> None:
+    torch.manual_seed(0)
+    method = _make("greedy_infomax", stages=[[1], [2, 3], [4]])
+    from tests.test_methods import _batch
+
+    patches, rows, cols = method.patches(_batch(method))
+    outs = method.module_outputs(patches)
+    losses = [head(method.to_grid(method.pooled(m), 4, rows, cols))[0]
+              for m, head in zip(outs, method.heads, strict=True)]
+    owners = {"conv1": 0, "bn1": 0, "layer1": 0, "layer2": 1, "layer3": 1, "layer4": 2}
+    for i, loss in enumerate(losses):
+        method.zero_grad(set_to_none=True)
+        loss.backward(retain_graph=True)
+        for name, p in method.backbone.named_parameters():
+            reached = p.grad is not None and bool(p.grad.abs().sum() > 0)
+            assert reached == (owners[name.split(".")[0]] == i), (i, name)
+        for j, head in enumerate(method.heads):
+            assert any(p.grad is not None for p in head.parameters()) == (j == i)
+    with pytest.raises(ValueError, match="every residual stage"):
+        _make("greedy_infomax", stages=[[1, 3], [2, 4]])
+
+
+def test_cpc_v2_drops_colour_per_patch() -> None:
+    torch.manual_seed(0)
+    method = _make("cpc_v2", colour_drop=1.0)
+    seen: list[torch.Tensor] = []
+    method.backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    from tests.test_methods import _batch
+
+    method(_batch(method))
+    from vidssl.nn.colour import imagenet_denormalize
+
+    rgb = imagenet_denormalize(seen[0])
+    spread = rgb.flatten(2).std(dim=2)  # (patches, 3): one channel keeps the patch, two are faint noise
+    assert bool(((spread > 0.05).sum(dim=1) <= 1).all())
+
+
+# ---- the gathered negatives across two processes -----------------------------------------------------------
+
+WORLD, B, D, H, W = 2, 2, 3, 4, 2
+
+
+def _global() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(WORLD * B, D, H, W, generator=g, dtype=torch.float64),
+            torch.randn(WORLD * B, D, H, W, generator=g, dtype=torch.float64))
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    _torchrun_env(rank, world, port)
+    dist.setup("cpu")
+    try:
+        pred, targets = (z[rank * B:(rank + 1) * B].clone().requires_grad_(True) for z in _global())
+        loss, _ = cpc_loss([pred], targets, [1])
+        loss.backward()
+        torch.save({"loss": loss.detach(), "gp": pred.grad, "gt": targets.grad}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.cleanup()
+
+
+@pytest.mark.slow
+def test_cpc_loss_gathers_every_processs_patches(tmp_path: Path) -> None:
+    mp.spawn(_worker, args=(WORLD, _free_port(), str(tmp_path)), nprocs=WORLD)
+    r = [torch.load(tmp_path / f"rank{k}.pt", weights_only=True) for k in range(WORLD)]
+    pred, targets = (z.clone().requires_grad_(True) for z in _global())
+    whole, _ = cpc_loss([pred], targets, [1])
+    gp, gt = torch.autograd.grad(whole, (pred, targets))
+    torch.testing.assert_close(sum(x["loss"] for x in r) / WORLD, whole.detach())
+    for k in range(WORLD):
+        rows = slice(k * B, (k + 1) * B)
+        torch.testing.assert_close(r[k]["gp"] / WORLD, gp[rows])
+        torch.testing.assert_close(r[k]["gt"] / WORLD, gt[rows])
+
+
+@pytest.mark.parametrize("name", ["cpc", "cpc_v2", "greedy_infomax"])
+def test_the_loss_starts_at_chance(name: str) -> None:
+    """The predictors start near zero, so the first loss is ln(B H W) (per module for Greedy InfoMax) whatever the
+    scale of the trunk's raw features."""
+    from tests.test_methods import _batch
+
+    torch.manual_seed(0)
+    method = _make(name, crop_size=24)  # 5 x 5 patches
+    loss, _ = method(_batch(method))
+    modules = 3 if name == "greedy_infomax" else 1
+    assert float(loss.detach()) == pytest.approx(modules * math.log(4 * 25), rel=0.01)
