@@ -73,6 +73,8 @@ TINY: dict[str, dict[str, Any]] = {
     "cpc": dict(crop_size=16, pad=0, offsets=(1,), context_dim=8, context_blocks=1),
     "cpc_v2": dict(crop_size=16, pad=0, offsets=(2,), context_dim=8, context_blocks=1, target_dim=8),
     "greedy_infomax": dict(crop_size=16, pad=0, offsets=(1,), context_dim=8),
+    # DPC on the 2D trunk: 4 blocks of 2 frames, one predicted, 16 px crops
+    "dpc": dict(backbone="resnet18", num_blocks=4, block_len=2, stride=1, pred_steps=1, crop_size=16),
 }
 
 VIDEO_FRAMES = 12  # length of the tiny source videos the sampler draws from

@@ -15,10 +15,11 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from vidssl.engine import distributed as dist
-from vidssl.losses import cpc_loss
+from vidssl.losses import cpc_loss, dense_info_nce
 from vidssl.methods import METHODS
 from vidssl.models import build_backbone
 from vidssl.nn.context import ContextNetwork, RowCausalConv2d
+from vidssl.nn.convgru import ConvGRU
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_distributed import _free_port, _torchrun_env
@@ -134,13 +135,17 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         pred, targets = (z[rank * B:(rank + 1) * B].clone().requires_grad_(True) for z in _global())
         loss, _ = cpc_loss([pred], targets, [1])
         loss.backward()
-        torch.save({"loss": loss.detach(), "gp": pred.grad, "gt": targets.grad}, f"{out}/rank{rank}.pt")
+        p2, t2 = (z[rank * B:(rank + 1) * B].flatten(1).clone().requires_grad_(True) for z in _global())
+        dense, _ = dense_info_nce(p2, t2)
+        dense.backward()
+        torch.save({"loss": loss.detach(), "gp": pred.grad, "gt": targets.grad, "dense": dense.detach(),
+                    "dp": p2.grad, "dt": t2.grad}, f"{out}/rank{rank}.pt")
     finally:
         dist.cleanup()
 
 
 @pytest.mark.slow
-def test_cpc_loss_gathers_every_processs_patches(tmp_path: Path) -> None:
+def test_cpc_and_dense_losses_gather_every_processs_patches(tmp_path: Path) -> None:
     mp.spawn(_worker, args=(WORLD, _free_port(), str(tmp_path)), nprocs=WORLD)
     r = [torch.load(tmp_path / f"rank{k}.pt", weights_only=True) for k in range(WORLD)]
     pred, targets = (z.clone().requires_grad_(True) for z in _global())
@@ -151,6 +156,15 @@ def test_cpc_loss_gathers_every_processs_patches(tmp_path: Path) -> None:
         rows = slice(k * B, (k + 1) * B)
         torch.testing.assert_close(r[k]["gp"] / WORLD, gp[rows])
         torch.testing.assert_close(r[k]["gt"] / WORLD, gt[rows])
+    # DPC's dense InfoNCE over the gathered rows, the same way
+    p2, t2 = (z.flatten(1).clone().requires_grad_(True) for z in _global())
+    dense, _ = dense_info_nce(p2, t2)
+    dp, dt = torch.autograd.grad(dense, (p2, t2))
+    torch.testing.assert_close(sum(x["dense"] for x in r) / WORLD, dense.detach())
+    for k in range(WORLD):
+        rows = slice(k * B, (k + 1) * B)
+        torch.testing.assert_close(r[k]["dp"] / WORLD, dp[rows])
+        torch.testing.assert_close(r[k]["dt"] / WORLD, dt[rows])
 
 
 @pytest.mark.parametrize("name", ["cpc", "cpc_v2", "greedy_infomax"])
@@ -164,3 +178,60 @@ def test_the_loss_starts_at_chance(name: str) -> None:
     loss, _ = method(_batch(method))
     modules = 3 if name == "greedy_infomax" else 1
     assert float(loss.detach()) == pytest.approx(modules * math.log(4 * 25), rel=0.01)
+
+
+# ---- DPC -----------------------------------------------------------------------------------------------------
+
+
+def test_dense_info_nce_chance_and_positives() -> None:
+    targets = torch.randn(12, 5)
+    loss, _ = dense_info_nce(torch.zeros(12, 5), targets)
+    assert float(loss) == pytest.approx(math.log(12), abs=1e-6)
+    one_hot = torch.eye(12)
+    loss, acc = dense_info_nce(30 * one_hot, one_hot)
+    assert float(acc) == 1.0 and float(loss) < 1e-6
+
+
+def test_convgru_shapes_and_state() -> None:
+    torch.manual_seed(0)
+    gru = ConvGRU(3, 4, layers=2, kernel=3)
+    x = torch.randn(2, 5, 3, 6, 6)
+    out, state = gru(x)
+    assert out.shape == (2, 5, 4, 6, 6) and len(state) == 2 and state[-1].shape == (2, 4, 6, 6)
+    torch.testing.assert_close(out[:, -1], state[-1])
+    continued, _ = gru(x[:, 3:], gru(x[:, :3])[1])  # continuing from a state is the same as one pass
+    torch.testing.assert_close(continued, out[:, 3:])
+
+
+def test_dpc_chance_level_and_causal_rollout() -> None:
+    torch.manual_seed(0)
+    method = _make("dpc", num_blocks=5, pred_steps=2).eval()
+    last = method.predictor[2]
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    video = torch.randint(0, 256, (3, 3, 10, 24, 24), dtype=torch.uint8)
+    loss, _ = method({"video": video})
+    # 16 px crops on the ImageNet stem: 1x1 feature maps; B x P x h w = 3 x 2 x 1 candidates
+    assert float(loss.detach()) == pytest.approx(math.log(3 * 2 * 1), abs=1e-5)
+    torch.manual_seed(1)
+    method = _make("dpc", num_blocks=5, pred_steps=2).eval()
+    z = torch.randn(2, 5, 512, 2, 2)
+    with torch.no_grad():
+        base = method.rollout(z)
+        future = z.clone()
+        future[:, 3:] += torch.randn_like(future[:, 3:])  # the blocks being predicted
+        torch.testing.assert_close(method.rollout(future), base, rtol=0, atol=0)
+        past = z.clone()
+        past[:, 2] += 1.0
+        assert not torch.allclose(method.rollout(past), base)
+
+
+def test_dpc_on_the_r3d_clip_trunk() -> None:
+    from vidssl.models.video import VideoResNet
+
+    torch.manual_seed(0)
+    method = _make("dpc", backbone="r3d_18", num_blocks=3, block_len=2, pred_steps=1, crop_size=32)
+    assert isinstance(method.encoder(), VideoResNet)
+    loss, _ = method({"video": torch.randint(0, 256, (2, 3, 6, 32, 32), dtype=torch.uint8)})
+    loss.backward()
+    assert float(loss.detach()) > 0 and method.encoder().stem[0].weight.grad is not None

@@ -13,8 +13,8 @@ from torch import Tensor
 
 from vidssl.engine.distributed import all_gather_no_grad, all_gather_with_grad, rank
 
-__all__ = ["batch_info_nce", "cpc_loss", "info_nce", "info_nce_logits", "nce", "nt_xent", "proto_nce", "supcon",
-           "top1_positive"]
+__all__ = ["batch_info_nce", "cpc_loss", "dense_info_nce", "info_nce", "info_nce_logits", "nce", "nt_xent",
+           "proto_nce", "supcon", "top1_positive"]
 
 
 def _check(q: Tensor, k: Tensor, queue: Tensor) -> None:
@@ -221,3 +221,18 @@ def cpc_loss(predictions: list[Tensor], targets: Tensor, offsets: list[int], sca
         correct = correct + (logits.detach().argmax(1) == positive).sum()
         count += len(positive)
     return torch.stack(losses).mean(), correct / count
+
+
+def dense_info_nce(predictions: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """DPC's dense InfoNCE (Han, Xie & Zisserman 2019, TengdaHan/DPC): row ``i`` of ``predictions`` ``(M, D)`` scores
+    every row of the *global* ``targets`` (all processes', gathered with gradient) by a raw dot product (no
+    temperature, no normalisation) and the cross-entropy picks its own row; DPC's rows are the (sample, predicted
+    step, position) triples, so every other position, step and sample is a negative. Returns the loss and the
+    top-1 accuracy; zero predictions give exactly ``ln(world M)``."""
+    if predictions.dim() != 2 or predictions.shape != targets.shape:
+        raise ValueError(f"dense_info_nce: predictions and targets must both be (M, D), got "
+                         f"{tuple(predictions.shape)} and {tuple(targets.shape)}")
+    keys = all_gather_with_grad(targets)
+    positive = rank() * len(targets) + torch.arange(len(targets), device=targets.device)
+    logits = predictions @ keys.t()
+    return F.cross_entropy(logits, positive), (logits.detach().argmax(1) == positive).float().mean()

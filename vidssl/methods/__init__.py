@@ -25,6 +25,7 @@ from vidssl.methods.cpc_v2 import CPCv2
 from vidssl.methods.crw import CRW
 from vidssl.methods.deepcluster import DeepCluster
 from vidssl.methods.dino import DINO
+from vidssl.methods.dpc import DPC
 from vidssl.methods.exemplar import Exemplar
 from vidssl.methods.greedy_infomax import GreedyInfoMax
 from vidssl.methods.iic import IIC
@@ -127,4 +128,5 @@ METHODS: dict[str, type[Method]] = {
     "cpc": CPC,
     "cpc_v2": CPCv2,
     "greedy_infomax": GreedyInfoMax,
+    "dpc": DPC,
 }
