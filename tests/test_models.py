@@ -26,6 +26,8 @@ EXPECTED = {  # name -> (stride, num_features)
     "resnet18_mast": (4, 512),
     "resnet18_cifar": (8, 512),
     "resnet50_cifar": (8, 2048),
+    "resnet18_ln": (32, 512),
+    "resnet18_cifar_ln": (8, 512),
 }
 
 

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from vidssl.engine import distributed as dist
-from vidssl.losses import cpc_loss, dense_info_nce
+from vidssl.losses import cpc_loss, dense_info_nce, dim_loss
 from vidssl.methods import METHODS
 from vidssl.models import build_backbone
 from vidssl.nn.context import ContextNetwork, RowCausalConv2d
@@ -128,6 +128,15 @@ def _global() -> tuple[torch.Tensor, torch.Tensor]:
             torch.randn(WORLD * B, D, H, W, generator=g, dtype=torch.float64))
 
 
+def _dim_inputs(rank: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """DIM's global ``(N, D)`` and local ``(N, H W, D)`` features of the global batch, or of one process's share."""
+    g, loc = _global()
+    g, loc = g.mean(dim=(2, 3)), loc.flatten(2).transpose(1, 2)
+    if rank is not None:
+        g, loc = g[rank * B:(rank + 1) * B], loc[rank * B:(rank + 1) * B]
+    return g.clone().requires_grad_(True), loc.clone().requires_grad_(True)
+
+
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     _torchrun_env(rank, world, port)
     dist.setup("cpu")
@@ -138,8 +147,14 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         p2, t2 = (z[rank * B:(rank + 1) * B].flatten(1).clone().requires_grad_(True) for z in _global())
         dense, _ = dense_info_nce(p2, t2)
         dense.backward()
+        dims = {}
+        for estimator in ("jsd", "infonce"):
+            g, loc = _dim_inputs(rank)
+            value = dim_loss(g, loc, estimator)
+            value.backward()
+            dims[estimator] = (value.detach(), g.grad, loc.grad)
         torch.save({"loss": loss.detach(), "gp": pred.grad, "gt": targets.grad, "dense": dense.detach(),
-                    "dp": p2.grad, "dt": t2.grad}, f"{out}/rank{rank}.pt")
+                    "dp": p2.grad, "dt": t2.grad, "dim": dims}, f"{out}/rank{rank}.pt")
     finally:
         dist.cleanup()
 
@@ -156,6 +171,16 @@ def test_cpc_and_dense_losses_gather_every_processs_patches(tmp_path: Path) -> N
         rows = slice(k * B, (k + 1) * B)
         torch.testing.assert_close(r[k]["gp"] / WORLD, gp[rows])
         torch.testing.assert_close(r[k]["gt"] / WORLD, gt[rows])
+    # DIM's global-local scores against every process's locals, both estimators
+    for estimator in ("jsd", "infonce"):
+        g, loc = _dim_inputs(None)
+        whole_dim = dim_loss(g, loc, estimator)
+        gg, gl = torch.autograd.grad(whole_dim, (g, loc))
+        torch.testing.assert_close(sum(x["dim"][estimator][0] for x in r) / WORLD, whole_dim.detach())
+        for k in range(WORLD):
+            rows = slice(k * B, (k + 1) * B)
+            torch.testing.assert_close(r[k]["dim"][estimator][1] / WORLD, gg[rows], msg=estimator)
+            torch.testing.assert_close(r[k]["dim"][estimator][2] / WORLD, gl[rows], msg=estimator)
     # DPC's dense InfoNCE over the gathered rows, the same way
     p2, t2 = (z.flatten(1).clone().requires_grad_(True) for z in _global())
     dense, _ = dense_info_nce(p2, t2)
@@ -235,3 +260,32 @@ def test_dpc_on_the_r3d_clip_trunk() -> None:
     loss, _ = method({"video": torch.randint(0, 256, (2, 3, 6, 32, 32), dtype=torch.uint8)})
     loss.backward()
     assert float(loss.detach()) > 0 and method.encoder().stem[0].weight.grad is not None
+
+
+# ---- DIM -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("estimator,value", [("jsd", 2 * math.log(2)), ("infonce", math.log(1 + (4 - 1) * 6))])
+def test_dim_loss_at_zero_scores(estimator: str, value: float) -> None:
+    loss = dim_loss(torch.zeros(4, 5), torch.randn(4, 6, 5), estimator)  # zero globals: every score 0
+    assert float(loss) == pytest.approx(value, abs=1e-6)
+
+
+def test_dim_loss_rewards_the_own_images_locals() -> None:
+    g = 5 * torch.eye(4, 8)[:, :8]  # image i's global along axis i
+    own = torch.eye(4, 8)[:, None, :].expand(4, 3, 8)  # its locals along the same axis, the others orthogonal
+    for estimator in ("jsd", "infonce"):
+        good = dim_loss(g, own, estimator)
+        shuffled = dim_loss(g, own.roll(1, dims=0), estimator)  # every image paired with another's locals
+        assert float(good) < float(shuffled) - 1.0, estimator  # (JSD keeps ln 2 from negatives scored 0)
+    with pytest.raises(ValueError, match="estimator"):
+        dim_loss(g, own, "nce")
+
+
+def test_dim_reads_locals_before_the_global_output() -> None:
+    torch.manual_seed(0)
+    method = _make("dim", local_stage=3)
+    local, out = method.features(torch.randn(2, 3, 32, 32))
+    assert local.shape == (2, 256, 2, 2) and out.shape == (2, 512, 1, 1)  # the ImageNet stem of TINY at 32 px
+    with pytest.raises(ValueError, match="local_stage 5|local_stage in 1..4"):
+        _make("dim", local_stage=5)

@@ -13,8 +13,8 @@ from torch import Tensor
 
 from vidssl.engine.distributed import all_gather_no_grad, all_gather_with_grad, rank
 
-__all__ = ["batch_info_nce", "cpc_loss", "dense_info_nce", "info_nce", "info_nce_logits", "nce", "nt_xent",
-           "proto_nce", "supcon", "top1_positive"]
+__all__ = ["batch_info_nce", "cpc_loss", "dense_info_nce", "dim_loss", "global_local_scores", "info_nce",
+           "info_nce_logits", "nce", "nt_xent", "proto_nce", "supcon", "top1_positive"]
 
 
 def _check(q: Tensor, k: Tensor, queue: Tensor) -> None:
@@ -236,3 +236,39 @@ def dense_info_nce(predictions: Tensor, targets: Tensor) -> tuple[Tensor, Tensor
     positive = rank() * len(targets) + torch.arange(len(targets), device=targets.device)
     logits = predictions @ keys.t()
     return F.cross_entropy(logits, positive), (logits.detach().argmax(1) == positive).float().mean()
+
+
+def global_local_scores(global_: Tensor, local: Tensor) -> Tensor:
+    """DIM's scores of every global vector against every local feature of the *global* batch: ``(N, D)`` and
+    ``(N, P, D)`` (this process's) -> ``(N, world N, P)``, ``s[i, j, p] = g_i . l_{j, p}``, the locals gathered with
+    gradient; this process's own pairs are at ``j = rank N + i``."""
+    if (global_.dim() != 2 or local.dim() != 3 or local.shape[0] != global_.shape[0]
+            or local.shape[2] != global_.shape[1]):
+        raise ValueError(f"global_local_scores: need (N, D) global and (N, P, D) local features, got "
+                         f"{tuple(global_.shape)} and {tuple(local.shape)}")
+    n, p, d = local.shape
+    locals_ = all_gather_with_grad(local.reshape(n, p * d)).view(-1, p, d)
+    return torch.einsum("nd,mpd->nmp", global_, locals_)
+
+
+def dim_loss(global_: Tensor, local: Tensor, estimator: str = "jsd") -> Tensor:
+    """Deep InfoMax's local objective (Hjelm et al. 2019, rdevon/DIM): each image's global vector against its own
+    local features (positives) and every other image's (negatives), by :func:`global_local_scores`.
+
+    ``jsd``: the Jensen-Shannon estimator, ``-(E_pos[-softplus(-s)] - E_neg[softplus(s)])``, exactly ``2 ln 2`` at
+    zero scores; ``infonce``: for every own position, a softmax over it and every position of the other images,
+    exactly ``ln(1 + (world N - 1) P)`` at zero scores."""
+    s = global_local_scores(global_, local)  # (N, M, P)
+    n, m, p = s.shape
+    own = torch.zeros(n, m, dtype=torch.bool, device=s.device)
+    own[torch.arange(n), rank() * n + torch.arange(n)] = True
+    if estimator == "jsd":
+        positive = (-F.softplus(-s[own])).mean()  # (N, P) own pairs
+        negative = F.softplus(s[~own]).mean()
+        return -(positive - negative)
+    if estimator == "infonce":
+        pos = s[own]  # (N, P)
+        neg = s[~own].view(n, (m - 1) * p)  # (N, (M - 1) P): every position of every other image
+        logits = torch.cat([pos[:, :, None], neg[:, None, :].expand(n, p, neg.shape[1])], dim=2)  # (N, P, 1 + ..)
+        return F.cross_entropy(logits.flatten(0, 1), torch.zeros(n * p, dtype=torch.long, device=s.device))
+    raise ValueError(f"dim_loss: estimator must be 'jsd' or 'infonce', got {estimator!r}")

@@ -24,6 +24,7 @@ from vidssl.methods.cpc import CPC
 from vidssl.methods.cpc_v2 import CPCv2
 from vidssl.methods.crw import CRW
 from vidssl.methods.deepcluster import DeepCluster
+from vidssl.methods.dim import DIM
 from vidssl.methods.dino import DINO
 from vidssl.methods.dpc import DPC
 from vidssl.methods.exemplar import Exemplar
@@ -129,4 +130,5 @@ METHODS: dict[str, type[Method]] = {
     "cpc_v2": CPCv2,
     "greedy_infomax": GreedyInfoMax,
     "dpc": DPC,
+    "dim": DIM,
 }

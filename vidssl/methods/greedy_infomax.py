@@ -13,7 +13,7 @@ trunk.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +22,7 @@ from vidssl.data.augment import ClipAugment
 from vidssl.methods.base import Metrics
 from vidssl.methods.predictive import CPCHead, GridTask, resnet_stages
 from vidssl.models import build_backbone
+from vidssl.models.resnet import stage_width
 
 
 @dataclass
@@ -59,29 +60,15 @@ class GreedyInfoMax(GridTask):
         self.cfg, self.input = cfg, cfg.input
         self.backbone = build_backbone(cfg.backbone)
         self.modules_ = resnet_stages(self.backbone, cfg.stages)
-        widths = [self._width(group) for group in self.modules_]
+        widths = [stage_width(group[-1]) for group in self.modules_]
         self.heads = nn.ModuleList(CPCHead(w, cfg.offsets, cfg.context_dim, cfg.context_blocks,
                                            dot_scale=cfg.dot_scale) for w in widths)
         square = (1.0, 1.0) if cfg.crop_scale == (1.0, 1.0) else (3 / 4, 4 / 3)
         self.augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, ratio=square, hflip=0.5)
 
-    @staticmethod
-    def _width(group: nn.ModuleList) -> int:
-        stage: Any = group[-1]
-        last = stage[-1]  # the last block of the group's last stage: its last convolution's width
-        conv = last.conv3 if hasattr(last, "conv3") else last.conv2
-        return int(conv.out_channels)
-
-    def stem(self, x: Tensor) -> Tensor:
-        b = self.backbone
-        if b.channels is not None:
-            x = x[:, list(b.channels)]
-        out: Tensor = b.maxpool(b.relu(b.bn1(b.conv1(x))))
-        return out
-
     def module_outputs(self, patches: Tensor) -> list[Tensor]:
         """Each module's feature maps of ``(B N, 3, p, p)`` patches; every module reads its predecessor detached."""
-        x, outs = self.stem(patches), []
+        x, outs = self.backbone.stem(patches), []
         for i, group in enumerate(self.modules_):
             if i > 0:
                 x = x.detach()  # the gradient isolation

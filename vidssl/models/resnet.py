@@ -121,21 +121,37 @@ class ResNet(nn.Module):
             norm=str(config.get("norm", "batch")),
         )
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` -> ``(B, num_features, H / stride, W / stride)``."""
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The input channels it reads, conv1, bn1, ReLU and the max-pool: ``(B, 3, H, W)`` -> layer1's input."""
         if x.dim() != 4:
             raise ValueError(f"expected images (B, C, H, W), got shape {tuple(x.shape)}")
         if self.channels is not None:
             x = x[:, list(self.channels)]
-        x = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
-        for layer in (self.layer2, self.layer3, self.layer4):
-            if layer is not None:
-                x = layer(x)
+        out: torch.Tensor = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return out
+
+    def stages(self) -> list[nn.Module]:
+        """The residual stages it keeps, layer1 first."""
+        return [layer for layer in (self.layer1, self.layer2, self.layer3, self.layer4) if layer is not None]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` -> ``(B, num_features, H / stride, W / stride)``."""
+        x = self.stem(x)
+        for layer in self.stages():
+            x = layer(x)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` -> pooled embedding ``(B, num_features)``."""
         return self.forward_features(x).mean(dim=(2, 3))
+
+
+def stage_width(stage: nn.Module) -> int:
+    """The output channels of a residual stage: its last block's last convolution (conv3 of a Bottleneck, conv2 of
+    a BasicBlock)."""
+    block: Any = list(stage.children())[-1]
+    conv = block.conv3 if hasattr(block, "conv3") else block.conv2
+    return int(conv.out_channels)
 
 
 def _set_stage_stride(layer: nn.Sequential, stride: int) -> None:
