@@ -74,6 +74,7 @@ TINY: dict[str, dict[str, Any]] = {
     "cpc_v2": dict(crop_size=16, pad=0, offsets=(2,), context_dim=8, context_blocks=1, target_dim=8),
     "greedy_infomax": dict(crop_size=16, pad=0, offsets=(1,), context_dim=8),
     "dim": dict(backbone="resnet18", crop_size=32, pad=0, local_stage=2, dim=8, hidden=16),
+    "vivi": dict(num_shots=3, frames_per_shot=2, pseudo_shot_len=4, crop_size=24, projector=(16, 8)),
     # DPC on the 2D trunk: 4 blocks of 2 frames, one predicted, 16 px crops
     "dpc": dict(backbone="resnet18", num_blocks=4, block_len=2, stride=1, pred_steps=1, crop_size=16),
 }

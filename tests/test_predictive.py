@@ -289,3 +289,57 @@ def test_dim_reads_locals_before_the_global_output() -> None:
     assert local.shape == (2, 256, 2, 2) and out.shape == (2, 512, 1, 1)  # the ImageNet stem of TINY at 32 px
     with pytest.raises(ValueError, match="local_stage 5|local_stage in 1..4"):
         _make("dim", local_stage=5)
+
+
+# ---- VIVI ----------------------------------------------------------------------------------------------------
+
+
+def test_pseudo_shots_and_shot_sequences() -> None:
+    import numpy as np
+
+    from vidssl.data.samplers import pseudo_shots
+    from vidssl.data.views import ShotSequence, VideoInfo
+
+    assert pseudo_shots([(0, 100)], 30) == [(0, 30), (30, 60), (60, 100)]  # a 10-frame rest joins the last
+    assert pseudo_shots([(0, 95), (95, 100)], 30) == [(0, 30), (30, 60), (60, 95), (95, 100)]
+    rng = np.random.default_rng(0)
+    two_cuts = VideoInfo(60, shots=lambda: [(0, 20), (20, 45), (45, 60)])
+    rows = ShotSequence(3, 2, pseudo_shot_len=None)(two_cuts, rng)
+    assert rows.shape == (3, 2) and rows[0].max() < 20 and 20 <= rows[1].min() <= rows[1].max() < 45
+    no_cut = VideoInfo(90, shots=lambda: [(0, 90)])
+    rows = ShotSequence(3, 2, pseudo_shot_len=30)(no_cut, rng)
+    assert [int(r.min()) // 30 for r in rows] == [0, 1, 2] and all(r.min() // 30 == r.max() // 30 for r in rows)
+
+
+def test_vivi_video_level_chance_and_levels() -> None:
+    from tests.test_methods import _batch
+
+    torch.manual_seed(0)
+    method = _make("vivi", frame_weight=0.0, shot_weight=0.0)
+    last = method.order_head[-1]
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    loss, metrics = method(_batch(method))
+    assert float(loss.detach()) == pytest.approx(math.log(2), abs=1e-6) and set(metrics) == {
+        "loss_video", "acc_video", "chance_video"}
+    every = _make("vivi", order_classes=0)
+    assert len(every.orders) == math.factorial(3)
+    loss, metrics = every(_batch(every))
+    assert {"loss_frame", "loss_shot", "loss_video"} <= set(metrics)
+    predict = _make("vivi", video_level="predict")
+    assert torch.isfinite(predict(_batch(predict))[0])
+    with pytest.raises(ValueError, match="every level is switched off"):
+        off = _make("vivi", frame_weight=0.0, shot_weight=0.0, video_level="none")
+        off(_batch(off))
+
+
+def test_vivi_attention_pooling_is_a_weighted_mean() -> None:
+    torch.manual_seed(0)
+    method = _make("vivi", pooling="attention")
+    frames = torch.randn(2, 3, 4, 8)
+    same = frames[:, :, :1].expand_as(frames)
+    torch.testing.assert_close(method.pool(same), frames[:, :, 0])  # identical frames: the frame itself
+    pooled = method.pool(frames)
+    assert pooled.shape == (2, 3, 8)
+    lo, hi = frames.min(dim=2).values, frames.max(dim=2).values
+    assert bool(((pooled >= lo - 1e-6) & (pooled <= hi + 1e-6)).all())  # a convex combination

@@ -51,6 +51,7 @@ __all__ = [
     "independent_clips",
     "odd_one_out_clips",
     "ordered_tuple",
+    "pseudo_shots",
     "random_clip",
     "shots_within_video",
     "shuffle_and_learn_tuples",
@@ -564,6 +565,20 @@ def frames_within_shot(
     n = _timeline("frames_within_shot", end - start, num, short)
     picks = np.sort(rng.choice(n, size=num, replace=False))
     return start + _fit(picks, end - start, short)
+
+
+def pseudo_shots(shots: Sequence[Shot], length: int) -> list[Shot]:
+    """Every shot longer than ``length`` frames cut into consecutive pseudo-shots of ``length`` (the last one takes
+    the remainder when that is at least half a pseudo-shot, else it joins the one before): what VIVI's shot level
+    uses for a video without cuts."""
+    length = _count("length", length)
+    out: list[Shot] = []
+    for start, end in _check_shots("pseudo_shots", shots):
+        cuts = list(range(start, end, length))
+        if len(cuts) > 1 and end - cuts[-1] < (length + 1) // 2:
+            cuts.pop()
+        out.extend((a, b) for a, b in zip(cuts, [*cuts[1:], end], strict=True))
+    return out
 
 
 def shots_within_video(

@@ -27,7 +27,14 @@ import torch
 from torch import Tensor, nn
 
 from vidssl.data.augment import ClipAugment, to_float
-from vidssl.data.samplers import DEFAULT_SHORT, ShortPolicy, Shot, frames_within_shot
+from vidssl.data.samplers import (
+    DEFAULT_SHORT,
+    ShortPolicy,
+    Shot,
+    frames_within_shot,
+    pseudo_shots,
+    shots_within_video,
+)
 from vidssl.nn.colour import InputSpace, normalize_input
 
 __all__ = [
@@ -36,6 +43,7 @@ __all__ = [
     "MultiCrop",
     "Sampler",
     "ShotFrames",
+    "ShotSequence",
     "StillFrame",
     "TwoViews",
     "VideoInfo",
@@ -116,6 +124,23 @@ class ShotFrames:
 
     def __call__(self, video: VideoInfo, rng: np.random.Generator) -> np.ndarray:
         return frames_within_shot(video.shots(), rng, num=self.num, short=video.short)
+
+
+@dataclass(frozen=True)
+class ShotSequence:
+    """``num_shots`` consecutive shots of the video, ``frames_per_shot`` sorted frames in each (VIVI's hierarchy:
+    frames within shots within a video). A video whose shots (``vidssl.data.shots``) are fewer than ``num_shots``
+    is cut into pseudo-shots of ``pseudo_shot_len`` frames first (None: never). ``(num_shots, frames_per_shot)``."""
+
+    num_shots: int = 4
+    frames_per_shot: int = 2
+    pseudo_shot_len: int | None = 30
+
+    def __call__(self, video: VideoInfo, rng: np.random.Generator) -> np.ndarray:
+        shots = list(video.shots())
+        if len(shots) < self.num_shots and self.pseudo_shot_len is not None:
+            shots = pseudo_shots(shots, self.pseudo_shot_len)
+        return shots_within_video(shots, rng, self.num_shots, self.frames_per_shot, short=video.short)
 
 
 def _check_batch(video: Tensor, where: str) -> None:

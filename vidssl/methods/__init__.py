@@ -50,6 +50,7 @@ from vidssl.methods.swav import SwAV
 from vidssl.methods.timecycle import TimeCycle
 from vidssl.methods.vcop import VCOP
 from vidssl.methods.vicreg import VICReg
+from vidssl.methods.vivi import VIVI
 from vidssl.nn.colour import InputSpace
 
 __all__ = ["METHODS", "EpochContext", "Method", "Metrics", "SSLMethod"]
@@ -131,4 +132,5 @@ METHODS: dict[str, type[Method]] = {
     "greedy_infomax": GreedyInfoMax,
     "dpc": DPC,
     "dim": DIM,
+    "vivi": VIVI,
 }
