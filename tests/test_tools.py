@@ -103,3 +103,31 @@ def test_results_table_reads_knn_probes(tmp_path: Path, capsys: pytest.CaptureFi
     assert summary["simclr"]["beats_random"] and summary["simclr"]["margin"] == pytest.approx(10.5)
     assert not summary["byol"]["beats_random"]  # +1.25 points, but its seeds spread 2.5
     assert "| simclr | 0 | 40.00 |  |  |" in capsys.readouterr().out
+
+
+def test_temporal_table_verdicts(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    tt = _tool("temporal_table")
+    ev = tmp_path / "eval"
+    ev.mkdir()
+
+    def put(name: str, **value: object) -> None:
+        (ev / f"{name}.json").write_text(json.dumps(value))
+
+    for seed, acc in ((0, 0.30), (1, 0.26)):  # opn: own task 0.28 +- 0.04 against chance 1/12: passes
+        put(f"pretext_opn_s{seed}", score=acc, chance=1 / 12, count=200)
+    for seed, acc in ((0, 0.78), (1, 0.72)):  # shuffle_learn: 0.75 against the majority rate 0.75: fails
+        put(f"pretext_shuffle_learn_s{seed}", score=acc, chance=0.75, count=200)
+    for name, top1 in (("random_s0", 0.20), ("random_s1", 0.22), ("opn_s0", 0.30), ("opn_s1", 0.31),
+                       ("shuffle_learn_s0", 0.21), ("shuffle_learn_s1", 0.25)):
+        put(f"action_{name}", linear={"video_top1": top1})
+    assert tt.main([str(tmp_path), "--json", str(tmp_path / "t.json")]) == 0
+    table = json.loads((tmp_path / "t.json").read_text())
+    assert sorted(table["methods"]) == ["opn", "shuffle_learn"]
+    assert table["methods"]["opn"]["pretext"] == pytest.approx([0.28, 0.04])
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines()[2:]}
+    assert rows["opn"][4] == "yes" and rows["opn"][7] == "yes"  # own task and synthetic actions pass
+    assert rows["shuffle_learn"][4] == "no" and rows["shuffle_learn"][7] == "no"
+    assert rows["opn"][8] == "-"  # DAVIS not evaluated
