@@ -23,6 +23,7 @@ from vidssl.eval.action import (
     video_top1,
 )
 from vidssl.models import EncoderRecord
+from vidssl.nn.colour import normalize_input
 
 
 def _touch(path: Path) -> None:
@@ -93,6 +94,21 @@ def test_concat_keeps_time_order_and_mean_loses_it() -> None:
     assert concat.dim == 5 * 48 and mean.dim == 48
     assert not torch.allclose(concat(clips), concat(clips.flip(2)))
     torch.testing.assert_close(mean(clips), mean(clips.flip(2)))
+
+
+def test_pooled_cells_of_a_real_trunk_keep_the_layout() -> None:
+    """``--pool 2`` on a stride-8 ResNet: each frame's map averaged to 2 x 2 cells, concatenated in time order."""
+    from vidssl.models import load_record
+
+    record = load_record("random", backbone="resnet18_s8_l3")
+    model = ClipModel(record, ClipProtocol(frames=3, pool=2)).eval()
+    clips = torch.rand(2, 3, 3, 32, 32)
+    with torch.no_grad():
+        out = model(clips)
+        maps = record.backbone.forward_features(normalize_input(clips[:, :, 1], "rgb"))  # frame 1's 4 x 4 map
+    assert model.dim == 3 * 256 * 4 and out.shape == (2, model.dim)
+    cells = F.adaptive_avg_pool2d(maps, 2).flatten(1)
+    torch.testing.assert_close(out[:, 1024:2048], cells, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("action", ACTIONS)

@@ -234,7 +234,7 @@ class ClipModel(nn.Module):
             feats = self.trunk(frames).view(b, t, -1)
         else:
             maps = self.trunk.forward_features(frames)  # type: ignore[operator]  # every frame trunk has it
-            feats = F.adaptive_avg_pool2d(maps, self.pool).view(b, t, -1)
+            feats = F.adaptive_avg_pool2d(maps, self.pool).reshape(b, t, -1)
         return feats.mean(1) if self.temporal == "mean" else feats.flatten(1)
 
 
