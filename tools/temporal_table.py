@@ -29,11 +29,11 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return (statistics.fmean(values), max(values) - min(values)) if values else (float("nan"), float("nan"))
 
 
-def collect(runs: Path) -> dict[str, Any]:
+def collect(runs: Path, reference: str = "random") -> dict[str, Any]:
     eval_dir = runs / "eval"
     methods = sorted({p.stem.rsplit("_s", 1)[0].removeprefix("pretext_") for p in eval_dir.glob("pretext_*_s*.json")}
                      | {p.stem.rsplit("_s", 1)[0].removeprefix("action_") for p in eval_dir.glob("action_*_s*.json")}
-                     - {"random"})
+                     - {"random", reference})
 
     def action(name: str) -> list[float]:
         return [json.loads(p.read_text())["linear"]["video_top1"] for p in _seeds(eval_dir, "action", name).values()]
@@ -42,8 +42,8 @@ def collect(runs: Path) -> dict[str, Any]:
         paths = sorted(eval_dir.glob(f"davis_{name}_s*/global_results-val.csv"))
         return [read_global(p)["J&F-Mean"] for p in paths]
 
-    out: dict[str, Any] = {"random": {"action": _stats(action("random")), "davis": _stats(davis("random"))},
-                           "methods": {}}
+    out: dict[str, Any] = {"random": {"action": _stats(action(reference)), "davis": _stats(davis("random"))},
+                           "reference": reference, "methods": {}}
     for m in methods:
         pretext = [json.loads(p.read_text()) for p in _seeds(eval_dir, "pretext", m).values()]
         runs_m = sorted(p for p in runs.glob(f"{m}_s*") if p.is_dir())
@@ -89,11 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--reference", default="random",
+                        help="the random trunk the action probe is compared with: random, or random_bn (batch-norm "
+                             "statistics recomputed: tools/random_encoder.py --bn-from)")
     args = parser.parse_args(argv)
     if not (args.runs / "eval").is_dir():
         print(f"{args.runs}: no eval/ folder (run tools/temporal_results.sh first)", file=sys.stderr)
         return 1
-    table = collect(args.runs)
+    table = collect(args.runs, args.reference)
     print(markdown(table))
     if args.json is not None:
         args.json.write_text(json.dumps(table, indent=2))
