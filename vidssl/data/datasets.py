@@ -57,7 +57,8 @@ def _analysis_file(path: str, kind: str) -> Path:
 def cached_analysis(path: str, kind: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
     """``compute()`` for video ``path``, cached on disk (``$VIDSSL_CACHE/analysis``): shots and motion scores decode
     the whole video, and data-loader workers, which start afresh every epoch, would otherwise redo it each time.
-    A cache file that cannot be read is recomputed and replaced; writes are atomic."""
+    A cache file that cannot be read is recomputed and replaced; writes are atomic, and a cache that cannot be
+    written is skipped."""
     file = _analysis_file(path, kind)
     if file.is_file():
         try:
@@ -66,8 +67,11 @@ def cached_analysis(path: str, kind: str, compute: Callable[[], np.ndarray]) -> 
             pass  # truncated or foreign: recompute
     value = np.asarray(compute())
     tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, value, allow_pickle=False)
-    os.replace(tmp, file)
+    try:
+        np.save(tmp, value, allow_pickle=False)
+        os.replace(tmp, file)
+    except OSError:  # a read-only or full cache: the result is still good, only not kept
+        tmp.unlink(missing_ok=True)
     return value
 
 
