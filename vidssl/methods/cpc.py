@@ -19,10 +19,8 @@ from typing import Literal
 
 from torch import Tensor
 
-from vidssl.data.augment import ClipAugment
 from vidssl.methods.base import Metrics
-from vidssl.methods.predictive import CPCHead, GridTask
-from vidssl.models import build_backbone
+from vidssl.methods.predictive import CPCHead, GridTask, check_grid
 
 
 @dataclass
@@ -44,10 +42,7 @@ class CPCConfig:
     target_dim: int | None = None
 
     def __post_init__(self) -> None:
-        rows = (self.crop_size - self.patch) // self.patch_stride + 1 if self.crop_size >= self.patch else 0
-        if rows < 2 or max(self.offsets) >= rows:
-            raise ValueError(f"cpc: a {self.crop_size} px crop gives {rows} rows of {self.patch} px patches at "
-                             f"stride {self.patch_stride}; offsets {list(self.offsets)} need more")
+        check_grid("cpc", self.crop_size, self.patch, self.patch_stride, self.offsets)
 
 
 class CPC(GridTask):
@@ -56,13 +51,9 @@ class CPC(GridTask):
     Config = CPCConfig
 
     def __init__(self, cfg: CPCConfig) -> None:
-        super().__init__()
-        self.cfg, self.input = cfg, cfg.input
-        self.backbone = build_backbone(cfg.backbone)
+        super().__init__(cfg)
         self.head = CPCHead(self.backbone.num_features, cfg.offsets, cfg.context_dim, cfg.context_blocks,
                             cfg.target_dim, cfg.dot_scale)
-        square = (1.0, 1.0) if cfg.crop_scale == (1.0, 1.0) else (3 / 4, 4 / 3)
-        self.augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, ratio=square, hflip=0.5)
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         patches, rows, cols = self.patches(batch)

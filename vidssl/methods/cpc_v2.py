@@ -18,10 +18,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from vidssl.data.augment import ClipAugment, remove_chroma
+from vidssl.data.augment import remove_chroma
 from vidssl.methods.base import Metrics
-from vidssl.methods.predictive import CPCHead, GridTask
-from vidssl.models import build_backbone
+from vidssl.methods.predictive import CPCHead, GridTask, check_grid
 from vidssl.nn.colour import imagenet_denormalize, imagenet_normalize
 
 
@@ -45,10 +44,7 @@ class CPCv2Config:
     target_dim: int = 64
 
     def __post_init__(self) -> None:
-        rows = (self.crop_size - self.patch) // self.patch_stride + 1 if self.crop_size >= self.patch else 0
-        if rows < 2 or max(self.offsets) >= rows:
-            raise ValueError(f"cpc_v2: a {self.crop_size} px crop gives {rows} rows of {self.patch} px patches; "
-                             f"offsets {list(self.offsets)} need more")
+        check_grid("cpc_v2", self.crop_size, self.patch, self.patch_stride, self.offsets)
         if not 0 <= self.colour_drop <= 1:
             raise ValueError(f"cpc_v2: colour_drop is a probability, got {self.colour_drop}")
 
@@ -59,13 +55,9 @@ class CPCv2(GridTask):
     Config = CPCv2Config
 
     def __init__(self, cfg: CPCv2Config) -> None:
-        super().__init__()
-        self.cfg, self.input = cfg, cfg.input
-        self.backbone = build_backbone(cfg.backbone)
+        super().__init__(cfg)
         self.head = CPCHead(self.backbone.num_features, cfg.offsets, cfg.context_dim, cfg.context_blocks,
                             cfg.target_dim, cfg.dot_scale)
-        square = (1.0, 1.0) if cfg.crop_scale == (1.0, 1.0) else (3 / 4, 4 / 3)
-        self.augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, ratio=square, hflip=0.5)
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         patches, rows, cols = self.patches(batch)

@@ -18,10 +18,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from vidssl.data.augment import ClipAugment
 from vidssl.methods.base import Metrics
-from vidssl.methods.predictive import CPCHead, GridTask, resnet_stages
-from vidssl.models import build_backbone
+from vidssl.methods.predictive import CPCHead, GridTask, check_grid, resnet_stages
 from vidssl.models.resnet import stage_width
 
 
@@ -44,10 +42,7 @@ class GreedyInfoMaxConfig:
     context_blocks: int = 1  # the paper's per-module autoregressor is small: one masked block per module here
 
     def __post_init__(self) -> None:
-        rows = (self.crop_size - self.patch) // self.patch_stride + 1 if self.crop_size >= self.patch else 0
-        if rows < 2 or max(self.offsets) >= rows:
-            raise ValueError(f"greedy_infomax: a {self.crop_size} px crop gives {rows} rows of {self.patch} px "
-                             f"patches; offsets {list(self.offsets)} need more")
+        check_grid("greedy_infomax", self.crop_size, self.patch, self.patch_stride, self.offsets)
 
 
 class GreedyInfoMax(GridTask):
@@ -56,15 +51,11 @@ class GreedyInfoMax(GridTask):
     Config = GreedyInfoMaxConfig
 
     def __init__(self, cfg: GreedyInfoMaxConfig) -> None:
-        super().__init__()
-        self.cfg, self.input = cfg, cfg.input
-        self.backbone = build_backbone(cfg.backbone)
+        super().__init__(cfg)
         self.modules_ = resnet_stages(self.backbone, cfg.stages)
         widths = [stage_width(group[-1]) for group in self.modules_]
         self.heads = nn.ModuleList(CPCHead(w, cfg.offsets, cfg.context_dim, cfg.context_blocks,
                                            dot_scale=cfg.dot_scale) for w in widths)
-        square = (1.0, 1.0) if cfg.crop_scale == (1.0, 1.0) else (3 / 4, 4 / 3)
-        self.augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, ratio=square, hflip=0.5)
 
     def module_outputs(self, patches: Tensor) -> list[Tensor]:
         """Each module's feature maps of ``(B N, 3, p, p)`` patches; every module reads its predecessor detached."""

@@ -17,16 +17,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidssl.data.augment import patch_grid
+from vidssl.data.augment import ClipAugment, patch_grid
 from vidssl.losses import cpc_loss
 from vidssl.methods.frame_task import FrameTask
-from vidssl.models import ResNet
+from vidssl.models import ResNet, build_backbone
 from vidssl.nn.colour import InputSpace, normalize_input
 from vidssl.nn.context import ContextNetwork
 
-__all__ = ["PREDICTION_INIT_SCALE", "CPCHead", "GridTask", "resnet_stages"]
+__all__ = ["PREDICTION_INIT_SCALE", "CPCHead", "GridTask", "check_grid", "grid_rows", "resnet_stages"]
 
 PREDICTION_INIT_SCALE = 0.01  # the predictors' default initialisation times this
+
+
+def grid_rows(crop_size: int, patch: int, stride: int) -> int:
+    """Rows (and columns) of the grid of ``patch`` px patches at ``stride`` over a ``crop_size`` px crop."""
+    return (crop_size - patch) // stride + 1 if crop_size >= patch else 0
+
+
+def check_grid(where: str, crop_size: int, patch: int, stride: int, offsets: Sequence[int]) -> None:
+    """An error naming ``where`` when the grid has too few rows for the largest prediction offset."""
+    rows = grid_rows(crop_size, patch, stride)
+    if rows < 2 or max(offsets) >= rows:
+        raise ValueError(f"{where}: a {crop_size} px crop gives {rows} rows of {patch} px patches at stride "
+                         f"{stride}; offsets {list(offsets)} need more")
 
 
 class CPCHead(nn.Module):
@@ -87,14 +100,21 @@ class GridTask(FrameTask):
     cfg: Any
     input_space: InputSpace = "rgb"
 
+    def __init__(self, cfg: Any) -> None:
+        """The config, its input, the named trunk and the image's crop and flip (all three methods' own)."""
+        super().__init__()
+        self.cfg, self.input = cfg, cfg.input
+        self.backbone = build_backbone(cfg.backbone)
+        square = (1.0, 1.0) if tuple(cfg.crop_scale) == (1.0, 1.0) else (3 / 4, 4 / 3)
+        self.augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, ratio=square, hflip=0.5)
+
     def patches(self, batch: dict[str, Tensor]) -> tuple[Tensor, int, int]:
         """The batch's grids of normalised patches ``(B N, 3, p, p)`` and the grid's rows and columns."""
         cfg = self.cfg
         x = self.crops(batch["video"], self.augment, cfg.pad)[:, :, None]  # (B, 3, 1, S, S)
         jitter = tuple(cfg.patch_jitter) if cfg.patch_jitter is not None else None
         grid = patch_grid(x, cfg.patch, cfg.patch_stride, jitter=jitter)[:, :, :, 0]  # (B, N, 3, p, p)
-        s = x.shape[-1]
-        rows = cols = (s - cfg.patch) // cfg.patch_stride + 1
+        rows = cols = grid_rows(x.shape[-1], cfg.patch, cfg.patch_stride)
         return normalize_input(grid.flatten(0, 1), self.input_space), rows, cols
 
     @staticmethod
