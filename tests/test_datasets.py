@@ -201,3 +201,23 @@ def test_run_config_takes_a_list_of_sources(tree: Path) -> None:
 
     cfg, _ = resolve_config({"method": "crw", "data": {"source": [str(tree / "a"), str(tree / "b")]}})
     assert cfg.data.source == [str(tree / "a"), str(tree / "b")]
+
+
+def test_resizing_in_the_decoder_draws_the_same_sample(tmp_path: Path) -> None:
+    from tests.videogen import SPECS, write_video
+
+    spec = next(s for s in SPECS if s.name == "x264_mkv_b2")
+    path = write_video(tmp_path / f"v{spec.suffix}", spec)  # 64x48
+    sampler = FrameSampler(random_clip, dict(length=4, stride=3))
+    for size, short_side in (((32, 32), None), ((40, 40), 72), ((24, 56), None)):
+        a = RawVideoDataset([path], sampler, size=size, short_side=short_side, seed=5, resize_in_decoder=True)
+        b = RawVideoDataset([path], sampler, size=size, short_side=short_side, seed=5, resize_in_decoder=False)
+        for epoch in range(3):
+            a.set_epoch(epoch)
+            b.set_epoch(epoch)
+            x, y = a[0], b[0]
+            assert torch.equal(x["frame_indices"], y["frame_indices"])  # the same frames, the same window
+            assert x["video"].shape == y["video"].shape == (3, 4, *size)
+            diff = (x["video"].int() - y["video"].int()).abs().float().mean()
+            assert diff < 3.0, (size, short_side, float(diff))  # only the filters' rounding differs
+

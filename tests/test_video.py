@@ -95,12 +95,131 @@ def test_reader_reuse_forward_reads_continue(generated: dict[str, Path]) -> None
             assert [frame_index(f) for f in reader.get(idx)] == idx
 
 
+def _count_decoded(reader: object, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Wrap the reader's decode loop so the frames libavcodec returns are counted (skipped ones never come)."""
+    count = [0]
+    decode = reader._decode  # type: ignore[attr-defined]
+
+    def counting():  # type: ignore[no-untyped-def]
+        for frame in decode():
+            count[0] += 1
+            yield frame
+
+    monkeypatch.setattr(reader, "_decode", counting)
+    return count
+
+
+def test_nonreference_frames_before_the_target_are_skipped(
+    generated: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = generated["x264_gop250_b2"]  # one keyframe, two B-frames between references
+    with open_video(path, backend="pyav") as reader:
+        assert reader._skip_nonref  # type: ignore[attr-defined]
+        count = _count_decoded(reader, monkeypatch)
+        assert frame_index(reader.get([60])[0]) == 60
+        # x264 keeps one B-frame of each pair as a reference (B-pyramid): about one frame in three before 60 is
+        # never decoded (41 decoded here, 61 without skipping)
+        assert 10 < count[0] < 45, count[0]
+        # and every frame after a skip-read is still exact, reading forward and backward
+        idx = [61, 62, 63, 70, 5, 6, 71]
+        assert [frame_index(f) for f in reader.get(idx)] == idx
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.gop > 1 and s.frames > 2 * s.gop], ids=lambda s: s.name)
+def test_a_seek_decodes_from_the_keyframe_itself(
+    generated: dict[str, Path], spec: Spec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # seeking to a keyframe's dts lands on the keyframe before it in mp4 and mkv: a whole extra GOP decoded
+    path = generated[spec.name]
+    with open_video(path, backend="pyav") as reader:
+        key = reader._key_ranks[2]  # type: ignore[attr-defined]
+        count = _count_decoded(reader, monkeypatch)
+        assert frame_index(reader.get([key + 1])[0]) == key + 1
+        # the keyframe, the target, and at most a few open-GOP leading pictures before the keyframe
+        assert count[0] <= 2 + 4, (spec.name, count[0])
+
+
+def test_a_seek_that_overshoots_its_keyframe_falls_back_to_dts(generated: dict[str, Path]) -> None:
+    path = generated["x264_gop7_b3"]
+    ref = sequential_pyav(path)
+    with open_video(path, backend="pyav") as reader:
+        keys = reader._key_pts  # type: ignore[attr-defined]
+        keys[1] = keys[2]  # as a demuxer whose pts seek lands on the next keyframe
+        assert not reader._seek_by_dts  # type: ignore[attr-defined]
+        assert np.array_equal(reader.get([9, 8]), ref[[9, 8]])
+        assert reader._seek_by_dts and not reader._sequential  # type: ignore[attr-defined]
+        assert np.array_equal(reader.get([30, 10]), ref[[30, 10]])
+
+
+def test_skipping_is_exact_with_decoder_threads(generated: dict[str, Path]) -> None:
+    for name in ("x264_mkv_b2", "mpeg4_avi_b2", "x264_opengop_b3"):
+        path = generated[name]
+        ref = sequential_pyav(path)
+        with open_video(path, backend="pyav", num_threads=2) as reader:
+            rng = np.random.default_rng(1)
+            for i in rng.permutation(len(reader))[:12]:
+                assert np.array_equal(reader.get([int(i)])[0], ref[i]), (name, i)
+
+
+def test_hevc_frames_are_not_skipped(generated: dict[str, Path]) -> None:
+    # a sub-layer non-reference HEVC picture may be referenced by a higher temporal sub-layer
+    with open_video(generated["x265_gop8_b2"], backend="pyav") as reader:
+        assert not reader._skip_nonref  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", ["x264_mkv_b2", "mpeg4_avi_b2", "vp9_webm", "x265_gop8_b2"])
+def test_scaled_reads_are_the_frames_asked_for(generated: dict[str, Path], name: str) -> None:
+    from vidssl.data.video import resize_frames
+
+    path = generated[name]
+    ref = sequential_pyav(path)
+    with open_video(path, backend="pyav") as reader:
+        for size in ((24, 32), (96, 128), (30, 50)):  # shrink, enlarge, another aspect
+            idx = [40, 3, 3, 17, 0]
+            got = reader.get(idx, size=size)
+            assert got.shape == (5, *size, 3) and got.dtype == np.uint8
+            want = resize_frames(ref[idx], size)  # cv2 on the exact full-size frames
+            err = np.abs(got.astype(int) - want.astype(int)).mean(axis=(1, 2, 3))
+            assert err.max() < 3.0, (size, err)  # libswscale's filters round differently from cv2's
+            # and each is nearer its own frame than any other frame, scaled the same way
+            others = resize_frames(ref, size).astype(int)
+            for g, i in zip(got.astype(int), idx, strict=True):
+                assert int(np.argmin(np.abs(others - g).mean(axis=(1, 2, 3)))) == i
+        assert reader.get([5], size=reader.size).tobytes() == ref[5].tobytes()  # the native size is exact
+        with pytest.raises(VideoError, match="positive"):
+            reader.get([0], size=(0, 4))
+
+
+def test_scaled_reads_of_folders_and_arrays(tmp_path: Path) -> None:
+    from vidssl.data.video import resize_frames
+
+    frames = np.stack([index_frame(i) for i in range(6)])
+    folder = _frame_folder(tmp_path, [f"{i:05d}.png" for i in range(6)])
+    for source in (frames, folder):
+        with open_video(source) as reader:
+            assert np.array_equal(reader.get([4, 1], size=(24, 40)), resize_frames(frames[[4, 1]], (24, 40)))
+            assert reader.get([], size=(24, 40)).shape == (0, 24, 40, 3)
+
+
 # ------------------------------------------------------------------------------------ shared real clips
 
 
 @pytest.mark.parametrize("name", [n for n in SHARED_VIDEOS if n not in LARGE])
 def test_shared_videos_exact_pyav(shared_data: Path, name: str) -> None:
     assert check_random_access(shared_data / "videos" / name, "pyav", singles=6, clips=3) == "pyav"
+
+
+def test_a_keyframe_that_decodes_corrupt_is_not_a_start(shared_data: Path) -> None:
+    # cockatoo.mp4 flags IDR pictures at frames 76 and 145; decoded after a seek the one at 76 and the frames
+    # after it come out flagged corrupt (and wrong), while a decode from frame 0 is clean
+    path = shared_data / "videos" / "cockatoo.mp4"
+    with av.open(str(path)) as container:
+        ref = [f.to_ndarray(format="rgb24") for _, f in zip(range(100), container.decode(video=0), strict=False)]
+    with open_video(path, backend="pyav") as reader:
+        assert reader._key_ranks == [0, 76, 145]  # type: ignore[attr-defined]
+        assert np.array_equal(reader.get([94])[0], ref[94])
+        assert reader._bad_keys == {1}  # type: ignore[attr-defined]
+        assert np.array_equal(reader.get([80, 99])[0], ref[80])  # later reads start before it directly
 
 
 @pytest.mark.slow

@@ -1,27 +1,38 @@
-"""Data-layer throughput and memory: random-clip sampling against the raw sequential decode rate.
+"""Data-layer throughput and memory: the reader against decord, a prepared copy, the dataset, resident memory.
 
-For every combination of clip length T, stride and loader workers, frames delivered per second by
-``RawVideoDataset`` (random clips, frames resized to cover 256x256 and cropped) over a folder of videos,
-next to the raw sequential decode rate of the same files (the practical ceiling). Then resident memory
-over many samples, which must stay flat after warm-up.
+1. Decoders (``vs_decord``): per file, the same random clips (``--clips`` of 8 frames at stride 4) read by
+   vidssl's PyAV reader and by decord's ``get_batch``, one thread each, median of ``--repeats`` timings, at the
+   native size and at the training size (covering 256x256: vidssl's ``get(size=)``, decord's
+   ``VideoReader(width=, height=)``); every vidssl clip is checked against a sequential decode. ``vs_decord``
+   is the geometric mean over files of vidssl's frames/s over decord's.
+2. Prepared copy (``prepared_vs_sequential``): ``vidssl data prepare`` into a temporary folder, the same clips
+   read from the copies, frames/s over the sequential decode rate of the original files.
+3. Dataset: for every clip length T, stride and loader workers, frames delivered per second by
+   ``RawVideoDataset`` (random clips, resized to cover 256x256 and cropped), next to the sequential rate.
+4. Resident memory over many samples, which must stay flat after warm-up.
 
-    python tools/bench_data.py [--videos DIR] [--samples 200] [--memory-samples 2000] [--out bench_data.json]
+    python tools/bench_data.py [--videos DIR] [--samples 160] [--memory-samples 2000] [--out bench_data.json]
+    python tools/bench_data.py --decoders-only      # sections 1 and 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from vidssl.data.datasets import RawVideoDataset
+from vidssl.data.datasets import RawVideoDataset, cover_size
 from vidssl.data.index import discover
+from vidssl.data.prepare import PrepareSettings, prepare
 from vidssl.data.samplers import random_clip
 from vidssl.data.video import open_video
 from vidssl.data.views import FrameSampler
@@ -49,6 +60,79 @@ def sequential_rate(paths: list[Path], backend: str, chunk: int = 32) -> dict[st
         seconds += time.perf_counter() - start
         frames += n
     return {"frames": frames, "seconds": seconds, "fps": frames / seconds}
+
+
+def clip_plan(n: int, clips: int, seed: int, length: int = 8, stride: int = 4) -> list[list[int]]:
+    """``clips`` random clips of ``length`` frames at ``stride`` in a video of ``n`` frames (clamped at its end)."""
+    rng = np.random.default_rng(seed)
+    span = (length - 1) * stride + 1
+    starts = rng.integers(0, max(1, n - span + 1), clips)
+    return [[min(n - 1, int(s) + i * stride) for i in range(length)] for s in starts]
+
+
+def _median_seconds(read, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        read()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def decoder_rows(paths: list[Path], clips: int, repeats: int, seed: int = 0) -> list[dict[str, object]]:
+    """vidssl's reader against decord on the same clips of each file (see the module doc)."""
+    try:
+        import decord
+    except ImportError:
+        decord = None
+    rows: list[dict[str, object]] = []
+    for path in tqdm(paths, desc="decoders", leave=False):
+        with open_video(path, backend="pyav") as reader:
+            n, native = len(reader), reader.size
+            plan = clip_plan(n, clips, seed)
+            train = cover_size(native, (256, 256))
+            reference = reader.get(range(n))  # sequential pass: what every clip must equal
+            exact = all(np.array_equal(reader.get(c), reference[c]) for c in plan)
+            row: dict[str, object] = {"file": path.name, "frames": n, "size": list(native), "exact": exact}
+            for label, size in (("native", None), ("train", train)):
+                seconds = _median_seconds(lambda s=size, p=plan: [reader.get(c, size=s) for c in p], repeats)
+                row[f"vidssl_fps_{label}"] = clips * 8 / seconds
+        if decord is not None:
+            for label, size in (("native", None), ("train", train)):
+                kwargs = {} if size is None else {"height": size[0], "width": size[1]}
+                vr = decord.VideoReader(str(path), num_threads=1, **kwargs)
+                seconds = _median_seconds(lambda vr=vr, plan=plan: [vr.get_batch(c).asnumpy() for c in plan], repeats)
+                row[f"decord_fps_{label}"] = clips * 8 / seconds
+                row[f"vs_decord_{label}"] = row[f"vidssl_fps_{label}"] / row[f"decord_fps_{label}"]  # type: ignore[operator]
+                if label == "native":
+                    row["decord_exact"] = all(np.array_equal(vr.get_batch(c).asnumpy(), reference[c]) for c in plan)
+        rows.append(row)
+    return rows
+
+
+def prepared_rate(paths: list[Path], clips: int, repeats: int, seed: int = 0) -> dict[str, float]:
+    """Frames/s of the same random clips read from a ``vidssl data prepare`` copy (short side 256, keyint 16)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        for path in paths:  # one flat folder of links: the copy's names follow the sources'
+            (src / path.name).symlink_to(path.resolve())
+        start = time.perf_counter()
+        rows = prepare(src, Path(tmp) / "prepared", PrepareSettings(), progress=False)
+        prepare_s = time.perf_counter() - start
+        frames, seconds = 0, 0.0
+        for row in rows:
+            if row.status != "ok":
+                continue
+            with open_video(row.path, backend="pyav") as reader:
+                plan = clip_plan(len(reader), clips, seed)
+                seconds += _median_seconds(lambda r=reader, p=plan: [r.get(c) for c in p], repeats)
+                frames += clips * 8
+    return {"fps": frames / seconds, "prepare_seconds": prepare_s, "copies": sum(r.status == "ok" for r in rows)}
 
 
 def clip_rate(
@@ -96,7 +180,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=160, help="clips per measurement")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--memory-samples", type=int, default=2000)
-    parser.add_argument("--memory-only", action="store_true", help="skip the throughput table")
+    parser.add_argument("--memory-only", action="store_true", help="skip the throughput tables")
+    parser.add_argument("--decoders-only", action="store_true", help="only the decoder and prepared-copy tables")
+    parser.add_argument("--clips", type=int, default=12, help="random clips per file for the decoder table")
+    parser.add_argument("--repeats", type=int, default=3, help="timings per measurement (median)")
     parser.add_argument("--out", type=Path, default=Path("bench_data.json"))
     args = parser.parse_args()
     if args.videos is None or not args.videos.is_dir():
@@ -106,9 +193,35 @@ def main() -> None:
 
     seq: dict[str, float] = {}
     rows = []
+    result: dict[str, object] = {"videos": [str(p) for p in paths], "backend": args.backend}
     if not args.memory_only:
-        seq = sequential_rate(paths, args.backend)
+        seq = sequential_rate(paths, "pyav")
         print(f"sequential decode (ceiling): {seq['fps']:.1f} frames/s over {seq['frames']} frames")
+        result["sequential"] = seq
+        dec = decoder_rows(paths, args.clips, args.repeats)
+        print(f"\n{args.clips} random clips of 8 frames at stride 4 per file, one thread, median of {args.repeats}")
+        print(f"{'file':24} {'size':>9} {'vidssl':>7} {'decord':>7} {'ratio':>6} {'vidssl@256':>10} "
+              f"{'decord@256':>10} {'ratio':>6} {'exact':>5} {'decord exact':>12}")
+        for r in dec:
+            print(f"{r['file']:24} {'x'.join(map(str, r['size'][::-1])):>9} {r['vidssl_fps_native']:7.1f} "  # type: ignore[index]
+                  f"{r.get('decord_fps_native', float('nan')):7.1f} {r.get('vs_decord_native', float('nan')):6.2f} "
+                  f"{r['vidssl_fps_train']:10.1f} {r.get('decord_fps_train', float('nan')):10.1f} "
+                  f"{r.get('vs_decord_train', float('nan')):6.2f} {r['exact']!s:>5} "
+                  f"{r.get('decord_exact', '-')!s:>12}")
+        vs = geomean([float(r["vs_decord_native"]) for r in dec if "vs_decord_native" in r])  # type: ignore[arg-type]
+        vs_train = geomean([float(r["vs_decord_train"]) for r in dec if "vs_decord_train" in r])  # type: ignore[arg-type]
+        print(f"vs_decord (geometric mean over files): native {vs:.2f}, at the training size {vs_train:.2f}; "
+              f"vidssl exact on {sum(bool(r['exact']) for r in dec)}/{len(dec)} files")
+        prep = prepared_rate(paths, args.clips, args.repeats)
+        ratio = prep["fps"] / seq["fps"]
+        print(f"prepared copy (short side 256, keyint 16; prepared in {prep['prepare_seconds']:.0f} s): "
+              f"{prep['fps']:.1f} random-clip frames/s; prepared_vs_sequential {ratio:.2f}")
+        result.update({"decoders": dec, "vs_decord": vs, "vs_decord_train_size": vs_train, "prepared": prep,
+                       "prepared_vs_sequential": ratio})
+    if args.decoders_only:
+        args.out.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.out}")
+        return
     for length in () if args.memory_only else (4, 8):
         for stride in (1, 4):
             for workers in args.workers:
@@ -127,8 +240,7 @@ def main() -> None:
     print(f"\nRSS over {args.memory_samples} samples (MiB): " + ", ".join(f"{i}:{mb:.0f}" for i, mb in trace))
     print(f"after warm-up: first {warm[0]:.0f}, last {warm[-1]:.0f}, growth {growth:+.0f} MiB, "
           f"median {statistics.median(warm):.0f}")
-    result = {"videos": [str(p) for p in paths], "backend": args.backend, "sequential": seq, "clips": rows,
-              "memory_trace_mb": trace, "memory_growth_after_warmup_mb": growth}
+    result.update({"clips": rows, "memory_trace_mb": trace, "memory_growth_after_warmup_mb": growth})
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
 

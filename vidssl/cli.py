@@ -16,6 +16,7 @@ COMMANDS: list[tuple[tuple[str, ...], str]] = [
     (("train",), "vidssl.train"),
     (("export",), "vidssl.models.export"),
     (("data", "index"), "vidssl.data.index"),
+    (("data", "prepare"), "vidssl.data.prepare"),
     (("data", "synth-actions"), "vidssl.data.synthetic_actions"),
     (("eval", "davis"), "vidssl.eval.davis"),
     (("eval", "davis-score"), "vidssl.eval.davis_metrics"),

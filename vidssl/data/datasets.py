@@ -84,15 +84,27 @@ def cover_crop(
     ``short_side`` sets the scale instead: frames are resized so their short side has that many pixels (or
     more, where that would not cover ``size``), and the window is a part of the frame at that scale.
     """
-    h, w = size
     src_h, src_w = frames.shape[1:3]
-    scale = max(h / src_h, w / src_w, (short_side or 0) / min(src_h, src_w))
-    new_h, new_w = max(h, round(src_h * scale)), max(w, round(src_w * scale))
+    new_h, new_w = cover_size((src_h, src_w), size, short_side)
     if (new_h, new_w) != (src_h, src_w):
+        scale = max(size[0] / src_h, size[1] / src_w, (short_side or 0) / min(src_h, src_w))
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         frames = np.stack([cv2.resize(f, (new_w, new_h), interpolation=interp) for f in frames])
-    top = int(rng.integers(0, new_h - h + 1))
-    left = int(rng.integers(0, new_w - w + 1))
+    return random_window(frames, size, rng)
+
+
+def cover_size(src: tuple[int, int], size: tuple[int, int], short_side: int | None = None) -> tuple[int, int]:
+    """The ``(H, W)`` that ``cover_crop`` resizes ``src = (H, W)`` frames to before cutting its ``size`` window."""
+    (h, w), (src_h, src_w) = size, src
+    scale = max(h / src_h, w / src_w, (short_side or 0) / min(src_h, src_w))
+    return max(h, round(src_h * scale)), max(w, round(src_w * scale))
+
+
+def random_window(frames: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """One random ``size = (h, w)`` window of ``(T, H, W, 3)`` frames, the same for every frame."""
+    h, w = size
+    top = int(rng.integers(0, frames.shape[1] - h + 1))
+    left = int(rng.integers(0, frames.shape[2] - w + 1))
     return frames[:, top : top + h, left : left + w]
 
 
@@ -188,6 +200,9 @@ class RawVideoDataset(_EpochSeeded):
         short: the policy for videos shorter than the sampler needs (``loop``, ``repeat`` or ``skip``; None: the
             samplers' default), handed to the sampler in its ``VideoInfo``.
         cache_readers: open readers kept per worker (opening costs a probe; decoders hold memory, so few).
+        resize_in_decoder: scale to the covering size inside the reader's colour conversion (PyAV: one libswscale
+            call, area filter; no full-size RGB frame). False: full-size frames, then ``cv2.resize``. The window
+            and every random draw are the same either way; only the resampling filter's rounding differs.
     """
 
     def __init__(
@@ -202,9 +217,11 @@ class RawVideoDataset(_EpochSeeded):
         max_retries: int = 10,
         cache_readers: int = 4,
         short_side: int | None = None,
+        resize_in_decoder: bool = True,
     ) -> None:
         super().__init__(seed, max_retries)
         self.short_side = short_side
+        self.resize_in_decoder = resize_in_decoder
         self.paths = _video_paths(source)
         if not self.paths:
             raise ValueError(f"{source}: no videos or frame folders found")
@@ -255,13 +272,17 @@ class RawVideoDataset(_EpochSeeded):
                          motion=partial(self._video_motion, path))
         try:
             indices = np.asarray(self.sampler(info, rng), dtype=np.int64).reshape(-1)
-            frames = reader.get(indices)
+            if self.size is not None and self.resize_in_decoder:
+                frames = reader.get(indices, size=cover_size(reader.size, self.size, self.short_side))
+            else:
+                frames = reader.get(indices)
         except (VideoError, ClipTooShort):
             self._readers.pop(path, None)
             reader.close()
             raise
         if self.size is not None:
-            frames = cover_crop(frames, self.size, rng, self.short_side)
+            frames = (random_window(frames, self.size, rng) if self.resize_in_decoder
+                      else cover_crop(frames, self.size, rng, self.short_side))
         video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (C, T, H, W)
         return {"video": video, "frame_indices": torch.from_numpy(indices), "label": -1}
 
@@ -330,6 +351,7 @@ def build_dataset(
     backend: str = "auto",
     short: ShortPolicy | None = None,
     short_side: int | None = None,
+    resize_in_decoder: bool = True,
 ) -> RawVideoDataset | ImageFolderDataset:
     """The dataset a run config asks for.
 
@@ -350,4 +372,5 @@ def build_dataset(
         from vidssl.data.synthetic import default_data
 
         source = default_data(seed=1) / "videos"
-    return RawVideoDataset(source, sampler, size=size, seed=seed, backend=backend, short=short, short_side=short_side)
+    return RawVideoDataset(source, sampler, size=size, seed=seed, backend=backend, short=short, short_side=short_side,
+                           resize_in_decoder=resize_in_decoder)

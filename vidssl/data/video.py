@@ -18,6 +18,12 @@ How exactness is kept while staying fast (PyAV backend):
   switched for good to *sequential* mode: decode from the start and count frames. That is exact, slower.
 - Frames that the table lists but the decoder never produces (a truncated file) raise a ``VideoError``
   naming the frames; they are never replaced by other frames.
+- Frames before the next wanted one that no other frame references are not decoded at all where the codec
+  marks them so (H.264 ``nal_ref_idc == 0``, MPEG-1/2/4 B-frames): libavcodec's ``skip_frame`` set to
+  ``NONREF`` packet by packet, only for packets whose pts lies before the next frame asked for. Skipping a
+  non-reference frame changes no other frame's pixels; the pts check then accepts gaps only before that frame.
+- One ``VideoReformatter`` per reader converts (and, with ``size=``, scales) to RGB: a fresh one per frame, as
+  ``VideoFrame.to_ndarray`` makes, costs more than the conversion itself on small frames.
 
 Backends and what ``"auto"`` picks: arrays -> ``"array"``, folders -> ``"frames"``, files -> ``"pyav"``.
 decord is not the default: measured on the shared clips it is not faster by enough to pay for its per-file
@@ -44,13 +50,19 @@ from types import TracebackType
 from typing import Any
 
 import av
+import cv2
 import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
 from PIL import Image
 
 from vidssl.data.errors import VideoError
 from vidssl.data.images import IMAGE_SUFFIXES
 
 BACKENDS = ("auto", "decord", "pyav", "frames", "array")
+# codecs whose non-reference frames libavcodec can skip without changing any other frame: H.264 marks them
+# (nal_ref_idc 0), MPEG-1/2/4 part 2 never reference B-frames. HEVC is left out: a sub-layer non-reference
+# picture may still be referenced by a higher temporal sub-layer.
+SKIP_NONREF_CODECS = frozenset({"h264", "mpeg4", "mpeg2video", "mpeg1video", "msmpeg4v3"})
 DEFAULT_STILL_FPS = 30.0  # frame folders and arrays carry no timing; DAVIS/JHMDB users pass fps=
 
 IndexLike = Sequence[int] | np.ndarray | range
@@ -77,24 +89,39 @@ class VideoReader:
         """``(H, W)``."""
         return (self.height, self.width)
 
-    def get(self, indices: IndexLike) -> np.ndarray:
-        """Frames ``indices`` (any order, repeats allowed) as uint8 RGB ``(T, H, W, 3)``."""
+    def get(self, indices: IndexLike, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Frames ``indices`` (any order, repeats allowed) as uint8 RGB ``(T, H, W, 3)``.
+
+        ``size = (h, w)`` scales every frame to that size (area filter when shrinking, bilinear when
+        enlarging); PyAV scales inside its colour conversion, so a full-size RGB frame is never made.
+        """
         idx = np.asarray(indices)
         if idx.ndim != 1:
             raise VideoError(self.path, f"indices must be one-dimensional, got shape {idx.shape}")
+        if size is not None:
+            size = (int(size[0]), int(size[1]))
+            if min(size) < 1:
+                raise VideoError(self.path, f"output size must be positive, got {size}")
+            if size == (self.height, self.width):
+                size = None
         if idx.size == 0:
-            return np.zeros((0, self.height, self.width, 3), dtype=np.uint8)
+            h, w = size or (self.height, self.width)
+            return np.zeros((0, h, w, 3), dtype=np.uint8)
         if not np.issubdtype(idx.dtype, np.integer):
             raise VideoError(self.path, f"indices must be integers, got dtype {idx.dtype}")
         bad = idx[(idx < 0) | (idx >= len(self))]
         if bad.size:
             raise VideoError(self.path, f"frame index {int(bad[0])} out of range [0, {len(self)})")
         unique, inverse = np.unique(idx, return_inverse=True)
-        frames = self._read([int(i) for i in unique])  # (U, H, W, 3), increasing index order
+        frames = self._read([int(i) for i in unique], size)  # (U, h, w, 3), increasing index order
         # a truncated file may have shrunk the reader during the read; report it, never misplace frames
         return frames[inverse.reshape(-1)]
 
-    def _read(self, indices: list[int]) -> np.ndarray:
+    def _read(self, indices: list[int], size: tuple[int, int] | None = None) -> np.ndarray:
+        """Distinct increasing ``indices``, scaled to ``size`` when given (subclasses may do it while decoding)."""
+        return resize_frames(self._read_native(indices), size)
+
+    def _read_native(self, indices: list[int]) -> np.ndarray:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -113,6 +140,18 @@ class VideoReader:
             f"{type(self).__name__}(path={self.path!r}, backend={self.backend!r}, frames={len(self)}, "
             f"size={self.size}, fps={self.fps:.3f})"
         )
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """``(T, H, W, 3)`` uint8 frames scaled to ``size = (h, w)`` (area filter shrinking, bilinear enlarging)."""
+    if size is None or frames.shape[1:3] == tuple(size):
+        return frames
+    h, w = size
+    interp = cv2.INTER_AREA if h * w < frames.shape[1] * frames.shape[2] else cv2.INTER_LINEAR
+    out = np.empty((len(frames), h, w, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        out[i] = cv2.resize(frame, (w, h), interpolation=interp)
+    return out
 
 
 # --------------------------------------------------------------------------------------------- arrays
@@ -135,7 +174,7 @@ class ArrayReader(VideoReader):
         self._num_frames, self.height, self.width = array.shape[:3]
         self.fps = float(fps) if fps else DEFAULT_STILL_FPS
 
-    def _read(self, indices: list[int]) -> np.ndarray:
+    def _read_native(self, indices: list[int]) -> np.ndarray:
         return self._array[indices]
 
 
@@ -185,11 +224,19 @@ class FrameFolderReader(VideoReader):
                              f"{self.width}x{self.height}")
         return rgb
 
-    def _read(self, indices: list[int]) -> np.ndarray:
+    def _read_native(self, indices: list[int]) -> np.ndarray:
         return np.stack([self._load(self._files[i]) for i in indices])
 
 
 # ----------------------------------------------------------------------------------------------- PyAV
+
+
+class _BadKeyframe(Exception):
+    """Decoding from this keyframe gave a frame the decoder flags corrupt: not a clean random-access point."""
+
+
+class _Overshoot(Exception):
+    """A seek to a keyframe's pts landed after that keyframe: seek by its dts from now on."""
 
 
 class _Untrusted(Exception):
@@ -223,9 +270,17 @@ class PyAVReader(VideoReader):
         self._it: Iterator[Any] | None = None
         self._last = -1  # index of the last frame the live decoder produced
         self._skip_below: int | None = None  # after a seek: drop leading pictures of an open GOP
+        self._after_seek = False  # the next decoded frame must be the keyframe sought to
+        self._seek_by_dts = False  # set when seeking by pts overshot the keyframe once
+        self._run_key: int | None = None  # the keyframe (number) the live decoder started from; None: the start
+        self._bad_keys: set[int] = set()  # keyframes that decode to corrupt frames: reads start before them
+        self._want_pts: int | None = None  # pts of the next frame asked for: non-reference packets before it skip
+        self._skippable: set[int] = set()  # pts of packets sent with skipping on (the decoder may drop them)
+        self._reformatter = VideoReformatter()
         self._open_container()
         s = self._stream
         self.height, self.width = int(s.codec_context.height), int(s.codec_context.width)
+        self._skip_nonref = s.codec_context.name in SKIP_NONREF_CODECS
         self._build_table()
         if s.average_rate:
             self.fps = float(s.average_rate)
@@ -277,7 +332,10 @@ class PyAVReader(VideoReader):
         self._rank = {p: i for i, p in enumerate(self._pts)}
         keys.sort()
         self._key_ranks = [self._rank[p] for p, _ in keys]
-        self._key_seek = [ts for _, ts in keys]
+        self._key_pts = [p for p, _ in keys]
+        self._key_dts = [ts for _, ts in keys]
+        # AVI's index holds decode timestamps: seeking to a B-frame file's keyframe pts overshoots it
+        self._seek_by_dts = "avi" in self._container.format.name.split(",")
         self._sequential = not have_all_pts or len(self._rank) != len(self._pts) or not keys
         self._num_frames = len(self._pts)
         if self._sequential:
@@ -306,16 +364,43 @@ class PyAVReader(VideoReader):
         """Fresh decoder positioned at keyframe number ``key`` (None: the start of the file)."""
         if key is None or self._sequential:
             self._open_container()
-            self._it = self._container.decode(self._stream)
+            self._it = self._decode()
             self._last = -1
             self._skip_below = None
+            self._after_seek = not self._sequential
+            self._run_key = None
             return
         if self._it is None:
             self._open_container()
-        self._container.seek(self._key_seek[key], backward=True, any_frame=False, stream=self._stream)
-        self._it = self._container.decode(self._stream)
+        # by pts: the demuxers tried (mp4, mkv) find the keyframe from it, while seeking to its dts lands on the
+        # keyframe before it (a whole extra GOP decoded and dropped); a demuxer that overshoots gets the dts
+        target = self._key_dts[key] if self._seek_by_dts else self._key_pts[key]
+        self._container.seek(target, backward=True, any_frame=False, stream=self._stream)
+        self._it = self._decode()
         self._last = self._key_ranks[key] - 1
         self._skip_below = self._pts[self._key_ranks[key]]  # leading pictures of an open GOP
+        self._after_seek = True
+        self._run_key = key
+
+    def _decode(self) -> Iterator[Any]:
+        """Decoded frames from the container's position on, skipping non-reference frames before ``_want_pts``."""
+        context = self._stream.codec_context
+        skipping = False
+        self._skippable.clear()
+        for packet in self._container.demux(self._stream):
+            if self._skip_nonref and not self._sequential:
+                # only packets of the table: a frame the table leaves out (a corrupt packet) must be seen decoded
+                pts = packet.pts
+                skip = pts is not None and self._want_pts is not None and pts < self._want_pts and pts in self._rank
+                if skip:
+                    self._skippable.add(pts)
+                if skip != skipping:  # set per packet: the decoder reads it when the packet's frame starts
+                    context.skip_frame = "NONREF" if skip else "DEFAULT"
+                    skipping = skip
+            yield from context.decode(packet)
+        if skipping:
+            context.skip_frame = "DEFAULT"
+        yield from context.decode(None)  # drain the frames the decoder still holds
 
     def _next_frame(self) -> tuple[int, Any] | None:
         """Next decoded frame and its index, or None at the end of the stream."""
@@ -336,47 +421,91 @@ class PyAVReader(VideoReader):
                     continue
                 self._skip_below = None
             expected = self._last + 1
-            if p is None or expected >= len(self._pts) or self._pts[expected] != p:
+            if p is None or expected >= len(self._pts):
                 raise _Untrusted
+            if self._after_seek and not self._seek_by_dts and p > self._pts[expected] and self._last >= 0:
+                raise _Overshoot
+            if frame.is_corrupt and self._run_key:
+                # a keyframe the container flags but the decoder cannot start from (cockatoo.mp4's IDR at frame
+                # 76 decodes corrupt after a seek, clean in a sequential decode): start before it from now on
+                raise _BadKeyframe
+            if self._pts[expected] != p:
+                # a gap must be frames sent to be skipped as non-reference (all before the frame asked for),
+                # never the keyframe a seek went to
+                rank = self._rank.get(p)
+                if (self._after_seek or rank is None or rank < expected
+                        or any(self._pts[k] not in self._skippable for k in range(expected, rank))):
+                    raise _Untrusted
+                self._skippable.difference_update(self._pts[expected:rank])
+                expected = rank
+            self._skippable.discard(p)
+            self._after_seek = False
             self._last = expected
             return expected, frame
 
-    def _read(self, indices: list[int]) -> np.ndarray:
+    def _read(self, indices: list[int], size: tuple[int, int] | None = None) -> np.ndarray:
         try:
-            return self._read_once(indices)
+            return self._read_once(indices, size)
         except _Untrusted:
             self._count_sequential()
             bad = [i for i in indices if i >= self._num_frames]
             if bad:
                 raise VideoError(self.path, f"frames {bad[0]}.. could not be decoded; the stream decodes "
                                  f"to {self._num_frames} frames") from None
-            return self._read_once(indices)
+            return self._read_once(indices, size)
 
-    def _read_once(self, indices: list[int]) -> np.ndarray:
-        out = np.empty((len(indices), self.height, self.width, 3), dtype=np.uint8)
+    def _start_key(self, target: int) -> int:
+        """The keyframe (number; -1: none) to decode ``target`` from: the last one at or before it that is clean."""
+        key = bisect.bisect_right(self._key_ranks, target) - 1
+        while key > 0 and key in self._bad_keys:
+            key -= 1
+        return key
+
+    def _rgb(self, frame: Any, size: tuple[int, int] | None) -> np.ndarray:
+        if size is None:
+            return self._reformatter.reformat(frame, format="rgb24").to_ndarray()
+        h, w = size
+        shrink = h * w < self.height * self.width
+        return self._reformatter.reformat(frame, format="rgb24", width=w, height=h, interpolation=(
+            Interpolation.AREA if shrink else Interpolation.BILINEAR)).to_ndarray()
+
+    def _read_once(self, indices: list[int], size: tuple[int, int] | None = None) -> np.ndarray:
+        h, w = size or (self.height, self.width)
+        out = np.empty((len(indices), h, w, 3), dtype=np.uint8)
         for j, target in enumerate(indices):
+            self._want_pts = None if self._sequential else self._pts[target]
             if self._sequential:
                 if self._it is None or self._last >= target:
                     self._restart(None)
             else:
-                key = bisect.bisect_right(self._key_ranks, target) - 1
+                key = self._start_key(target)
                 key_rank = self._key_ranks[key] if key >= 0 else 0
                 # continue the live decoder when no keyframe lies between it and the target
                 if self._it is None or self._last >= target or key_rank > self._last + 1:
                     self._restart(key if key >= 0 else None)
             while True:
-                got = self._next_frame()
+                try:
+                    got = self._next_frame()
+                except _Overshoot:
+                    self._seek_by_dts = True
+                    self._restart(self._start_key(target))
+                    continue
+                except _BadKeyframe:
+                    assert self._run_key is not None
+                    self._bad_keys.add(self._run_key)
+                    key = self._start_key(target)
+                    self._restart(key if key > 0 else None)
+                    continue
                 if got is None:
                     self._it = None
                     raise VideoError(self.path, f"frame {target} could not be decoded (truncated or corrupt "
                                      f"file; the stream lists {len(self)} frames)")
                 i, frame = got
                 if i == target:
-                    rgb = frame.to_ndarray(format="rgb24")
-                    if rgb.shape != out.shape[1:]:
-                        raise VideoError(self.path, f"frame {i} has size {rgb.shape[1]}x{rgb.shape[0]}, "
+                    if (frame.height, frame.width) != (self.height, self.width):
+                        raise VideoError(self.path, f"frame {i} has size {frame.width}x{frame.height}, "
                                          f"the stream {self.width}x{self.height} (resolution changes)")
-                    out[j] = rgb
+                    out[j] = self._rgb(frame, size)
                     break
         return out
 
@@ -400,7 +529,7 @@ class DecordReader(VideoReader):
         self._num_frames = len(probe)
         self.backend = "decord"
 
-    def _read(self, indices: list[int]) -> np.ndarray:
+    def _read_native(self, indices: list[int]) -> np.ndarray:
         try:
             return np.asarray(self._vr.get_batch(indices).asnumpy())
         except Exception as exc:  # decord raises its own DECORDError for damaged data
