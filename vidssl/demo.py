@@ -26,7 +26,7 @@ from typing import Any
 from vidssl.engine.config import ConfigError
 from vidssl.eval.propagation import PropagationConfig
 
-HELP = "pretrain CRW briefly on synthetic (or your) videos and compare label propagation with baselines"
+HELP = "pretrain briefly (CRW by default) on synthetic (or your) videos and compare label propagation with baselines"
 
 BASELINES = ("identity", "pixels", "random")
 DEMO_SEQUENCES = 2  # synthetic sequences evaluated by default (each encoder costs ~30-60 s per sequence on 2 cores)
@@ -46,26 +46,35 @@ class DemoConfig:
     device: str = "cpu"
     seed: int = 0
     progress: bool = True
+    method: str = "crw"
+    model: dict[str, Any] | None = None  # None: MODELS[method]
+    frame_size: tuple[int, int] = (96, 128)
+    lr: float = 3.0e-4
+
+
+MODELS: dict[str, dict[str, Any]] = {
     # a CRW small enough for a CPU: a 64 px crop of 96x128 frames cut into 3x3 patches of 32 px, 4-frame
     # clips, on the 256-d stride-8 trunk that label propagation uses (CRW's test-time trunk)
-    model: dict[str, Any] = field(default_factory=lambda: {
-        "backbone": "resnet18_s8_l3", "crop_size": 64, "patch_size": 32, "patch_stride": 16, "clip_len": 4,
-        "frame_stride": 2,  # the synthetic videos move 2-4 px per frame: every 2nd frame keeps walks local
-    })
-    frame_size: tuple[int, int] = (96, 128)
+    "crw": {"backbone": "resnet18_s8_l3", "crop_size": 64, "patch_size": 32, "patch_stride": 16, "clip_len": 4,
+            "frame_stride": 2},  # the synthetic videos move 2-4 px per frame: every 2nd frame keeps walks local
+    "corrflow": {"backbone": "resnet18_s8_l3", "crop_size": 96, "sampling_steps": 200, "frame_interval": 2},
+    "mast": {"backbone": "resnet18_s8_l3", "crop_size": 96},
+}
 
 
 def pretrain_config(cfg: DemoConfig) -> dict[str, Any]:
     """The run config (as ``vidssl train`` reads it) of the demo's pretraining."""
+    if cfg.method not in MODELS and cfg.model is None:
+        raise ConfigError(f"--method: {cfg.method!r} has no demo model; known: {', '.join(MODELS)}")
     return {
-        "method": "crw",
+        "method": cfg.method,
         "seed": cfg.seed,
         "out_dir": str(cfg.out / "pretrain"),
         "device": cfg.device,
-        "model": dict(cfg.model),
+        "model": dict(cfg.model if cfg.model is not None else MODELS[cfg.method]),
         "data": {"kind": "video", "source": cfg.videos, "size": list(cfg.frame_size), "batch_size": cfg.batch_size,
                  "workers": cfg.workers},
-        "optim": {"name": "adam", "lr": 3.0e-4, "weight_decay": 0.0},  # the README's advice for small runs
+        "optim": {"name": "adam", "lr": cfg.lr, "weight_decay": 0.0},  # the README's advice for small runs
         "schedule": {"name": "constant", "steps": cfg.steps},
         "log": {"every": max(1, cfg.steps // 6), "tensorboard": False, "progress": cfg.progress},
         "ckpt": {"every": cfg.steps, "keep": 1, "resume": "none"},
@@ -73,7 +82,7 @@ def pretrain_config(cfg: DemoConfig) -> dict[str, Any]:
 
 
 def pretrain(cfg: DemoConfig) -> tuple[Path, list[dict[str, float]]]:
-    """Train CRW as ``pretrain_config`` says; returns the checkpoint and the logged records."""
+    """Train as ``pretrain_config`` says; returns the checkpoint and the logged records."""
     import json
 
     from vidssl.engine.checkpoint import checkpoint_path
@@ -125,20 +134,21 @@ def run_demo(cfg: DemoConfig) -> list[tuple[str, dict[str, float]]]:
             default_data(seed=1)  # the training videos, so their generation is not counted as a training step
         sequences = cfg.sequences or read_sequence_list(root)[:DEMO_SEQUENCES]
 
-    print(f"[1/2] pretraining CRW for {cfg.steps} steps on {cfg.videos} videos ...", flush=True)
+    print(f"[1/2] pretraining {cfg.method} for {cfg.steps} steps on {cfg.videos} videos ...", flush=True)
     t0 = time.perf_counter()
     checkpoint, records = pretrain(cfg)
     if records:
         first, last = records[0], records[-1]
-        print(f"      walk loss {first['loss']:.3f} -> {last['loss']:.3f}, walk accuracy "
-              f"{first.get('method/acc', float('nan')):.3f} -> {last.get('method/acc', float('nan')):.3f} "
-              f"({time.perf_counter() - t0:.0f} s; checkpoint {checkpoint})", flush=True)
+        acc = (f", accuracy {first['method/acc']:.3f} -> {last['method/acc']:.3f}"
+               if "method/acc" in first and "method/acc" in last else "")
+        print(f"      loss {first['loss']:.3f} -> {last['loss']:.3f}{acc} ({time.perf_counter() - t0:.0f} s; "
+              f"checkpoint {checkpoint})", flush=True)
 
     # CRW's protocol (configs/eval/crw.yaml); a 40-cell tile covers a whole synthetic frame, which is
     # faster on small frames and gives the same result (the tile only changes speed)
     prop = PropagationConfig(tile=40)
     specs = [*BASELINES, str(checkpoint)]
-    names = [*BASELINES, "crw (pretrained)"]
+    names = [*BASELINES, f"{cfg.method} (pretrained)"]
     rows: list[tuple[str, dict[str, float]]] = []
     print(f"[2/2] label propagation on {len(sequences)} sequence(s) of {root} ...", flush=True)
     for i, (spec, name) in enumerate(zip(specs, names, strict=True)):
@@ -160,6 +170,8 @@ def run_demo(cfg: DemoConfig) -> list[tuple[str, dict[str, float]]]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = DemoConfig()
+    parser.add_argument("--method", default=d.method, choices=sorted(MODELS),
+                        help=f"the method pretrained (default {d.method}; each has a CPU-sized model here)")
     parser.add_argument("--steps", type=int, default=d.steps, help=f"pretraining steps (default {d.steps})")
     parser.add_argument("--out", type=Path, default=d.out, help=f"output folder (default {d.out})")
     parser.add_argument("--videos", default=d.videos, help="training videos or frame folders (default: synthetic)")
@@ -174,7 +186,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = DemoConfig(steps=args.steps, out=args.out, videos=args.videos, davis_root=args.davis_root,
+    cfg = DemoConfig(method=args.method, steps=args.steps, out=args.out, videos=args.videos, davis_root=args.davis_root,
                      sequences=args.sequences, batch_size=args.batch_size, workers=args.workers,
                      device=args.device, seed=args.seed, progress=not args.no_progress)
     try:

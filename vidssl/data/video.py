@@ -26,9 +26,10 @@ How exactness is kept while staying fast (PyAV backend):
   ``VideoFrame.to_ndarray`` makes, costs more than the conversion itself on small frames.
 
 Backends and what ``"auto"`` picks: arrays -> ``"array"``, folders -> ``"frames"``, files -> ``"pyav"``.
-decord is not the default: measured on the shared clips it is not faster by enough to pay for its per-file
-seek check at open, and its own random access returns wrong frames on HEVC and on open-GOP H.264
-(``docs/benchmarks.md``, "Video decoding"). The ``"decord"`` backend is kept for users who ask for it: it
+decord is not the default: on the shared clips this reader delivers random clips 1.5x as fast as decord's
+``get_batch`` (geometric mean, one thread, ``tools/bench_data.py``), decord needs a per-file seek check at
+open, and its own random access returns wrong frames on HEVC and on open-GOP H.264 (``docs/benchmarks.md``,
+"Video decoding"). The ``"decord"`` backend is kept for users who ask for it: it
 probes the file with PyAV first (decord can crash on corrupt input), checks that decord decodes the
 requested stream with the same frame count, and checks its random access on a few probe frames against its
 own sequential decode; when any check fails it falls back to PyAV for that file (``reader.backend`` says
