@@ -386,3 +386,16 @@ def test_two_views_with_a_second_augmentation_use_it_for_the_second_view() -> No
     x = img[:, :, 0].float() / 255
     torch.testing.assert_close(a, imagenet_normalize(x))
     torch.testing.assert_close(b, imagenet_normalize(torch.where(x >= 0.5, 1 - x, x)))
+
+
+def test_augmentation_stays_in_the_clip_dtype_under_autocast() -> None:
+    from vidssl.data.augment import moco_v2_augment
+
+    aug = moco_v2_augment((32, 32))
+    clip = torch.rand(3, 3, 2, 40, 48)
+    params = aug.sample_params(3, 2, 40, 48, torch.Generator().manual_seed(0))
+    plain = aug.apply_params(clip, params)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = aug.apply_params(clip, params)
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, plain)
+

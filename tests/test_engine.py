@@ -432,6 +432,38 @@ def test_bf16_autocast_on_cpu_by_option(tiny: type[Tiny], tmp_path: Path) -> Non
     assert seen == [torch.bfloat16, torch.float32]
 
 
+def test_channels_last_changes_the_layout_not_the_training(tiny: type[Tiny], tmp_path: Path) -> None:
+    layouts: list[bool] = []
+
+    class Spy(Tiny):
+        def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+            layouts.append(self.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last))
+            return super().forward(batch)
+
+    METHODS["tiny"] = Spy
+    losses = []
+    for cl in (False, True):
+        cfg, _ = resolve_config(tiny_config(tmp_path / str(cl), **{"optim.channels_last": cl, "schedule.steps": 3}))
+        train(cfg, dataset=ClipSet(n=4))
+        losses.append([json.loads(line)["loss"] for line in (tmp_path / str(cl) / "metrics.jsonl").read_text().splitlines()
+                       if "loss" in line])
+    assert layouts == [False] * 3 + [True] * 3
+    assert np.allclose(losses[0], losses[1], rtol=1e-4, atol=1e-5)  # the same batches, the same arithmetic
+
+
+def test_a_method_that_does_not_compile_is_named(tmp_path: Path) -> None:
+    import torch._dynamo.exc as dynamo_exc
+
+    class Untraceable(nn.Module):
+        def forward(self, batch: Any) -> Any:
+            raise dynamo_exc.Unsupported("a data-dependent branch")
+
+    with pytest.raises(ConfigError, match=r"optim.compile: method 'odd' does not compile .*optim.compile=false"):
+        train_module._forward(Untraceable(), {}, torch.device("cpu"), "odd", compiled=True)
+    with pytest.raises(dynamo_exc.Unsupported):  # without the option the error is the method's own
+        train_module._forward(Untraceable(), {}, torch.device("cpu"), "odd", compiled=False)
+
+
 # ---- export and CLI -------------------------------------------------------------------------------------
 
 def test_export_loads_into_torchvision_strict(tiny: type[Tiny], tmp_path: Path) -> None:

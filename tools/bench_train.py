@@ -3,6 +3,14 @@ data, and peak memory, on the CPU (and the GPU when present). Prints a table and
 
     python tools/bench_train.py [--steps 20 --warmup 5 --batch 16 --size 256 256 --workers 2]
                                 [--source shared|DIR|synthetic] [--set model.crop_size=112 ...] [--json out.json]
+                                [--options fp32 channels_last bf16 compile]
+
+``--options``: each method runs once per option, all from the same seed, so every run sees the same batches
+and starts from the same weights: ``fp32`` (eager, the reference), ``channels_last`` (``optim.channels_last``),
+``bf16`` (``optim.amp``: bf16 autocast on the CPU, fp16 on CUDA) and ``compile`` (``optim.compile``). The table
+gives each option's step time over fp32's and its loss difference from fp32's on the first step (same
+weights, same batch: the numerical effect alone) and over the timed steps. An option that fails for a method
+is reported with its error.
 
 Each (method, device) runs in its own process through the real training loop (``vidssl.train``)
 with the method's default hyper-parameters and real decoding (default: the shared frame folders and
@@ -29,8 +37,11 @@ from vidssl.methods import METHODS
 from vidssl.paths import data_root
 from vidssl.train import resolve_config, train
 
+OPTIONS = {"fp32": [], "channels_last": ["optim.channels_last=true"], "bf16": ["optim.amp=true"],
+           "compile": ["optim.compile=true"]}
 
-def bench_one(method: str, device: str, args: argparse.Namespace) -> dict[str, Any]:
+
+def bench_one(method: str, device: str, args: argparse.Namespace, option: str = "fp32") -> dict[str, Any]:
     """One short run; returns the measured figures."""
     with tempfile.TemporaryDirectory() as out:
         data: dict[str, Any] = {
@@ -39,17 +50,20 @@ def bench_one(method: str, device: str, args: argparse.Namespace) -> dict[str, A
             "data": {"kind": getattr(METHODS[method].Config(), "input", "video"), "source": args.source,
                      "size": list(args.size), "batch_size": args.batch, "workers": args.workers},
             "schedule": {"name": "constant", "steps": args.warmup + args.steps},
-            "log": {"every": 10**9, "tensorboard": False, "progress": False},
+            "log": {"every": 1, "tensorboard": False, "progress": False},
             "ckpt": {"every": 10**9, "keep": 1, "resume": "none"},
         }
-        cfg, _ = resolve_config(apply_overrides(data, args.set))
+        cfg, _ = resolve_config(apply_overrides(data, [*args.set, *OPTIONS[option]]))
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         result = train(cfg)
+        losses = [json.loads(line)["loss"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()
+                  if line.strip() and "loss" in json.loads(line)]
     step_s = result.step_seconds[args.warmup:]
     wait_s = result.wait_seconds[args.warmup:]
     return {
-        "method": method, "device": device, "batch": cfg.data.batch_size, "size": list(cfg.data.size),
+        "method": method, "device": device, "option": option, "losses": losses,
+        "batch": cfg.data.batch_size, "size": list(cfg.data.size),
         "model": cfg.model, "steps": len(step_s),
         "samples_per_s": result.samples_per_step * len(step_s) / sum(step_s),
         "step_ms": 1000 * sum(step_s) / len(step_s),
@@ -83,11 +97,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="data.source; 'shared': the shared frame folders and videos (17 sources), linked")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="run-config overrides for every run")
     p.add_argument("--json", type=Path, default=Path("bench_train.json"))
-    p.add_argument("--one", nargs=2, metavar=("METHOD", "DEVICE"), help=argparse.SUPPRESS)
+    p.add_argument("--options", nargs="*", default=["fp32"], choices=sorted(OPTIONS),
+                   help="speed options, each against fp32 on the same batches (default: fp32 alone)")
+    p.add_argument("--one", nargs=3, metavar=("METHOD", "DEVICE", "OPTION"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:  # child process: one run, JSON on the last stdout line
-        print(json.dumps(bench_one(args.one[0], args.one[1], args)))
+        print(json.dumps(bench_one(args.one[0], args.one[1], args, args.one[2])))
         return 0
+    options = ["fp32", *[o for o in args.options if o != "fp32"]]  # the reference first
     passthrough = list(argv if argv is not None else sys.argv[1:])
     links = tempfile.TemporaryDirectory()
     if args.source == "shared":
@@ -96,29 +113,44 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--source shared needs the shared data (set VIDSSL_DATA)")
         args.source = str(shared_sources(root, Path(links.name)))
         passthrough += ["--source", args.source]
-    rows = []
+    rows, failed = [], []
     for method in args.methods:
         for device in args.devices:
-            cmd = [sys.executable, __file__, *passthrough, "--one", method, device]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(f"{method} on {device} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
-                continue
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    header = f"{'method':<10} {'device':<6} {'batch':>5} {'samples/s':>10} {'step ms':>9} {'data wait':>9} " \
-             f"{'peak RSS MB':>11} {'CUDA MB':>8}"
+            for option in options:
+                cmd = [sys.executable, __file__, *passthrough, "--one", method, device, option]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode != 0:
+                    error = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+                    print(f"{method} on {device} with {option} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+                    failed.append({"method": method, "device": device, "option": option, "error": error})
+                    continue
+                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    reference = {(r["method"], r["device"]): r for r in rows if r["option"] == "fp32"}
+    for r in rows:  # each option against eager fp32 on the same batches
+        ref = reference.get((r["method"], r["device"]))
+        if ref is not None and r["losses"] and ref["losses"]:
+            n = min(len(r["losses"]), len(ref["losses"]))
+            r["speedup"] = ref["step_ms"] / r["step_ms"]
+            r["loss_diff_first"] = abs(r["losses"][0] - ref["losses"][0])
+            r["loss_diff_max"] = max(abs(a - b) for a, b in zip(r["losses"][:n], ref["losses"][:n], strict=True))
+    header = f"{'method':<10} {'device':<6} {'option':<13} {'batch':>5} {'samples/s':>10} {'step ms':>9} " \
+             f"{'speed-up':>8} {'loss diff 1st':>13} {'max':>9} {'data wait':>9} {'peak RSS MB':>11} {'CUDA MB':>8}"
     print(header)
     for r in rows:
         cuda = f"{r['cuda_max_allocated_mb']:.0f}" if r["cuda_max_allocated_mb"] is not None else "-"
-        print(f"{r['method']:<10} {r['device']:<6} {r['batch']:>5} {r['samples_per_s']:>10.2f} {r['step_ms']:>9.1f} "
+        print(f"{r['method']:<10} {r['device']:<6} {r['option']:<13} {r['batch']:>5} {r['samples_per_s']:>10.2f} "
+              f"{r['step_ms']:>9.1f} {r.get('speedup', float('nan')):>8.2f} "
+              f"{r.get('loss_diff_first', float('nan')):>13.2e} {r.get('loss_diff_max', float('nan')):>9.2e} "
               f"{r['data_wait_fraction']:>9.1%} {r['peak_rss_mb']:>11.0f} {cuda:>8}")
+    for f in failed:
+        print(f"{f['method']:<10} {f['device']:<6} {f['option']:<13} failed: {f['error'][:200]}")
     meta = {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available()
             else None, "source": args.source, "steps": args.steps, "warmup": args.warmup, "set": args.set}
-    args.json.write_text(json.dumps({"config": meta, "results": rows}, indent=2) + "\n")
+    args.json.write_text(json.dumps({"config": meta, "results": rows, "failed": failed}, indent=2) + "\n")
     links.cleanup()
     print(f"wrote {args.json}")
-    return 0 if len(rows) == len(args.methods) * len(args.devices) else 1
+    return 0 if not failed else 1
 
 
 if __name__ == "__main__":

@@ -71,6 +71,8 @@ class OptimConfig:
     clip_grad: float = 0.0  # max global gradient norm; 0 disables clipping
     accum_steps: int = 1  # micro-batches per optimiser step
     amp: bool = False  # fp16 + GradScaler on CUDA, bf16 autocast on CPU
+    channels_last: bool = False  # 4-D weights (convolutions) in channels-last memory order
+    compile: bool = False  # torch.compile the method's forward (in place: checkpoints keep their keys)
 
 
 @dataclass
@@ -262,6 +264,21 @@ class TrainResult:
     last_loss: float
 
 
+def _forward(model: nn.Module, batch: Any, device: torch.device, method: str, compiled: bool) -> Any:
+    """The method's forward; a method that torch.compile cannot trace is named with the option to turn off."""
+    if not compiled:
+        return model(_to_device(batch, device))
+    try:
+        return model(_to_device(batch, device))
+    except Exception as exc:
+        import torch._dynamo.exc as dynamo_exc
+
+        if isinstance(exc, (dynamo_exc.TorchDynamoException, dynamo_exc.BackendCompilerFailed)):
+            raise ConfigError(f"optim.compile: method {method!r} does not compile ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:300]}); train it with optim.compile=false") from exc
+        raise
+
+
 def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
     """Run (or resume) training as ``cfg`` says. ``dataset`` replaces the one ``cfg.data`` describes."""
     device = dist.setup(cfg.device, cfg.dist.backend)
@@ -273,6 +290,10 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
         raise TypeError(f"method {cfg.method!r}: {type(raw).__name__} is not an nn.Module")
     raw.to(device)
     o, s = cfg.optim, cfg.schedule
+    if o.channels_last:
+        raw.to(memory_format=torch.channels_last)
+    if o.compile:
+        raw.compile()
     base_lr = scaled_lr(o, cfg.data.batch_size)
     optimizer = build_optimizer(raw, o.name, lr=base_lr, weight_decay=o.weight_decay, momentum=o.momentum,
                                 betas=o.betas, nesterov=o.nesterov)
@@ -342,7 +363,7 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
                 sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else nullcontext()
                 with sync:
                     with autocast:
-                        loss, metrics = model(_to_device(batch, device))
+                        loss, metrics = _forward(model, batch, device, cfg.method, o.compile)
                     losses.append(float(dist.all_reduce_mean(loss.detach().float()).item()))
                     if not math.isfinite(losses[-1]):
                         raise NonFiniteLoss(f"loss is {losses[-1]} at step {step + 1} (epoch {epoch}); stopping, "

@@ -325,8 +325,13 @@ class ClipAugment(nn.Module):
         """Apply drawn parameters to ``(B, C, T, H, W)`` -> ``(B, C, T, *size)``.
 
         Lets a caller reuse one draw, e.g. the same crop and flip on a clip and its C=1 soft masks (params
-        without colour ops), or read the boxes back.
+        without colour ops), or read the boxes back. Runs in the clip's dtype also under autocast (``optim.amp``):
+        augmentation prepares the input, it is not the model's arithmetic.
         """
+        with torch.autocast(clip.device.type, enabled=False):
+            return self._apply_params(clip, params)
+
+    def _apply_params(self, clip: Tensor, params: ClipParams) -> Tensor:
         _check_clip(clip, "ClipAugment")
         b, c, t, h, w = clip.shape
         if params.boxes.shape[0] != b * t:
