@@ -26,7 +26,7 @@ from torch import Tensor
 from vidssl.engine.config import ConfigError, apply_overrides, did_you_mean, from_dict, read_yaml
 from vidssl.eval.encoders import DEFAULT_BACKBONE, FrameEncoder, build_encoder
 from vidssl.eval.mast_memory import MastMemoryConfig, mast_propagate
-from vidssl.eval.propagation import PropagationConfig, propagate_labels
+from vidssl.eval.propagation import PropagationConfig, propagate_labels, resize_frame
 from vidssl.nn.colour import InputSpace
 from vidssl.paths import REPO_ROOT
 
@@ -122,7 +122,7 @@ def propagate_video(
         if image.shape[:2] != size:
             problem = f"frame is {image.shape[1]}x{image.shape[0]}, the first mask {size[1]}x{size[0]}"
             raise FrameInputError(frames[t], problem)
-        return encode(image)
+        return encode(resize_frame(image, cfg.frame_resize) if isinstance(cfg, PropagationConfig) else image)
 
     mask = torch.from_numpy(first_mask.astype(np.int64))
     for labels in mode_of(cfg).propagate(encode_frame, mask, len(frames), encoder.stride, cfg):

@@ -69,6 +69,8 @@ class PropagationConfig:
     # max(0, t - context) .. t - 1), so until it leaves the ring the context holds it twice
     label_resize: LabelResize = "crw"  # labels to the feature grid and back as that code does (label_to_feature_res)
     label_downsample: Literal["bilinear", "nearest"] = "bilinear"  # the interpolation of label_resize: stride
+    frame_resize: Literal["native", "dino"] = "native"  # frames as read, or DINO's read_frame: the short side
+    # to 480, the long side floored to a multiple of 64 (854x480 -> 832x480), cv2.resize, before encoding
     norm_mask: bool = False  # per-channel min-max of the upsampled soft labels before argmax (VFS, DINO; not
     # CRW's --norm_mask, which normalises each position over the channels at feature resolution)
     tile: int = 12  # target tile side in feature cells: speed only, results do not depend on it
@@ -78,6 +80,9 @@ class PropagationConfig:
         if self.pad_with_first and self.first_is_recent:
             raise ConfigError("first_is_recent: true needs pad_with_first: false (the recent frames start as frame "
                               "0 alone, not as copies of it)")
+        if self.frame_resize != "native" and self.label_resize == "stride":
+            raise ConfigError(f"frame_resize: {self.frame_resize} resizes the frames, and label_resize: stride "
+                              f"aligns cells with the frame as read; use label_resize: crw, vfs or dino")
         if self.label_downsample != "bilinear" and self.label_resize != "stride":
             raise ConfigError(
                 f"label_downsample: {self.label_downsample!r} applies to label_resize: stride only; "
@@ -229,6 +234,22 @@ def propagate(
 #   stride (vidssl): the labels are cropped or edge-padded to (s h, s w), so that cell (i, j) covers pixels
 #       [s i, s i + s), resized by exactly s (bilinear or nearest) and back; geometrically aligned with the
 #       features, but no authors' code does it.
+
+
+def dino_frame_size(height: int, width: int, scale: int = 480) -> tuple[int, int]:
+    """``(H, W)`` DINO's ``read_frame`` resizes a frame to (``eval_video_segmentation.py``, ``scale_size=[480]``):
+    the short side to ``scale``, the long side in proportion, floored to a multiple of 64."""
+    if height > width:
+        return int((scale * height / width) // 64 * 64), scale
+    return scale, int((scale * width / height) // 64 * 64)
+
+
+def resize_frame(image: np.ndarray, how: Literal["native", "dino"]) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 frame as the preset's ``frame_resize`` feeds it to the encoder."""
+    if how == "native":
+        return image
+    h, w = dino_frame_size(*image.shape[:2])
+    return image if (h, w) == image.shape[:2] else cv2.resize(image, (w, h))  # INTER_LINEAR, as read_frame
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
