@@ -445,8 +445,8 @@ def test_channels_last_changes_the_layout_not_the_training(tiny: type[Tiny], tmp
     for cl in (False, True):
         cfg, _ = resolve_config(tiny_config(tmp_path / str(cl), **{"optim.channels_last": cl, "schedule.steps": 3}))
         train(cfg, dataset=ClipSet(n=4))
-        losses.append([json.loads(line)["loss"] for line in (tmp_path / str(cl) / "metrics.jsonl").read_text().splitlines()
-                       if "loss" in line])
+        lines = (tmp_path / str(cl) / "metrics.jsonl").read_text().splitlines()
+        losses.append([json.loads(line)["loss"] for line in lines if "loss" in line])
     assert layouts == [False] * 3 + [True] * 3
     assert np.allclose(losses[0], losses[1], rtol=1e-4, atol=1e-5)  # the same batches, the same arithmetic
 
