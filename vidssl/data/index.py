@@ -12,9 +12,11 @@ import csv
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TypeVar
 
 from tqdm import tqdm
 
@@ -22,6 +24,8 @@ from vidssl.data.images import IMAGE_SUFFIXES
 from vidssl.data.video import open_video
 from vidssl.paths import cache_dir
 
+J = TypeVar("J")
+R = TypeVar("R")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 HELP = "write a manifest CSV (frames, fps, size, status) of the videos and frame folders under a path"
 
@@ -122,19 +126,23 @@ def build_manifest(
 ) -> list[ManifestRow]:
     """Probe every source (in a process pool when ``workers > 1``), in the order given."""
     jobs = [(str(s), backend, use_cache) for s in sources]
-    bar = tqdm(total=len(jobs), desc="index", unit="video", disable=not progress)
-    results: list[tuple[ManifestRow, bool]] = []
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for result in pool.map(_probe_job, jobs, chunksize=1):
-                results.append(result)
+    return [row for row, _ in map_videos(_probe_job, jobs, workers, "index", progress)]
+
+
+def map_videos(fn: Callable[[J], R], jobs: list[J], workers: int, desc: str, progress: bool = True) -> list[R]:
+    """``[fn(job) for job in jobs]`` in order, in a process pool when ``workers > 1``, with a progress bar."""
+    results: list[R] = []
+    with tqdm(total=len(jobs), desc=desc, unit="video", disable=not progress) as bar:
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for result in pool.map(fn, jobs, chunksize=1):
+                    results.append(result)
+                    bar.update()
+        else:
+            for job in jobs:
+                results.append(fn(job))
                 bar.update()
-    else:
-        for job in jobs:
-            results.append(_probe_job(job))
-            bar.update()
-    bar.close()
-    return [row for row, _ in results]
+    return results
 
 
 def write_manifest(rows: list[ManifestRow], path: str | Path) -> None:

@@ -22,15 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
-from tqdm import tqdm
 
-from vidssl.data.index import ManifestRow, discover, probe, write_manifest
+from vidssl.data.index import ManifestRow, discover, map_videos, probe, write_manifest
 from vidssl.data.video import open_video
 
 HELP = "write a training-ready copy of videos (short side 256, a keyframe every 16 frames) with a manifest"
@@ -139,18 +137,7 @@ def prepare(
     _check_settings(out, settings)
     root = src if src.is_dir() else src.parent
     jobs = [(str(s), str(d), settings) for s, d in zip(sources, destinations(sources, root, out), strict=True)]
-    rows: list[ManifestRow] = []
-    bar = tqdm(total=len(jobs), desc="prepare", unit="video", disable=not progress)
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for row in pool.map(_job, jobs, chunksize=1):
-                rows.append(row)
-                bar.update()
-    else:
-        for job in jobs:
-            rows.append(_job(job))
-            bar.update()
-    bar.close()
+    rows = map_videos(_job, jobs, workers, "prepare", progress)
     # absolute paths: a manifest's paths are read as they stand (relative ones against the working folder)
     write_manifest([ManifestRow(**{**asdict(r), "path": str(Path(r.path).resolve())}) if r.status == "ok" else r
                     for r in rows], out / MANIFEST)
