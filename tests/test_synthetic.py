@@ -206,6 +206,107 @@ def test_bad_arguments_are_refused() -> None:
         write_dataset(Path("nowhere"), size=(64, 63))
 
 
+# ----------------------------------------------------------------------------------------------------
+# the realistic options (synthetic.REALISTIC)
+
+
+def test_scene_palette_takes_away_the_colour_shortcut() -> None:
+    # With the scene's palette, almost every object pixel has a background pixel of nearly its colour in
+    # the same frame; with random hues (the default) the typical object pixel is far from all of them.
+    from scipy.spatial import cKDTree
+
+    for seed in range(3):
+        distances = []
+        for palette in (False, True):
+            video = render_scene(_scene(seed, scene_palette=palette))
+            frame, mask = video.frames[0].astype(np.float64), video.masks[0]
+            nearest, _ = cKDTree(frame[mask == 0][::7]).query(frame[mask > 0])
+            distances.append(float(np.median(nearest)))
+        assert distances[1] < 10 and distances[0] > 2.5 * distances[1], (seed, distances)
+
+
+def test_lighting_is_one_smooth_field_over_background_and_objects() -> None:
+    import dataclasses
+
+    scene = _scene(1, noise_std=0.0, brightness=0.0, lighting=0.25)
+    lit = render_scene(scene)
+    unlit = render_scene(dataclasses.replace(scene, light=None, light_camera=None))
+    np.testing.assert_array_equal(lit.masks, unlit.masks)  # light changes pixels, never labels
+    bright = unlit.frames.astype(np.float64).mean(-1) > 40  # where a ratio is well defined
+    ratio = np.log((lit.frames.astype(np.float64).mean(-1) + 0.5) / (unlit.frames.astype(np.float64).mean(-1) + 0.5))
+    assert 0.12 < ratio[0][bright[0]].std() < 0.4  # light and shade, about exp(+-0.25)
+    # One field: objects and the background right beside them are lit alike (an object's boundary is not
+    # an edge of the light), and the field is smooth: neighbouring pixels within 3% of each other.
+    edge = (lit.masks[0] > 0) ^ cv2.dilate((lit.masks[0] > 0).astype(np.uint8), np.ones((5, 5))).astype(bool)
+    across = cv2.blur(ratio[0] * bright[0], (9, 9)) / np.maximum(cv2.blur(bright[0].astype(np.float64), (9, 9)), 1e-6)
+    assert np.abs(ratio[0] - across)[edge & bright[0]].mean() < 0.04
+    step = np.abs(np.diff(ratio[0], axis=1))[bright[0][:, 1:] & bright[0][:, :-1]]
+    assert np.median(step) < 0.03
+
+
+def test_appearance_drift_is_the_objects_gain() -> None:
+    # Without noise, light or blur, an object's pixels are its warped texture times its gain of the frame.
+    scene = _scene(2, noise_std=0.0, brightness=0.0, appearance_drift=0.12)
+    video = render_scene(scene)
+    h, w = scene.size
+    for k, obj in enumerate(scene.objects):
+        assert obj.gains is not None and obj.gains.shape == (FRAMES, 3)
+        assert 0.03 < np.abs(np.log(obj.gains)).max() < 0.4
+        for t in (0, 9, 15):
+            here = video.masks[t] == k + 1
+            alone = cv2.warpAffine(obj.texture, obj.affines[t], (w, h), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REFLECT_101).astype(np.float32)
+            expected = np.clip(alone * obj.gains[t].astype(np.float32) + 0.5, 0, 255).astype(np.uint8)
+            np.testing.assert_array_equal(video.frames[t][here], expected[here])
+
+
+def test_motion_blur_softens_moving_textures_and_keeps_the_masks() -> None:
+    import dataclasses
+
+    scene = _scene(3, noise_std=0.0, brightness=0.0, shutter=1.0, pan_speed=20.0)
+    blurred, sharp = render_scene(scene), render_scene(dataclasses.replace(scene, shutter=0.0))
+    np.testing.assert_array_equal(blurred.masks, sharp.masks)
+    np.testing.assert_array_equal(blurred.keypoints, sharp.keypoints)
+    # The camera pans about 7 px per frame here: an exposure of one frame interval smears the background
+    # along it, so its fine detail (the Laplacian energy away from outlines) drops clearly (to 0.65; 0.99 at
+    # 0.6 px per frame).
+    inner = cv2.erode((sharp.masks[5] == 0).astype(np.uint8), np.ones((7, 7))).astype(bool)
+
+    def energy(frame: np.ndarray) -> float:
+        grad = np.abs(cv2.Laplacian(frame.astype(np.float64).mean(-1), cv2.CV_64F))
+        return float(grad[inner].mean())
+
+    assert energy(blurred.frames[5]) < 0.8 * energy(sharp.frames[5])
+    # A sub-frame exposure of a still scene changes nothing: the blur follows the motion only.
+    still = dataclasses.replace(scene, camera=np.repeat(scene.camera[5:6], FRAMES, axis=0), objects=())
+    np.testing.assert_array_equal(render_scene(still).frames[5],
+                                  render_scene(dataclasses.replace(still, shutter=0.0)).frames[5])
+
+
+def test_fast_pan_stays_inside_the_background() -> None:
+    # The pan is centred and the background grown for it: every frame corner maps inside the background,
+    # so no mirrored border ever shows; and the camera does move by about pan_speed px per frame.
+    for seed in range(4):
+        scene = _scene(seed, pan_speed=4.0)
+        hb, wb = scene.background.shape[:2]
+        h, w = scene.size
+        corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], np.float64)
+        centres = []
+        for affine in scene.camera:
+            inverse = cv2.invertAffineTransform(affine)
+            mapped = corners @ inverse[:, :2].T + inverse[:, 2]
+            assert mapped.min() >= 0 and (mapped[:, 0] < wb - 1).all() and (mapped[:, 1] < hb - 1).all()
+            centres.append(inverse @ np.array([(w - 1) / 2, (h - 1) / 2, 1.0]))
+        speed = np.linalg.norm(centres[-1] - centres[0]) / (FRAMES - 1) / (min(h, w) / 240)
+        assert 1.5 < speed < 5.5, (seed, speed)
+
+
+def test_realistic_options_render() -> None:
+    video = render(4, FRAMES, SIZE, OBJECTS, **synthetic.REALISTIC)
+    assert set(np.unique(video.masks[0]).tolist()) == {0, 1, 2, 3}
+    assert not np.array_equal(video.frames, render(4, FRAMES, SIZE, OBJECTS).frames)
+
+
 def test_video_seeds_are_disjoint_across_dataset_seeds() -> None:
     train = {video_seed(1, i) for i in range(50)}
     test = {video_seed(0, i) for i in range(50)}
