@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 from types import ModuleType
 
@@ -131,3 +132,38 @@ def test_temporal_table_verdicts(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert rows["opn"][4] == "yes" and rows["opn"][7] == "yes"  # own task and synthetic actions pass
     assert rows["shuffle_learn"][4] == "no" and rows["shuffle_learn"][7] == "no"
     assert rows["opn"][8] == "-"  # DAVIS not evaluated
+
+
+def test_propagation_floor_counts_the_work_by_brute_force() -> None:
+    # The benchmark's floor FLOPs against counting every (target, context cell) pair by hand on small grids,
+    # for the circle and the square, with the first frame unrestricted (CRW) or restricted (VFS, DINO).
+    import argparse
+
+    from vidssl.eval.propagation import PropagationConfig
+
+    bench = _tool("bench_propagation")
+    for window, radius, restrict_first in (("circle", 3.0, False), ("square", 2.0, True), ("circle", 2.5, True)):
+        args = argparse.Namespace(height=7, width=9, channels=4, context=2)
+        cfg = PropagationConfig(radius=radius, window=window, restrict_first=restrict_first, tile=4)  # type: ignore[arg-type]
+        pairs = 0
+        for y in range(7):
+            for x in range(9):
+                for ky in range(7):
+                    for kx in range(9):
+                        dy, dx = ky - y, kx - x
+                        circle = dy * dy + dx * dx < radius**2
+                        pairs += circle if window == "circle" else max(abs(dy), abs(dx)) <= radius
+        restricted = 3 if restrict_first else 2
+        expected = 2 * 4 * (pairs * restricted + (3 - restricted) * 63 * 63)
+        flop = bench.work_flop(args, cfg)
+        assert flop["useful"] == expected
+        # the tiled matmuls: each of the 3 x 3 tiles of side 4 against its clipped rectangle
+        half = int(radius) if window == "square" else math.ceil(radius) - 1
+        tiled = 0
+        for y0 in range(0, 7, 4):
+            for x0 in range(0, 9, 4):
+                y1, x1 = min(7, y0 + 4), min(9, x0 + 4)
+                rect = (min(7, y1 + half) - max(0, y0 - half)) * (min(9, x1 + half) - max(0, x0 - half))
+                tiled += (y1 - y0) * (x1 - x0) * rect
+        assert flop["tiled"] == 2 * 4 * (tiled * restricted + (3 - restricted) * 63 * 63)
+        assert flop["tiled"] >= flop["useful"]

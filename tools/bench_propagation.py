@@ -1,8 +1,15 @@
 """Benchmark label propagation on a 480p-sized problem: encoding vs propagation time per frame, peak
-memory, the local-attention implementation against a straightforward dense reference, and memory at two
-video lengths.
+memory, the local-attention implementation against a straightforward dense reference, memory at two
+video lengths, and the time against its floor.
 
-    python tools/bench_propagation.py --out bench_propagation.json
+    python tools/bench_propagation.py --out bench_propagation.json [--tile-sweep 4 8 12 16]
+
+The floor (JSON ``floor_s_per_frame``) is the multiply-adds propagation cannot avoid (every target cell
+against every context cell of its neighbourhood that lies in the grid, and against the whole unrestricted
+first frame) at the best fp32 matmul rate measured in the same run at the problem's shapes;
+``cpu_s_per_frame`` over it is ``ratio_to_floor``. ``tiled_floor_s_per_frame`` is the same for the work
+the tiled matmuls do (each tile against the whole rectangle around it): no exact rectangle-tiled
+method goes below it.
 
 Each measurement runs in its own subprocess so that its peak resident memory (``ru_maxrss``) is its own.
 Times are wall-clock and process CPU seconds per target frame; the machine load is recorded because other
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -27,6 +35,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vidssl.eval.propagation import PropagationConfig, propagate, propagate_sequence, upsample_labels
+from vidssl.nn.local_attention import neighbourhood_allowed, tiles, window_half_width
 
 
 def _peak_rss_mb() -> float:
@@ -69,6 +78,41 @@ def _problem(args: argparse.Namespace, seed: int = 0) -> tuple[torch.Tensor, tor
     return feat, ctx, labels
 
 
+def work_flop(args: argparse.Namespace, cfg: PropagationConfig) -> dict[str, float]:
+    """Multiply-add FLOPs of one target frame: ``useful`` (each target cell against the context cells of its
+    neighbourhood inside the grid, and the whole unrestricted first frame) and ``tiled`` (each tile against
+    the whole window rectangle of ``tiles``, as the local matmuls compute it)."""
+    h, w, c, n = args.height, args.width, args.channels, args.context + 1
+    half = window_half_width(cfg.radius, cfg.window)
+    offsets = torch.arange(-half, half + 1)
+    kernel = neighbourhood_allowed(offsets[:, None], offsets[None, :], cfg.radius, cfg.window).double()
+    # cells of each target's neighbourhood that lie inside the grid: the grid's indicator correlated with it
+    counts = F.conv2d(torch.ones(1, 1, h, w, dtype=torch.float64), kernel[None, None], padding=half)
+    restricted = n if cfg.restrict_first else n - 1
+    full = (n - restricted) * h * w * h * w
+    useful = float(counts.sum()) * restricted + full
+    tiled = sum((t.y1 - t.y0) * (t.x1 - t.x0) * (t.wy1 - t.wy0) * (t.wx1 - t.wx0) for t in tiles(h, w, cfg.tile, half))
+    return {"useful": 2.0 * c * useful, "tiled": 2.0 * c * (tiled * restricted + full)}
+
+
+def gemm_rate(args: argparse.Namespace, repeats: int = 5) -> float:
+    """The best fp32 matmul rate (FLOP/s) over the problem's two shapes: the first frame's (h w, C) x (C, h w)
+    and an interior tile's (tile^2, C) x (C, context window cells)."""
+    h, w, c = args.height, args.width, args.channels
+    window = (args.tile + 2 * math.ceil(args.radius)) ** 2 * args.context
+    best = 0.0
+    for m, n in ((h * w, h * w), (args.tile * args.tile, window)):
+        a, b = torch.randn(m, c), torch.randn(c, n)
+        a @ b  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
+        best = max(best, 2.0 * m * n * c / min(times))
+    return best
+
+
 def _cfg(args: argparse.Namespace) -> PropagationConfig:
     return PropagationConfig(topk=args.topk, radius=args.radius, context=args.context, tile=args.tile)
 
@@ -95,6 +139,10 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         frame = torch.randint(0, 255, (args.height * 8, args.width * 8 - 2, 3), dtype=torch.uint8).numpy()
         feats, wall, cpu = _timed(lambda: encoder.encode(frame), args.repeats)  # type: ignore[misc]
         return {"wall_s": wall, "cpu_s": cpu, "feature_shape": list(feats.shape), "image": list(frame.shape)}
+    if args.worker == "floor":
+        rate, flop = gemm_rate(args), work_flop(args, cfg)
+        return {"gemm_gflops": rate / 1e9, "useful_flop": flop["useful"], "tiled_flop": flop["tiled"],
+                "floor_s_per_frame": flop["useful"] / rate, "tiled_floor_s_per_frame": flop["tiled"] / rate}
     feat, ctx, labels = _problem(args)
     if args.worker in ("local", "dense"):
         if args.worker == "local":
@@ -128,7 +176,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 def _run_worker(args: argparse.Namespace, kind: str, **extra: Any) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", kind]
     for key, value in {**vars(args), **extra}.items():
-        if key in ("worker", "out", "long_frames", "dense", "stream_size") or value is None:
+        if key in ("worker", "out", "long_frames", "dense", "stream_size", "tile_sweep") or value is None:
             continue
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -153,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-size", type=int, nargs=2, default=None,
                         help="feature grid (rows cols) of the long-video runs (default: --height --width)")
     parser.add_argument("--no-dense", dest="dense", action="store_false", help="skip the dense reference")
+    parser.add_argument("--tile-sweep", type=int, nargs="+", default=None,
+                        help="also time the local propagation at these tile sides, each against its tiled floor")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--save", default=None, help=argparse.SUPPRESS)
@@ -171,6 +221,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"encode  ResNet-18 s8 at {report['encode']['image']}: {report['encode']['wall_s']:.3f} s", flush=True)
     report["local"] = _run_worker(args, "local", save=tmp / "bench_local.pt")
     print(f"local   {report['local']}", flush=True)
+    report["floor"] = _run_worker(args, "floor")
+    report["cpu_s_per_frame"] = report["local"]["cpu_s"]
+    report["floor_s_per_frame"] = report["floor"]["floor_s_per_frame"]
+    report["ratio_to_floor"] = report["cpu_s_per_frame"] / report["floor_s_per_frame"]
+    print(f"floor   {report['floor']}", flush=True)
+    report["tile_sweep"] = []
+    for side in args.tile_sweep or []:
+        timed = _run_worker(args, "local", save=tmp / "bench_sweep.pt", tile=side)
+        floor = _run_worker(args, "floor", tile=side)
+        report["tile_sweep"].append({"tile": side, "cpu_s_per_frame": timed["cpu_s"], **floor})
+        print(f"tile {side:3d}: {timed['cpu_s']:.3f} CPU s / frame, tiled floor {floor['tiled_floor_s_per_frame']:.3f}",
+              flush=True)
     if args.dense:
         report["dense"] = _run_worker(args, "dense", save=tmp / "bench_dense.pt", repeats=1)
         print(f"dense   {report['dense']}", flush=True)
@@ -203,6 +265,18 @@ def main(argv: list[str] | None = None) -> int:
     for s in report["stream"]:
         print(f"streaming {s['frames']:4d} frames at {report['stream_grid']}: peak RSS {s['peak_rss_mb']:.0f} MB "
               f"({s['wall_s'] / max(1, s['frames'] - 1):.2f} s / frame)")
+    fl = report["floor"]
+    print(f"\nfloor: {fl['useful_flop'] / 1e9:.1f} GFLOP per frame at {fl['gemm_gflops']:.1f} GFLOP/s = "
+          f"{report['floor_s_per_frame']:.3f} s; local {report['cpu_s_per_frame']:.3f} CPU s = "
+          f"{report['ratio_to_floor']:.2f}x the floor; the tiled matmuls do {fl['tiled_flop'] / 1e9:.1f} GFLOP "
+          f"({fl['tiled_floor_s_per_frame']:.3f} s at that rate, "
+          f"{fl['tiled_flop'] / fl['useful_flop']:.2f}x the useful work)")
+    if report["tile_sweep"]:
+        print("\n| tile | CPU s / frame | x floor | tiled GFLOP | x tiled floor |\n|---|---|---|---|---|")
+        for row in report["tile_sweep"]:
+            cpu = row["cpu_s_per_frame"]
+            print(f"| {row['tile']} | {cpu:.3f} | {cpu / report['floor_s_per_frame']:.2f} "
+                  f"| {row['tiled_flop'] / 1e9:.1f} | {cpu / row['tiled_floor_s_per_frame']:.2f} |")
     print(f"load average: start {report['load_avg_start']}, end {report['load_avg_end']}")
     if args.out is not None:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
