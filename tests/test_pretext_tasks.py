@@ -279,7 +279,7 @@ def test_colorization_counts_the_prior_once_and_skips_grey_images() -> None:
     assert torch.equal(method.prior, prior)
     grey = torch.full((2, 3, 1, 40, 40), 128, dtype=torch.uint8)
     loss, metrics = method({"video": grey, "index": torch.arange(2)})
-    assert float(loss) == 0.0 and float(metrics["colour_images"]) == 0.0
+    assert float(loss.detach()) == 0.0 and float(metrics["colour_images"]) == 0.0
     fresh = METHODS["colorization"](METHODS["colorization"].Config(**TINY["colorization"]))
     with pytest.raises(ValueError, match="no colour"):
         fresh.on_epoch_start(EpochContext(0, 0, 0, 2, torch.device("cpu"), torch.Generator(),

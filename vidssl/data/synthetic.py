@@ -5,9 +5,8 @@ objects (ellipses, polygons, smooth blobs) that translate, rotate and scale alon
 cross each other's paths and occlude each other in a fixed depth order, some partly leaving the frame.
 Each object is drawn by warping its own texture and shape with one affine per frame
 (``cv2.warpAffine``), so the label masks and the keypoints (points of the object's shape carried by
-the same affine) are exactly consistent with the pixels.
-
-A global brightness change and sensor noise are added last.
+the same affine) are exactly consistent with the pixels. A global brightness change and sensor noise
+are added last.
 
 What real video has and this flat render lacks is available as options (``REALISTIC`` turns them all on;
 off by default, so the default data stay as they are): objects coloured from the scene's own palette (the
@@ -53,16 +52,18 @@ GENERATOR_VERSION = 1
 # scores J of 0.15-0.26 on the seed-0 videos). Writing the four videos takes about 8 s on 2 idle CPU
 # cores, once: ``default_data`` caches them.
 DEFAULT_NUM_VIDEOS = 4
-# The options of ``make_scene`` / ``render`` that give what real video has (see the module docstring). On
-# the default evaluation sequences they take away the colour shortcut: the ``pixels`` baseline (Lab colour
-# of 8x8 cells) falls from J&F 0.51 to 0.10 on the first two seed-0 videos, a random ResNet from 0.43 to 0.41.
-REALISTIC: dict[str, Any] = {"lighting": 0.25, "appearance_drift": 0.12, "shutter": 0.5, "scene_palette": True,
-                               "pan_speed": 2.0}
 DEFAULT_NUM_FRAMES = 48
 DEFAULT_SIZE = (240, 320)
 DEFAULT_NUM_OBJECTS = 3
 KEYPOINTS_PER_OBJECT = 4
 FPS = 24
+
+# The options of ``make_scene`` / ``render`` that give what real video has (see the module docstring). On
+# the default evaluation sequences they take away the colour shortcut: the ``pixels`` baseline (Lab colour
+# of 8x8 cells) falls from J&F 0.51 to 0.10 on the first two seed-0 videos, a random ResNet from 0.43 to 0.41
+# (docs/results.md, the demo's synthetic data). Rendering takes 3.5x as long (2.1 s per default video).
+REALISTIC: dict[str, Any] = {"lighting": 0.25, "appearance_drift": 0.12, "shutter": 0.5, "scene_palette": True,
+                             "pan_speed": 2.0}
 COMPLETE_MARKER = "COMPLETE.json"
 
 # Streams of randomness derived from one seed: the scene and the noise are independent, so rendering
