@@ -167,3 +167,22 @@ def test_propagation_floor_counts_the_work_by_brute_force() -> None:
                 tiled += (y1 - y0) * (x1 - x0) * rect
         assert flop["tiled"] == 2 * 4 * (tiled * restricted + (3 - restricted) * 63 * 63)
         assert flop["tiled"] >= flop["useful"]
+
+
+@pytest.mark.slow
+def test_demo_curve_scores_every_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vidssl.data.synthetic import write_dataset
+
+    root = write_dataset(tmp_path / "synthetic", seed=0, num_videos=1, num_frames=8) / "davis"
+    out, report = tmp_path / "curve", tmp_path / "curve.json"
+    code = _tool("demo_curve").main(["--method", "crw", "--steps", "2", "--every", "1", "--davis-root", str(root),
+                                     "--sequences", "1", "--baselines", "--set", "clip_len=3", "--out", str(out),
+                                     "--json", str(report)])
+    assert code == 0
+    rows = json.loads(report.read_text())["rows"]
+    assert [r["encoder"] for r in rows] == ["pixels", "random", "ckpt_00000001", "ckpt_00000002"]
+    for row in rows:
+        assert 0.0 <= row["J&F-Mean"] <= 1.0 and abs(row["J&F-Mean"] - (row["J-Mean"] + row["F-Mean"]) / 2) < 1e-6
+    assert "| ckpt_00000002 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        _tool("demo_curve").main(["--set", "no_equals_sign"])

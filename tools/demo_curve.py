@@ -1,0 +1,87 @@
+"""The demo's pretraining with a checkpoint every K steps, each checkpoint scored by label propagation: how
+J&F moves with training on the demo's data (docs/results.md, "The demo's synthetic data").
+
+    python tools/demo_curve.py --method corrflow --steps 300 --every 150 --frame-size 240 320 \\
+        [--videos DIR] [--davis-root ROOT] [--sequences 2] [--baselines] [--set crop_size=128 ...] [--json out.json]
+
+Without ``--videos`` / ``--davis-root`` it trains on the built-in synthetic training videos and evaluates
+the first ``--sequences`` synthetic sequences, as ``vidssl demo`` does; ``--set KEY=VALUE`` overrides a key of
+the demo's model config (values read as YAML); ``--baselines`` scores pixels and the random trunk too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from vidssl.demo import DEMO_SEQUENCES, MODELS, DemoConfig, pretrain_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", default="corrflow", choices=sorted(MODELS))
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--every", type=int, default=150, help="checkpoint (and score) every this many steps")
+    parser.add_argument("--frame-size", type=int, nargs=2, default=[96, 128], metavar=("H", "W"))
+    parser.add_argument("--videos", default="synthetic")
+    parser.add_argument("--davis-root", type=Path, default=None, help="default: the synthetic DAVIS tree")
+    parser.add_argument("--sequences", type=int, default=DEMO_SEQUENCES, help="the first N sequences of val.txt")
+    parser.add_argument("--baselines", action="store_true", help="score pixels and the random trunk too")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/demo_curve"))
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    from vidssl.data.synthetic import default_data
+    from vidssl.eval.davis import evaluate_encoder
+    from vidssl.eval.davis_metrics import read_sequence_list
+    from vidssl.eval.encoders import build_encoder
+    from vidssl.eval.propagation import PropagationConfig
+    from vidssl.train import resolve_config, train
+
+    model = dict(MODELS[args.method])
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: expected KEY=VALUE")
+        model[key] = yaml.safe_load(value)
+    cfg = DemoConfig(method=args.method, steps=args.steps, out=args.out, videos=args.videos, seed=args.seed,
+                     model=model, frame_size=(args.frame_size[0], args.frame_size[1]), progress=False)
+    run = pretrain_config(cfg)
+    run["ckpt"] = {"every": args.every, "keep": args.steps // args.every + 1, "resume": "none"}
+    root = args.davis_root if args.davis_root is not None else default_data(seed=0) / "davis"
+    if args.videos == "synthetic":
+        default_data(seed=1)
+    sequences = read_sequence_list(root)[: args.sequences]
+
+    t0 = time.perf_counter()
+    run_cfg, _ = resolve_config(run)
+    train(run_cfg)
+    print(f"trained {args.steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
+    prop = PropagationConfig(tile=40)  # as vidssl demo: a tile covering a small frame (speed only)
+    specs = [("pixels", "pixels"), ("random", "random")] if args.baselines else []
+    specs += [(path.stem, str(path)) for path in sorted((args.out / "pretrain" / "checkpoints").glob("ckpt_*.pt"))]
+    rows = []
+    for name, spec in specs:
+        result = evaluate_encoder(build_encoder(spec, seed=args.seed), root, args.out / "eval" / name, prop, sequences,
+                                  progress=False)
+        rows.append({"encoder": name, **{k: float(v) for k, v in result.global_table.items()}})
+        print(f"{name}: J&F {rows[-1]['J&F-Mean']:.4f}", flush=True)
+    print("\n| encoder | J&F | J | F |\n|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['encoder']} | {row['J&F-Mean']:.4f} | {row['J-Mean']:.4f} | {row['F-Mean']:.4f} |")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
