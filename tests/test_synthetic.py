@@ -307,6 +307,14 @@ def test_realistic_options_render() -> None:
     assert not np.array_equal(video.frames, render(4, FRAMES, SIZE, OBJECTS).frames)
 
 
+def test_write_dataset_with_scene_options(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "real", DS_SEED, 1, DS_FRAMES, SIZE, OBJECTS, scene=synthetic.REALISTIC)
+    video = render(video_seed(DS_SEED, 0), DS_FRAMES, SIZE, OBJECTS, **synthetic.REALISTIC)
+    mask = np.array(Image.open(root / "davis" / "Annotations" / "480p" / video_name(DS_SEED, 0) / "00003.png"))
+    np.testing.assert_array_equal(mask, video.masks[3])
+    assert json.loads((root / COMPLETE_MARKER).read_text())["scene"] == synthetic.REALISTIC
+
+
 def test_video_seeds_are_disjoint_across_dataset_seeds() -> None:
     train = {video_seed(1, i) for i in range(50)}
     test = {video_seed(0, i) for i in range(50)}

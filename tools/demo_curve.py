@@ -2,10 +2,12 @@
 J&F moves with training on the demo's data (docs/results.md, "The demo's synthetic data").
 
     python tools/demo_curve.py --method corrflow --steps 300 --every 150 --frame-size 240 320 \\
-        [--videos DIR] [--davis-root ROOT] [--sequences 2] [--baselines] [--set crop_size=128 ...] [--json out.json]
+        [--videos DIR] [--davis-root ROOT] [--realistic] [--sequences 2] [--baselines] [--set crop_size=128 ...]
+        [--json out.json]
 
 Without ``--videos`` / ``--davis-root`` it trains on the built-in synthetic training videos and evaluates
-the first ``--sequences`` synthetic sequences, as ``vidssl demo`` does; ``--set KEY=VALUE`` overrides a key of
+the first ``--sequences`` synthetic sequences, as ``vidssl demo`` does; ``--realistic`` writes both sets
+with ``vidssl.data.synthetic.REALISTIC`` instead (once, under ``OUT/data``); ``--set KEY=VALUE`` overrides a key of
 the demo's model config (values read as YAML); ``--baselines`` scores pixels and the random trunk too.
 """
 
@@ -32,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frame-size", type=int, nargs=2, default=[96, 128], metavar=("H", "W"))
     parser.add_argument("--videos", default="synthetic")
     parser.add_argument("--davis-root", type=Path, default=None, help="default: the synthetic DAVIS tree")
+    parser.add_argument("--realistic", action="store_true", help="synthetic data with synthetic.REALISTIC")
     parser.add_argument("--sequences", type=int, default=DEMO_SEQUENCES, help="the first N sequences of val.txt")
     parser.add_argument("--baselines", action="store_true", help="score pixels and the random trunk too")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides")
@@ -40,13 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from vidssl.data.synthetic import default_data
+    from vidssl.data.synthetic import REALISTIC, default_data, is_complete, write_dataset
     from vidssl.eval.davis import evaluate_encoder
     from vidssl.eval.davis_metrics import read_sequence_list
     from vidssl.eval.encoders import build_encoder
     from vidssl.eval.propagation import PropagationConfig
     from vidssl.train import resolve_config, train
 
+    if args.realistic:  # the demo's two synthetic sets (training seed 1, evaluation seed 0), written realistic
+        for seed, name in ((1, "train"), (0, "eval")):
+            if not is_complete(args.out / "data" / name):
+                write_dataset(args.out / "data" / name, seed=seed, scene=REALISTIC, overwrite=True)
+        args.videos = str(args.out / "data" / "train" / "videos")
+        args.davis_root = args.davis_root or args.out / "data" / "eval" / "davis"
     model = dict(MODELS[args.method])
     for item in args.set:
         key, sep, value = item.partition("=")

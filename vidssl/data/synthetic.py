@@ -699,8 +699,11 @@ def write_dataset(
     num_objects: int = DEFAULT_NUM_OBJECTS,
     *,
     overwrite: bool = False,
+    scene: dict[str, Any] | None = None,
 ) -> Path:
     """Render ``num_videos`` videos and write them under ``root``; returns ``root``.
+
+    ``scene`` holds options of ``render`` (e.g. ``REALISTIC``); they are recorded in ``COMPLETE.json``.
 
     Layout: ``videos/<name>.mp4``; ``davis/JPEGImages/480p/<name>/00000.jpg``,
     ``davis/Annotations/480p/<name>/00000.png`` (indexed, DAVIS palette, labels 0..K),
@@ -728,10 +731,12 @@ def write_dataset(
             (tmp / folder).mkdir(parents=True)
         names = [video_name(seed, i) for i in range(num_videos)]
         for i, name in enumerate(names):
-            _write_video(tmp, name, render(video_seed(seed, i), num_frames, size, num_objects))
+            _write_video(tmp, name, render(video_seed(seed, i), num_frames, size, num_objects, **(scene or {})))
         (tmp / "davis" / "ImageSets" / "2017" / "val.txt").write_text("".join(f"{n}\n" for n in names))
         params = {"generator_version": GENERATOR_VERSION, "seed": seed, "num_videos": num_videos,
                   "num_frames": num_frames, "size": list(size), "num_objects": num_objects, "names": names}
+        if scene:
+            params["scene"] = dict(scene)
         (tmp / COMPLETE_MARKER).write_text(json.dumps(params, indent=1) + "\n")
         if root.is_dir() and not any(root.iterdir()):
             root.rmdir()
