@@ -428,13 +428,16 @@ def make_scene(
     if lighting > 0:
         light, light_camera = _light_field(rng, camera, bg_size, unit, lighting)
     if appearance_drift > 0:
-        tf = t.astype(np.float64)
-        for k, obj in enumerate(objects):
-            common = _wobble(rng, tf, appearance_drift, 0.01)
-            channels = np.stack([common + _wobble(rng, tf, 0.5 * appearance_drift, 0.005) for _ in range(3)], 1)
-            objects = (*objects[:k], replace(obj, gains=np.exp(channels)), *objects[k + 1:])
+        objects = tuple(replace(obj, gains=_appearance_gains(rng, num_frames, appearance_drift)) for obj in objects)
     return Scene(seed, (h, w), background, camera, objects, gain.astype(np.float64), float(noise_std),
                  light, light_camera, float(shutter))
+
+
+def _appearance_gains(rng: np.random.Generator, num_frames: int, amplitude: float) -> np.ndarray:
+    """One object's per-channel gains ``(T, 3)``: exp of a slow common wobble plus a smaller one per channel."""
+    t = np.arange(num_frames, dtype=np.float64)
+    common = _wobble(rng, t, amplitude, 0.01)
+    return np.exp(np.stack([common + _wobble(rng, t, 0.5 * amplitude, 0.005) for _ in range(3)], axis=1))
 
 
 def _light_field(
