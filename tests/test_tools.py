@@ -175,6 +175,9 @@ def test_demo_curve_scores_every_checkpoint(tmp_path: Path, capsys: pytest.Captu
 
     root = write_dataset(tmp_path / "synthetic", seed=0, num_videos=1, num_frames=8) / "davis"
     out, report = tmp_path / "curve", tmp_path / "curve.json"
+    stale = out / "pretrain" / "checkpoints" / "ckpt_00000007.pt"  # an earlier run's, in the same folder
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"not this run's")
     code = _tool("demo_curve").main(["--method", "crw", "--steps", "2", "--every", "1", "--davis-root", str(root),
                                      "--sequences", "1", "--baselines", "--set", "clip_len=3", "--out", str(out),
                                      "--json", str(report)])
@@ -186,3 +189,5 @@ def test_demo_curve_scores_every_checkpoint(tmp_path: Path, capsys: pytest.Captu
     assert "| ckpt_00000002 |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         _tool("demo_curve").main(["--set", "no_equals_sign"])
+    with pytest.raises(SystemExit):  # --realistic writes its own data: a --videos beside it would be ignored
+        _tool("demo_curve").main(["--realistic", "--videos", str(tmp_path)])

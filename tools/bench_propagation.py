@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import subprocess
@@ -95,13 +94,13 @@ def work_flop(args: argparse.Namespace, cfg: PropagationConfig) -> dict[str, flo
     return {"useful": 2.0 * c * useful, "tiled": 2.0 * c * (tiled * restricted + full)}
 
 
-def gemm_rate(args: argparse.Namespace, repeats: int = 5) -> float:
+def gemm_rate(args: argparse.Namespace, cfg: PropagationConfig, repeats: int = 5) -> float:
     """The best fp32 matmul rate (FLOP/s) over the problem's two shapes: the first frame's (h w, C) x (C, h w)
-    and an interior tile's (tile^2, C) x (C, context window cells)."""
+    and an interior tile's (tile^2, C) x (C, restricted context window cells), as ``tiles`` cuts them."""
     h, w, c = args.height, args.width, args.channels
-    window = (args.tile + 2 * math.ceil(args.radius)) ** 2 * args.context
+    window = (cfg.tile + 2 * window_half_width(cfg.radius, cfg.window)) ** 2 * args.context
     best = 0.0
-    for m, n in ((h * w, h * w), (args.tile * args.tile, window)):
+    for m, n in ((h * w, h * w), (cfg.tile * cfg.tile, window)):
         a, b = torch.randn(m, c), torch.randn(c, n)
         a @ b  # warm-up
         times = []
@@ -140,7 +139,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         feats, wall, cpu = _timed(lambda: encoder.encode(frame), args.repeats)  # type: ignore[misc]
         return {"wall_s": wall, "cpu_s": cpu, "feature_shape": list(feats.shape), "image": list(frame.shape)}
     if args.worker == "floor":
-        rate, flop = gemm_rate(args), work_flop(args, cfg)
+        rate, flop = gemm_rate(args, cfg), work_flop(args, cfg)
         return {"gemm_gflops": rate / 1e9, "useful_flop": flop["useful"], "tiled_flop": flop["tiled"],
                 "floor_s_per_frame": flop["useful"] / rate, "tiled_floor_s_per_frame": flop["tiled"] / rate}
     feat, ctx, labels = _problem(args)

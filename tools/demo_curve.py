@@ -44,18 +44,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from vidssl.data.synthetic import REALISTIC, default_data, is_complete, write_dataset
+    from vidssl.engine.checkpoint import checkpoint_path
     from vidssl.eval.davis import evaluate_encoder
     from vidssl.eval.davis_metrics import read_sequence_list
     from vidssl.eval.encoders import build_encoder
     from vidssl.eval.propagation import PropagationConfig
     from vidssl.train import resolve_config, train
 
+    if args.realistic and (args.videos != "synthetic" or args.davis_root is not None):
+        parser.error("--realistic writes its own training videos and DAVIS tree: leave out --videos and --davis-root")
     if args.realistic:  # the demo's two synthetic sets (training seed 1, evaluation seed 0), written realistic
         for seed, name in ((1, "train"), (0, "eval")):
             if not is_complete(args.out / "data" / name):
                 write_dataset(args.out / "data" / name, seed=seed, scene=REALISTIC, overwrite=True)
         args.videos = str(args.out / "data" / "train" / "videos")
-        args.davis_root = args.davis_root or args.out / "data" / "eval" / "davis"
+        args.davis_root = args.out / "data" / "eval" / "davis"
     model = dict(MODELS[args.method])
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -77,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trained {args.steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
     prop = PropagationConfig(tile=40)  # as vidssl demo: a tile covering a small frame (speed only)
     specs = [("pixels", "pixels"), ("random", "random")] if args.baselines else []
-    specs += [(path.stem, str(path)) for path in sorted((args.out / "pretrain" / "checkpoints").glob("ckpt_*.pt"))]
+    # this run's checkpoints only (the folder may hold an earlier run's): every --every steps and the last
+    saved = sorted({*range(args.every, args.steps + 1, args.every), args.steps})
+    paths = [checkpoint_path(args.out / "pretrain" / "checkpoints", step) for step in saved]
+    specs += [(path.stem, str(path)) for path in paths]
     rows = []
     for name, spec in specs:
         result = evaluate_encoder(build_encoder(spec, seed=args.seed), root, args.out / "eval" / name, prop, sequences,
