@@ -313,6 +313,9 @@ def test_write_dataset_with_scene_options(tmp_path: Path) -> None:
     mask = np.array(Image.open(root / "davis" / "Annotations" / "480p" / video_name(DS_SEED, 0) / "00003.png"))
     np.testing.assert_array_equal(mask, video.masks[3])
     assert json.loads((root / COMPLETE_MARKER).read_text())["scene"] == synthetic.REALISTIC
+    with pytest.raises(ValueError, match=r"typo: scene option 'lightng'.*did you mean 'lighting'"):
+        write_dataset(tmp_path / "typo", DS_SEED, 1, DS_FRAMES, SIZE, OBJECTS, scene={"lightng": 0.2})
+    assert not (tmp_path / "typo").exists()
 
 
 def test_video_seeds_are_disjoint_across_dataset_seeds() -> None:

@@ -27,6 +27,8 @@ for the same seed and the same library versions. ``default_data`` caches one suc
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import io
 import json
 import os
@@ -723,6 +725,12 @@ def write_dataset(
         raise ValueError(f"{root}: {exc}") from exc
     if num_videos < 1:
         raise ValueError(f"{root}: num_videos must be at least 1, got {num_videos}")
+    options = set(inspect.signature(render).parameters) - {"seed", "num_frames", "size", "num_objects"}
+    for key in scene or {}:
+        if key not in options:
+            near = difflib.get_close_matches(key, sorted(options), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(sorted(options))}"
+            raise ValueError(f"{root}: scene option {key!r} is not an option of render{hint}")
     if root.exists() and not overwrite and (not root.is_dir() or any(root.iterdir())):
         raise FileExistsError(f"{root}: already exists and is not empty (pass overwrite=True to replace it)")
     root.parent.mkdir(parents=True, exist_ok=True)
