@@ -9,6 +9,11 @@ against ``vidssl.methods.Method`` and never branches on the method.
 
 ``data.batch_size`` is the global batch of one forward pass, split evenly over processes, so a recipe
 means the same thing on 1 or 8 GPUs; an optimiser step sees ``batch_size * accum_steps`` samples.
+
+A second data stream (``cotrain:``, labelled still images in the ImageFolder layout) is optional: with it every
+micro-batch carries ``batch["cotrain"]`` (``video`` ``(B, 3, 1, H, W)``, ``label``), drawn from its own seeded
+order with its own batch size and resumed at its own position; the method's ``cotrain_classes`` and
+``cotrain_weight`` follow the section (VIVI-Co: a video method co-trained with labelled images).
 """
 
 from __future__ import annotations
@@ -55,6 +60,17 @@ class DataConfig:
     # false: convert at full size, then cv2.resize (INTER_AREA), as vidssl did before
     resize_in_decoder: bool = True
     short: Literal["loop", "repeat", "skip"] = "loop"  # videos shorter than the sampler needs
+
+
+@dataclass
+class CotrainConfig:
+    """A second data stream of labelled still images (``root/<class>/<image>``) beside ``data``."""
+
+    source: str  # the ImageFolder root
+    batch_size: int = 32  # its global batch per micro-batch, split over processes like data.batch_size
+    size: tuple[int, int] = (224, 224)  # (H, W) window of each image (a random crop covering it)
+    weight: float = 1.0  # the supervised loss's weight in the method's total (the method's cotrain_weight)
+    workers: int = 2
 
 
 @dataclass
@@ -120,6 +136,7 @@ class RunConfig:
     log: LogConfig = field(default_factory=LogConfig)
     ckpt: CkptConfig = field(default_factory=CkptConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    cotrain: CotrainConfig | None = None  # an optional second stream of labelled images
 
 
 class NonFiniteLoss(RuntimeError):
@@ -140,6 +157,7 @@ def resolve_config(data: dict[str, Any]) -> tuple[RunConfig, Any]:
     if cfg.method not in METHODS:
         raise ConfigError(f"method: unknown method {cfg.method!r}{did_you_mean(cfg.method, list(METHODS))}")
     cfg = replace(cfg, model=_steps_follow_schedule(replace(cfg, model=_input_follows_data(cfg))))
+    cfg = replace(cfg, model=_cotrain_follows(cfg))
     try:
         model_cfg = from_dict(METHODS[cfg.method].Config, cfg.model, "model")
     except ConfigError:
@@ -181,39 +199,73 @@ def _steps_follow_schedule(cfg: RunConfig) -> dict[str, Any]:
     return {**cfg.model, "total_steps": cfg.schedule.steps}
 
 
+def _cotrain_follows(cfg: RunConfig) -> dict[str, Any]:
+    """The method's section with ``cotrain_classes`` (the class folders of ``cotrain.source``) and
+    ``cotrain_weight`` (``cotrain.weight``) set from the ``cotrain`` section; a method without those fields
+    cannot co-train, and explicit values must agree with the section."""
+    names = {f.name for f in fields(METHODS[cfg.method].Config)}
+    if cfg.cotrain is None:
+        return cfg.model
+    able = sorted(k for k, m in METHODS.items() if "cotrain_classes" in {f.name for f in fields(m.Config)})
+    if "cotrain_classes" not in names:
+        raise ConfigError(f"cotrain: method {cfg.method!r} does not co-train with labelled images (methods that "
+                          f"do: {', '.join(able) or 'none'}); drop the cotrain section")
+    c = cfg.cotrain
+    if c.batch_size < 1:
+        raise ConfigError(f"cotrain.batch_size: must be at least 1, got {c.batch_size}")
+    if c.weight < 0 or c.workers < 0:
+        raise ConfigError(f"cotrain.weight and cotrain.workers must not be negative, got {c.weight}, {c.workers}")
+    from vidssl.data.images import image_folder  # the class list exactly as the dataset reads it
+
+    try:
+        classes = len(image_folder(c.source)[1])
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"cotrain.source: {exc}") from exc
+    follow: dict[str, Any] = {"cotrain_classes": classes, "cotrain_weight": c.weight}
+    for key, value in follow.items():
+        given = cfg.model.get(key)
+        if given is not None and given != value:
+            raise ConfigError(f"model.{key}: {given!r} disagrees with the cotrain section ({value!r}); drop "
+                              f"model.{key}, it follows cotrain")
+    return {**cfg.model, **follow}
+
+
 def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[RunConfig, Any]:
     """``resolve_config`` of the YAML at ``path`` (or nothing) with ``key=value`` overrides applied."""
     data = read_yaml(path) if path is not None else {}
     return resolve_config(apply_overrides(data, overrides))
 
 
-def epoch_indices(n: int, *, seed: int, epoch: int, rank: int, world: int) -> np.ndarray:
+def epoch_indices(n: int, *, seed: int, epoch: int, rank: int, world: int, stream: int = 0) -> np.ndarray:
     """This rank's sample indices for ``epoch``: a seeded permutation of ``range(n)``, padded by wrapping
     to a multiple of ``world`` and strided over ranks (DistributedSampler semantics). ``(ceil(n / world),)``.
+    ``stream`` > 0 draws an independent order (the co-training stream's) from the same seed.
     """
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    perm = np.random.default_rng([seed, epoch, *([stream] if stream else [])]).permutation(n)
     total = math.ceil(n / world) * world
     return np.resize(perm, total)[rank:total:world]
 
 
 def _batches(
     dataset: Any, *, seed: int, local_batch: int, workers: int, pin: bool, epoch: int, start: int,
-    log: RunLogger, on_epoch: Callable[[int, int], None],
+    log: RunLogger, on_epoch: Callable[[int, int], None], stream: int = 0, where: str = "data",
 ) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """Yield ``(epoch, batches consumed in that epoch, batch)`` forever, starting at batch ``start``;
-    ``on_epoch(epoch, start)`` runs before each epoch's first batch."""
+    ``on_epoch(epoch, start)`` runs before each epoch's first batch. ``stream`` > 0: an independent order and
+    worker seeds from the same seed (a second data stream, named ``where`` in messages)."""
     while True:
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
         on_epoch(epoch, start)
-        idx = epoch_indices(len(dataset), seed=seed, epoch=epoch, rank=dist.rank(), world=dist.world_size())
+        idx = epoch_indices(len(dataset), seed=seed, epoch=epoch, rank=dist.rank(), world=dist.world_size(),
+                            stream=stream)
         n_batches = len(idx) // local_batch
         if n_batches == 0:
-            raise ValueError(f"data: the dataset has {len(dataset)} samples, fewer than one batch of {local_batch} "
+            raise ValueError(f"{where}: the dataset has {len(dataset)} samples, fewer than one batch of {local_batch} "
                              f"per process (of {dist.world_size()}); lower data.batch_size or add data")
         # A private generator: worker seeds must not consume the global torch RNG, or a resumed run's
         # augmentations would differ from an uninterrupted run's.
-        seq = np.random.SeedSequence([seed, epoch, dist.rank()])
+        seq = np.random.SeedSequence([seed, epoch, dist.rank(), *([stream] if stream else [])])
         gen = torch.Generator().manual_seed(int(seq.generate_state(1)[0]))
         todo = idx[start * local_batch:n_batches * local_batch].tolist()  # resume mid-epoch: skip done batches
         loader = DataLoader(dataset, batch_size=local_batch, sampler=todo, num_workers=workers, pin_memory=pin,
@@ -225,12 +277,14 @@ def _batches(
             yield epoch, i, batch
         skipped.update(f"{path}: {reason}" for path, reason in getattr(dataset, "skipped", list)())
         for line in sorted(skipped):
-            log.print(f"epoch {epoch}: skipped {line}")
+            log.print(f"{where} epoch {epoch}: skipped {line}" if stream else f"epoch {epoch}: skipped {line}")
         epoch, start = epoch + 1, 0
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    """The batch's tensors (and those of a nested batch, the co-training one) on ``device``."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor)
+            else _to_device(v, device) if isinstance(v, dict) else v for k, v in batch.items()}
 
 
 def _dataset_pass(dataset: Any, batch_size: int, workers: int, device: torch.device) -> Iterator[dict[str, Any]]:
@@ -252,6 +306,15 @@ def build_dataset_for(cfg: RunConfig, method: Method) -> Dataset:
     return build_dataset(d.kind, d.source, sampler=method.sampler(), size=(d.size[0], d.size[1]), seed=cfg.seed,
                          backend=d.backend, short=d.short, short_side=d.short_side,
                          resize_in_decoder=d.resize_in_decoder)
+
+
+def build_cotrain_dataset(cfg: RunConfig) -> Dataset:
+    """The labelled still images of ``cfg.cotrain`` (an ImageFolder root)."""
+    from vidssl.data.datasets import ImageFolderDataset
+
+    assert cfg.cotrain is not None
+    c = cfg.cotrain
+    return ImageFolderDataset(c.source, size=(c.size[0], c.size[1]), seed=cfg.seed)
 
 
 @dataclass
@@ -279,8 +342,9 @@ def _forward(model: nn.Module, batch: Any, device: torch.device, method: str, co
         raise
 
 
-def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
-    """Run (or resume) training as ``cfg`` says. ``dataset`` replaces the one ``cfg.data`` describes."""
+def train(cfg: RunConfig, *, dataset: Dataset | None = None, cotrain_dataset: Dataset | None = None) -> TrainResult:
+    """Run (or resume) training as ``cfg`` says. ``dataset`` replaces the one ``cfg.data`` describes,
+    ``cotrain_dataset`` the one of ``cfg.cotrain``."""
     device = dist.setup(cfg.device, cfg.dist.backend)
     rank, world, main = dist.rank(), dist.world_size(), dist.is_main()
     ckpt.set_seed(cfg.seed + rank)
@@ -302,17 +366,25 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
                               enabled=o.amp)
     if cfg.data.batch_size % world:
         raise ConfigError(f"data.batch_size: {cfg.data.batch_size} does not split over {world} processes")
+    if cfg.cotrain is not None and cfg.cotrain.batch_size % world:
+        raise ConfigError(f"cotrain.batch_size: {cfg.cotrain.batch_size} does not split over {world} processes")
     out, ckpt_dir = Path(cfg.out_dir), Path(cfg.out_dir) / "checkpoints"
     step, epoch, start, rng = 0, 0, 0, None
+    co_position = (0, 0)
     found = _find_resume(cfg, ckpt_dir)
     if found is not None:
         path, state = found
         if state["config"]["method"] != cfg.method:
             raise ckpt.CheckpointError(f"{path}: written by method {state['config']['method']!r}, not {cfg.method!r}")
+        if cfg.cotrain is not None and "cotrain_position" not in state:
+            raise ckpt.CheckpointError(f"{path}: written without the cotrain stream; resume it without the cotrain "
+                                       f"section, or start a new run (ckpt.resume=none)")
         raw.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         step, (epoch, start), rng = state["step"], state["data_position"], state["rng"]
+        if cfg.cotrain is not None:
+            co_position = (int(state["cotrain_position"][0]), int(state["cotrain_position"][1]))
     if main:
         prepare_run_dir(out, to_dict(cfg))
     model = dist.wrap_model(raw, device, sync_bn=cfg.dist.sync_bn)
@@ -342,6 +414,13 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
 
     data = _batches(data_set, seed=cfg.seed, local_batch=cfg.data.batch_size // world, workers=cfg.data.workers,
                     pin=device.type == "cuda", epoch=epoch, start=start, log=log, on_epoch=on_epoch)
+    co_data: Iterator[tuple[int, int, dict[str, Any]]] | None = None
+    co_pos = co_position
+    if cfg.cotrain is not None:
+        co_set: Any = cotrain_dataset if cotrain_dataset is not None else build_cotrain_dataset(cfg)
+        co_data = _batches(co_set, seed=cfg.seed, local_batch=cfg.cotrain.batch_size // world,
+                           workers=cfg.cotrain.workers, pin=device.type == "cuda", epoch=co_position[0],
+                           start=co_position[1], log=log, on_epoch=lambda e, s: None, stream=1, where="cotrain")
     if rng is not None:  # last: building the model and the data must not move the restored generators
         ckpt.set_rng_state(rng[rank % len(rng)])
     interval: list[float] = []
@@ -357,6 +436,9 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
             for micro in range(o.accum_steps):
                 t0 = time.perf_counter()
                 epoch, pos, batch = next(data)
+                if co_data is not None:
+                    co_epoch, co_i, co_batch = next(co_data)
+                    batch, co_pos = {**batch, "cotrain": co_batch}, (co_epoch, co_i)
                 wait += time.perf_counter() - t0
                 last = micro == o.accum_steps - 1
                 # DDP all-reduces gradients on the last micro-batch only
@@ -394,7 +476,7 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None) -> TrainResult:
             out_of_time = deadline < math.inf and dist.broadcast_flag(time.monotonic() >= deadline, device)
             if step % cfg.ckpt.every == 0 or step == s.steps or out_of_time:
                 _save(cfg, raw.state_dict(), encoder_entries(raw.encoder(), raw.encoder_input), optimizer, scaler,
-                      step, (epoch, pos), ckpt_dir, log)
+                      step, (epoch, pos), ckpt_dir, log, cotrain_position=co_pos if co_data is not None else None)
                 if main:
                     _visuals(raw, _to_device(batch, device), cfg.seed, step, log)
             if out_of_time and step < s.steps:
@@ -443,9 +525,11 @@ def _visuals(raw: Method, batch: dict[str, Any], seed: int, step: int, log: RunL
 
 
 def _save(cfg: RunConfig, model_state: dict[str, Any], encoder: dict[str, Any], optimizer: torch.optim.Optimizer,
-          scaler: torch.amp.GradScaler, step: int, position: tuple[int, int], ckpt_dir: Path, log: RunLogger) -> None:
+          scaler: torch.amp.GradScaler, step: int, position: tuple[int, int], ckpt_dir: Path, log: RunLogger,
+          cotrain_position: tuple[int, int] | None = None) -> None:
     """Write a checkpoint of the state after ``step`` steps (rank 0), refusing to save non-finite weights.
-    ``encoder`` holds the entries of the encoder record (``vidssl.models.record.encoder_entries``)."""
+    ``encoder`` holds the entries of the encoder record (``vidssl.models.record.encoder_entries``);
+    ``cotrain_position`` the co-training stream's ``(epoch, batches consumed)``."""
     named = [(n, t.detach()) for n, t in model_state.items() if t.is_floating_point()]
     # One fused norm per tensor: NaN or inf anywhere makes it non-finite (and it is ~1000x faster than
     # torch.isfinite(t).all() per tensor on CPU).
@@ -460,6 +544,8 @@ def _save(cfg: RunConfig, model_state: dict[str, Any], encoder: dict[str, Any], 
     state = {"step": step, "data_position": list(position), "model": model_state,
              "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
              "config": to_dict(cfg), **encoder}
+    if cotrain_position is not None:
+        state["cotrain_position"] = list(cotrain_position)
     path = ckpt.save_checkpoint(state, ckpt_dir, step, keep=cfg.ckpt.keep)
     log.print(f"step {step}  saved {path}")
 

@@ -20,8 +20,12 @@ projection head. Three losses, each weighted (0 switches a level off, the ablati
   ``predict``: an MLP on the first ``num_shots - 1`` shot embeddings predicts the last one's, scored against every
   other video's last shot (InfoNCE); ``none``.
 
-Co-training with labelled images (the paper's VIVI-Co) needs a second data stream and is not here yet. The encoder
-is the trunk, an image encoder.
+Co-training with labelled images (the paper's VIVI-Co): with a ``cotrain:`` section in the run config (an
+ImageFolder, its own batch size and weight) every batch also carries labelled images, ``batch["cotrain"]``; they
+are cropped and flipped (the supervised ImageNet augmentation: a random resized crop at scale 0.08-1 and a flip),
+embedded by the same trunk and classified by a linear layer, and ``cotrain_weight`` times their cross-entropy is
+added to the total. ``cotrain_classes`` and ``cotrain_weight`` follow the cotrain section; the paper's mix of the
+two losses is unverified. The encoder is the trunk, an image encoder.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidssl.data.augment import simclr_augment, to_float
+from vidssl.data.augment import ClipAugment, simclr_augment, to_float
 from vidssl.data.views import Sampler, ShotSequence
 from vidssl.losses import nt_xent
 from vidssl.methods.base import Metrics, SSLMethod
@@ -63,6 +67,9 @@ class VIVIConfig:
     frame_weight: float = 1.0
     shot_weight: float = 1.0
     video_weight: float = 1.0
+    # VIVI-Co: both follow the run config's cotrain section (0 classes: no co-training, no classifier)
+    cotrain_classes: int = 0
+    cotrain_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.num_shots < 2 or self.frames_per_shot < 2:
@@ -70,8 +77,9 @@ class VIVIConfig:
         if self.order_classes not in (0, 2):
             raise ValueError(f"vivi: order_classes is 2 (forward / reversed) or 0 (every order), got "
                              f"{self.order_classes}")
-        if min(self.frame_weight, self.shot_weight, self.video_weight) < 0 or self.temperature <= 0:
-            raise ValueError("vivi: loss weights must be >= 0 and temperature > 0")
+        if min(self.frame_weight, self.shot_weight, self.video_weight, self.cotrain_weight) < 0 \
+                or self.temperature <= 0 or self.cotrain_classes < 0:
+            raise ValueError("vivi: loss weights and cotrain_classes must be >= 0 and temperature > 0")
 
 
 class VIVI(SSLMethod):
@@ -93,6 +101,8 @@ class VIVI(SSLMethod):
         self.order_head = mlp((k * dim, 512, len(orders))) if cfg.video_level == "order" else None
         self.predictor = mlp(((k - 1) * dim, 512, dim)) if cfg.video_level == "predict" else None
         self.augment = simclr_augment(cfg.crop_size, scale=cfg.crop_scale)
+        self.classifier = nn.Linear(self.backbone.num_features, cfg.cotrain_classes) if cfg.cotrain_classes else None
+        self.supervised_augment = ClipAugment(size=cfg.crop_size, scale=(0.08, 1.0), hflip=0.5)
 
     def sampler(self) -> Sampler:
         return ShotSequence(self.cfg.num_shots, self.cfg.frames_per_shot, self.cfg.pseudo_shot_len)
@@ -122,6 +132,20 @@ class VIVI(SSLMethod):
         target = torch.arange(b, device=shots.device)
         return F.cross_entropy(logits, target), (logits.detach().argmax(1) == target).float().mean()
 
+    def cotrain_loss(self, images: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Labelled images ``{"video": (B, 3, 1, H, W) uint8, "label": (B,)}`` -> their cross-entropy under the
+        linear classifier on the trunk, and its accuracy."""
+        if self.classifier is None:
+            raise ValueError("vivi: the batch carries co-training images but model.cotrain_classes is 0 (add a "
+                             "cotrain section to the run config; the classes follow it)")
+        label = images["label"].long()
+        if int(label.min()) < 0 or int(label.max()) >= self.cfg.cotrain_classes:
+            raise ValueError(f"vivi: co-training labels must lie in [0, {self.cfg.cotrain_classes}), got "
+                             f"{int(label.min())}..{int(label.max())}")
+        views = normalize_input(self.supervised_augment(to_float(images["video"]))[:, :, 0], "rgb")
+        logits = self.classifier(self.backbone(views))
+        return F.cross_entropy(logits, label), (logits.detach().argmax(1) == label).float().mean()
+
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         cfg = self.cfg
         video = batch["video"]
@@ -147,6 +171,11 @@ class VIVI(SSLMethod):
         if cfg.video_level != "none" and cfg.video_weight > 0:
             vid, acc = self.video_loss(self.pool(per_shot))
             loss, metrics["loss_video"], metrics["acc_video"] = loss + cfg.video_weight * vid, vid.detach(), acc
+        if "cotrain" in batch:
+            sup, acc = self.cotrain_loss(batch["cotrain"])  # type: ignore[arg-type]
+            loss = loss + cfg.cotrain_weight * sup
+            metrics["loss_cotrain"], metrics["acc_cotrain"] = sup.detach(), acc
+            metrics["chance_cotrain"] = math.log(cfg.cotrain_classes)
         if not metrics:
             raise ValueError("vivi: every level is switched off (all weights 0)")
         metrics["chance_video"] = math.log(len(self.orders)) if cfg.video_level == "order" else math.log(b)
