@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from vidssl.engine import distributed as dist
-from vidssl.losses import cpc_loss, dense_info_nce, dim_loss
+from vidssl.losses import amdim_nce, cpc_loss, dense_info_nce, dim_loss
 from vidssl.methods import METHODS
 from vidssl.models import build_backbone
 from vidssl.nn.context import ContextNetwork, RowCausalConv2d
@@ -289,6 +289,69 @@ def test_dim_reads_locals_before_the_global_output() -> None:
     assert local.shape == (2, 256, 2, 2) and out.shape == (2, 512, 1, 1)  # the ImageNet stem of TINY at 32 px
     with pytest.raises(ValueError, match="local_stage 5|local_stage in 1..4"):
         _make("dim", local_stage=5)
+
+
+def _global_local_nce_reference(s: torch.Tensor) -> torch.Tensor:
+    """InfoNCE written out: for every image i and own position p, a softmax over s[i, i, p] and every s[i, j, q],
+    j != i, built as one explicit row of logits each."""
+    n, _, p = s.shape
+    losses = []
+    for i in range(n):
+        negatives = torch.cat([s[i, j] for j in range(n) if j != i])
+        for q in range(p):
+            row = torch.cat([s[i, i, q:q + 1], negatives])
+            losses.append(-torch.log_softmax(row, dim=0)[0])
+    return torch.stack(losses).mean()
+
+
+def test_dim_infonce_equals_the_written_out_softmax() -> None:
+    torch.manual_seed(0)
+    g, loc = torch.randn(4, 5), torch.randn(4, 6, 5)
+    reference = _global_local_nce_reference(torch.einsum("nd,mpd->nmp", g, loc))
+    torch.testing.assert_close(dim_loss(g, loc, "infonce"), reference)
+
+
+def test_amdim_nce_closed_forms_and_reference() -> None:
+    nce, penalty = amdim_nce(torch.zeros(4, 16), torch.randn(4, 6, 16))
+    assert float(nce) == pytest.approx(math.log(1 + 3 * 6), abs=1e-6) and float(penalty) == 0.0
+    torch.manual_seed(1)
+    src, trg = 3 * torch.randn(4, 16), 3 * torch.randn(4, 6, 16)
+    raw = torch.einsum("nd,mpd->nmp", src, trg) / 4.0  # over sqrt(16)
+    nce, penalty = amdim_nce(src, trg, clip=5.0, reg_weight=0.1)
+    torch.testing.assert_close(penalty, 0.1 * (raw**2).mean())  # on the raw scores, before clipping
+    torch.testing.assert_close(nce, _global_local_nce_reference(5.0 * torch.tanh(raw / 5.0)))
+    assert float(raw.abs().max()) > 5.0  # the clip was exercised
+    unclipped, _ = amdim_nce(src, trg, clip=1e6)
+    torch.testing.assert_close(unclipped, _global_local_nce_reference(raw), rtol=1e-4, atol=1e-4)
+
+
+def test_amdim_costs_across_views_and_scales() -> None:
+    torch.manual_seed(0)
+    method = _make("dim", objective="amdim", crop_size=64, jitter=(0.4, 0.4, 0.4, 0.2), grayscale_p=0.25)
+    x = torch.randn(3, 3, 64, 64)
+    r1, r5, r7 = method.scales(x)
+    assert r1.shape == (3, 512) and r5.shape == (3, 4, 512) and r7.shape == (3, 16, 512)  # stages 4 and 3 at 64 px
+    one, two = method.scales(x), method.scales(x.flip(-1))
+    where = (torch.tensor([0, 3, 1]), torch.tensor([2, 2, 0]))
+    terms = method.amdim_terms(one, two, where)
+    rows = torch.arange(3)
+    expect = {
+        "1t5": [amdim_nce(one[0], two[1]), amdim_nce(two[0], one[1])],
+        "1t7": [amdim_nce(one[0], two[2]), amdim_nce(two[0], one[2])],
+        "5t5": [amdim_nce(one[1][rows, where[0]], two[1]), amdim_nce(two[1][rows, where[1]], one[1])],
+    }
+    for name, (a, b) in expect.items():
+        torch.testing.assert_close(terms[name], 0.5 * (a[0] + b[0]))
+    torch.testing.assert_close(terms["reg"], sum(0.5 * (a[1] + b[1]) for a, b in expect.values()))
+    from tests.test_methods import _batch
+
+    loss, metrics = method(_batch(method))
+    assert set(metrics) == {"loss_1t5", "loss_1t7", "loss_5t5", "loss_reg"}
+    loss.backward()
+    assert all(p.grad is not None for p in method.backbone.parameters())
+    assert method.scale_encoders[1].linear.weight.grad is not None
+    with pytest.raises(ValueError, match="amdim_stages"):
+        _make("dim", objective="amdim", amdim_stages=(5, 3))
 
 
 # ---- VIVI ----------------------------------------------------------------------------------------------------

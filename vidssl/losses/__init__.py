@@ -2,6 +2,7 @@
 
 from vidssl.losses.clustering import iic_loss, self_label, sinkhorn, swapped_prediction
 from vidssl.losses.contrastive import (
+    amdim_nce,
     batch_hard_triplet,
     batch_info_nce,
     cpc_loss,
@@ -21,6 +22,7 @@ from vidssl.losses.decorrelation import barlow_twins_loss, off_diagonal, vicreg_
 from vidssl.losses.regression import cosine_regression, negative_cosine
 
 __all__ = [
+    "amdim_nce",
     "barlow_twins_loss",
     "batch_hard_triplet",
     "batch_info_nce",

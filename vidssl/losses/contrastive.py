@@ -259,16 +259,44 @@ def dim_loss(global_: Tensor, local: Tensor, estimator: str = "jsd") -> Tensor:
     zero scores; ``infonce``: for every own position, a softmax over it and every position of the other images,
     exactly ``ln(1 + (world N - 1) P)`` at zero scores."""
     s = global_local_scores(global_, local)  # (N, M, P)
-    n, m, p = s.shape
-    own = torch.zeros(n, m, dtype=torch.bool, device=s.device)
-    own[torch.arange(n), rank() * n + torch.arange(n)] = True
+    own = _own_columns(s)
     if estimator == "jsd":
         positive = (-F.softplus(-s[own])).mean()  # (N, P) own pairs
         negative = F.softplus(s[~own]).mean()
         return -(positive - negative)
     if estimator == "infonce":
-        pos = s[own]  # (N, P)
-        neg = s[~own].view(n, (m - 1) * p)  # (N, (M - 1) P): every position of every other image
-        logits = torch.cat([pos[:, :, None], neg[:, None, :].expand(n, p, neg.shape[1])], dim=2)  # (N, P, 1 + ..)
-        return F.cross_entropy(logits.flatten(0, 1), torch.zeros(n * p, dtype=torch.long, device=s.device))
+        return _shared_negatives_nce(s, own)
     raise ValueError(f"dim_loss: estimator must be 'jsd' or 'infonce', got {estimator!r}")
+
+
+def _own_columns(s: Tensor) -> Tensor:
+    """``(N, M)`` bool: each of this process's images' own column in global-local scores ``(N, M, P)``."""
+    n, m, _ = s.shape
+    own = torch.zeros(n, m, dtype=torch.bool, device=s.device)
+    own[torch.arange(n), rank() * n + torch.arange(n)] = True
+    return own
+
+
+def _shared_negatives_nce(s: Tensor, own: Tensor) -> Tensor:
+    """Global-local InfoNCE on scores ``(N, M, P)`` with ``own`` ``(N, M)`` marking each image's own column: every
+    own position is a positive scored against it and every position of the other images, which all of an image's
+    positives share, so their log-sum-exp is taken once (``(N, P, 1 + (M - 1) P)`` logits are never built)."""
+    n, m, p = s.shape
+    pos = s[own]  # (N, P)
+    neg = s[~own].view(n, (m - 1) * p)  # (N, (M - 1) P): every position of every other image
+    return -(pos - torch.logaddexp(pos, torch.logsumexp(neg, dim=1, keepdim=True))).mean()
+
+
+def amdim_nce(source: Tensor, target: Tensor, clip: float = 20.0, reg_weight: float = 4e-2) -> tuple[Tensor, Tensor]:
+    """One of AMDIM's global-to-local costs (Bachman, Hjelm & Buchwalter 2019; Philip-Bachman/amdim-public
+    ``costs.py`` ``NCE_MI_MULTI._model_scores``): source vectors ``(N, D)`` (one image's global feature, or one
+    location of its map) against the target locations ``(N, P, D)`` of the *other* view of the global batch.
+
+    Scores ``s = src . trg / sqrt(D)``; the logit penalty ``reg_weight * mean(s^2)`` on the raw scores; then soft
+    clipping ``clip * tanh(s / clip)``; the NCE cost as DIM's InfoNCE (:func:`dim_loss`): each own location against
+    every location of the other images. Returns ``(nce, penalty)``; at zero features exactly
+    ``(ln(1 + (world N - 1) P), 0)``."""
+    s = global_local_scores(source, target) / source.shape[1] ** 0.5  # (N, M, P)
+    penalty = reg_weight * s.pow(2).mean()
+    s = clip * torch.tanh(s / clip)
+    return _shared_negatives_nce(s, _own_columns(s)), penalty
