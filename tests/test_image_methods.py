@@ -3,6 +3,8 @@ tests/test_methods.py: the momentum schedule, the collapse monitor, the frames a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -267,3 +269,20 @@ def test_index_readers_say_they_need_the_index_and_check_the_dataset(name: str) 
     if name in ("npid", "cmc", "pirl"):  # one memory entry per sample: a dataset of another size is named
         with pytest.raises(ValueError, match=rf"{name}: the dataset has 10 samples .* set model.bank_size=10"):
             method.on_epoch_start(_ctx(10))
+
+
+def test_dino_trains_a_vision_transformer(tmp_path: Path) -> None:
+    from tests.test_methods import _batch
+    from vidssl.models import ViT, encoder_entries, load_record
+
+    cls = METHODS["dino"]
+    torch.manual_seed(0)
+    method = cls(cls.Config(**{**TINY["dino"], "backbone": "vit_tiny_cifar"}))
+    assert isinstance(method.encoder(), ViT) and isinstance(method.teacher.backbone, ViT)
+    loss, _ = method(_batch(method))  # 32 px global and 16 px local crops: 8x8 and 4x4 patch grids
+    loss.backward()
+    assert torch.isfinite(loss) and method.encoder().conv_proj.weight.grad is not None
+    assert method.encoder().encoder.pos_embedding.grad is not None  # the resized embedding is trained too
+    path = tmp_path / "dino_vit.pt"
+    torch.save(encoder_entries(method.encoder(), method.encoder_input), path)
+    assert load_record(str(path)).backbone.config["arch"] == "vit"

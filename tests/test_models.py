@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -231,3 +232,72 @@ def test_the_record_reads_what_the_loop_writes(tmp_path: Path) -> None:
     assert load_record("random", backbone="resnet18_cifar", seed=2).name == "random-resnet18_cifar"
     with pytest.raises(ValueError, match="hsv"):
         encoder_entries(net, "hsv")  # type: ignore[arg-type]
+
+
+# ---- Vision Transformers ---------------------------------------------------------------------------------------
+
+
+def _small_vit() -> torch.nn.Module:
+    from vidssl.models import ViT
+
+    torch.manual_seed(0)
+    return ViT(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32).eval()
+
+
+def test_vit_equals_torchvision_at_its_size_and_keeps_the_contract() -> None:
+    from vidssl.models import Backbone
+
+    net = _small_vit()
+    assert isinstance(net, Backbone) and (net.stride, net.num_features) == (8, 16)
+    reference = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                                     hidden_dim=16, mlp_dim=32)
+    reference.heads = torch.nn.Identity()  # the class token after the final norm, as torchvision computes it
+    reference.load_state_dict(net.state_dict(), strict=True)  # torchvision's names, nothing missing or extra
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), reference.eval()(x), rtol=0, atol=0)
+        assert net.forward_features(x).shape == (2, 16, 4, 4)
+        # other sizes: a ceil(H / 8) x ceil(W / 8) grid; a side that is not a multiple is zero-padded
+        odd = torch.randn(1, 3, 36, 50)
+        feats = net.forward_features(odd)
+        assert feats.shape == (1, 16, 5, 7)
+        torch.testing.assert_close(feats, net.forward_features(torch.nn.functional.pad(odd, (0, 6, 0, 4))))
+
+
+def test_vit_position_embedding_is_resized_per_grid() -> None:
+    net = _small_vit()
+    pos = net.encoder.pos_embedding
+    assert net.position_embedding(4, 4) is pos  # the trained grid: the parameter itself
+    with torch.no_grad():
+        pos.copy_(torch.arange(16.0).repeat(1, 17, 1))  # every position the same vector
+        wide = net.position_embedding(6, 9)
+    assert wide.shape == (1, 1 + 54, 16)
+    torch.testing.assert_close(wide, torch.arange(16.0).expand(1, 55, 16))  # a constant field stays constant
+
+
+def test_vit_record_round_trip(tmp_path: Path) -> None:
+    from vidssl.models import VIT_BACKBONES, ViT, encoder_entries, load_record, random_backbone
+
+    net = _small_vit()
+    path = tmp_path / "vit.pt"
+    torch.save(encoder_entries(net, "rgb"), path)
+    record = load_record(str(path))
+    assert isinstance(record.backbone, ViT) and record.backbone.config == net.config
+    x = torch.randn(1, 3, 40, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(record.backbone.eval().forward_features(x), net.forward_features(x))
+    with pytest.raises(ValueError, match="only a ResNet trunk can drop stages"):
+        load_record(str(path), layers=3)
+    from vidssl.eval.encoders import build_encoder
+
+    frames = build_encoder(str(path))  # label propagation reads the patch tokens on their grid
+    assert frames.stride == 8 and frames.encode is not None
+    assert frames.encode(np.zeros((30, 41, 3), dtype=np.uint8)).shape == (16, 4, 6)
+    assert sorted(VIT_BACKBONES) == ["vit_small_16", "vit_small_8", "vit_tiny_cifar"]
+    a, b = random_backbone("vit_tiny_cifar", 3), random_backbone("vit_tiny_cifar", 3)
+    assert (a.stride, a.num_features) == (4, 192)
+    torch.testing.assert_close(a.state_dict()["encoder.pos_embedding"], b.state_dict()["encoder.pos_embedding"])
+    with pytest.raises(ValueError, match="reads a ResNet's stages"):
+        build_backbone("vit_small_16")
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        ViT(image_size=30, patch_size=8)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from vidssl.data.augment import to_float
 from vidssl.data.errors import VideoError
 from vidssl.data.images import load_image_folder
-from vidssl.models import EncoderRecord, build_backbone, load_record
+from vidssl.models import EncoderRecord, build_image_backbone, load_record
 from vidssl.nn.colour import INPUT_SPACES, InputSpace, normalize_input
 
 HELP = "kNN (and optionally linear) probe of an encoder on an ImageFolder train/test split, e.g. CIFAR-10"
@@ -211,7 +211,9 @@ def extract_features(
 def load_encoder(checkpoint: str | Path | None, backbone: str = "resnet18_cifar") -> nn.Module:
     """The trunk of a vidssl checkpoint (its own architecture), a torchvision state dict loaded into
     ``backbone``, or a random ``backbone`` when ``checkpoint`` is None."""
-    return build_backbone(backbone) if checkpoint is None else load_record(str(checkpoint), backbone=backbone).backbone
+    if checkpoint is None:
+        return build_image_backbone(backbone)
+    return load_record(str(checkpoint), backbone=backbone).backbone
 
 
 # -------------------------------------------------------------------------------------------------------- CLI

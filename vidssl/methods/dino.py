@@ -29,7 +29,7 @@ from vidssl.data.augment import byol_augment, dino_local_augment
 from vidssl.data.views import MultiCrop, Sampler
 from vidssl.engine.distributed import all_reduce_sum, world_size
 from vidssl.methods.base import EpochContext, Metrics, SSLMethod, positive_pair
-from vidssl.models import ResNet, build_backbone
+from vidssl.models import build_image_backbone
 from vidssl.nn import Branch, WeightNormLinear, ema_update_, mlp, momentum_at
 
 
@@ -108,7 +108,7 @@ class DINO(SSLMethod):
     def __init__(self, cfg: DINOConfig) -> None:
         super().__init__()
         self.cfg, self.input = cfg, cfg.input
-        backbone = build_backbone(cfg.backbone)
+        backbone = build_image_backbone(cfg.backbone)
         self.student = Branch(backbone, DINOHead(backbone.num_features, cfg))
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)  # starts equal; moved only by the EMA
         globals_ = [byol_augment(cfg.global_size, v, cfg.global_scale, cfg.blur) for v in (1, 2)]
@@ -121,8 +121,8 @@ class DINO(SSLMethod):
     def sampler(self) -> Sampler:
         return positive_pair(self.input, self.cfg.max_gap)
 
-    def encoder(self) -> ResNet:
-        return self.student.backbone  # type: ignore[return-value]
+    def encoder(self) -> nn.Module:
+        return self.student.backbone
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         c = self.cfg

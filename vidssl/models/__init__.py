@@ -20,25 +20,31 @@ from vidssl.models.registry import (
     ARCHITECTURES,
     BACKBONES,
     VIDEO_BACKBONES,
+    VIT_BACKBONES,
     backbone_from_config,
     build_backbone,
+    build_image_backbone,
     build_video_backbone,
 )
 from vidssl.models.resnet import ResNet, torchvision_state_dict, truncate
 from vidssl.models.video import VideoResNet
+from vidssl.models.vit import ViT
 
 __all__ = [
     "ARCHITECTURES",
     "BACKBONES",
     "VIDEO_BACKBONES",
+    "VIT_BACKBONES",
     "Backbone",
     "ClipEncoder",
     "EncoderRecord",
     "ResNet",
+    "ViT",
     "VideoBackbone",
     "VideoResNet",
     "backbone_from_config",
     "build_backbone",
+    "build_image_backbone",
     "build_video_backbone",
     "checkpoint_input",
     "encoder_entries",

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidssl.models.registry import VIDEO_BACKBONES, backbone_from_config, build_backbone, build_video_backbone
+from vidssl.models.registry import VIDEO_BACKBONES, backbone_from_config, build_image_backbone, build_video_backbone
 from vidssl.models.resnet import ResNet, truncate
 from vidssl.nn.colour import INPUT_SPACES, InputSpace
 
@@ -113,7 +113,7 @@ def checkpoint_input(state: dict[str, Any], path: str | Path) -> InputSpace:
 
 
 def _named(name: str) -> nn.Module:
-    return build_video_backbone(name) if name in VIDEO_BACKBONES else build_backbone(name)
+    return build_video_backbone(name) if name in VIDEO_BACKBONES else build_image_backbone(name)
 
 
 def random_backbone(name: str, seed: int = 0) -> nn.Module:

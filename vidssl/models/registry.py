@@ -1,8 +1,10 @@
 """Named backbones and the architecture keys that rebuild a recorded one.
 
-``BACKBONES`` (image trunks) and ``VIDEO_BACKBONES`` (clip trunks) map a config name to a builder; a trunk's
-``config["arch"]`` names its entry in ``ARCHITECTURES``, whose ``from_config`` rebuilds it (checkpoints
-record that dict; those written before the key existed are ResNets).
+``BACKBONES`` (ResNet image trunks), ``VIT_BACKBONES`` (Vision Transformer image trunks) and ``VIDEO_BACKBONES``
+(clip trunks) map a config name to a builder; a trunk's ``config["arch"]`` names its entry in ``ARCHITECTURES``,
+whose ``from_config`` rebuilds it (checkpoints record that dict; those written before the key existed are
+ResNets). ``build_backbone`` builds the ResNets (the methods that read their stages need one);
+``build_image_backbone`` any image trunk, for methods and evaluations that use only the backbone contract.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from torch import nn
 
 from vidssl.models.resnet import ResNet
 from vidssl.models.video import VideoResNet
+from vidssl.models.vit import ViT
 
 __all__ = [
-    "ARCHITECTURES", "BACKBONES", "VIDEO_BACKBONES", "backbone_from_config", "build_backbone", "build_video_backbone",
+    "ARCHITECTURES", "BACKBONES", "VIDEO_BACKBONES", "VIT_BACKBONES", "backbone_from_config", "build_backbone",
+    "build_image_backbone", "build_video_backbone",
 ]
 
 # Image trunks. Correspondence methods need stride-4 or stride-8 maps (PROTOCOLS.md section 2).
@@ -41,6 +45,17 @@ BACKBONES: dict[str, Callable[[], ResNet]] = {
     "resnet18_cifar_ln": lambda: ResNet(18, cifar_stem=True, norm="layer"),
 }
 
+# Vision Transformers (torchvision's, any input size; vidssl.models.vit). DINO's small models at 224 px (ViT-S/16,
+# ViT-S/8: 12 layers, 6 heads, 384 wide), and DeiT-Tiny's widths (192, 3 heads) with 4 px patches for 32 px images.
+VIT_BACKBONES: dict[str, Callable[[], ViT]] = {
+    "vit_small_16": lambda: ViT(image_size=224, patch_size=16, num_layers=12, num_heads=6, hidden_dim=384,
+                                mlp_dim=1536),
+    "vit_small_8": lambda: ViT(image_size=224, patch_size=8, num_layers=12, num_heads=6, hidden_dim=384,
+                               mlp_dim=1536),
+    "vit_tiny_cifar": lambda: ViT(image_size=32, patch_size=4, num_layers=12, num_heads=3, hidden_dim=192,
+                                  mlp_dim=768),
+}
+
 # Clip trunks (temporal-order and predictive-coding methods).
 VIDEO_BACKBONES: dict[str, Callable[[], VideoResNet]] = {
     "r3d_18": lambda: VideoResNet("r3d_18"),
@@ -50,14 +65,26 @@ VIDEO_BACKBONES: dict[str, Callable[[], VideoResNet]] = {
 ARCHITECTURES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "resnet": ResNet.from_config,
     "video_resnet": VideoResNet.from_config,
+    "vit": ViT.from_config,
 }
 
 
 def build_backbone(name: str) -> ResNet:
-    """A named image trunk, randomly initialised."""
+    """A named ResNet image trunk, randomly initialised."""
+    if name not in BACKBONES:
+        hint = (" (a clip trunk: see VIDEO_BACKBONES)" if name in VIDEO_BACKBONES
+                else " (a Vision Transformer: this method reads a ResNet's stages)" if name in VIT_BACKBONES else "")
+        raise ValueError(f"unknown backbone {name!r}{hint}; choose from {sorted(BACKBONES)}")
+    return BACKBONES[name]()
+
+
+def build_image_backbone(name: str) -> ResNet | ViT:
+    """A named image trunk of any architecture (a ResNet or a ViT), randomly initialised."""
+    if name in VIT_BACKBONES:
+        return VIT_BACKBONES[name]()
     if name not in BACKBONES:
         hint = " (a clip trunk: see VIDEO_BACKBONES)" if name in VIDEO_BACKBONES else ""
-        raise ValueError(f"unknown backbone {name!r}{hint}; choose from {sorted(BACKBONES)}")
+        raise ValueError(f"unknown backbone {name!r}{hint}; choose from {sorted([*BACKBONES, *VIT_BACKBONES])}")
     return BACKBONES[name]()
 
 
