@@ -230,7 +230,7 @@ def test_cmc_views_read_their_channels_and_cross_the_memories() -> None:
     cls = METHODS["cmc"]
     torch.manual_seed(0)
     cmc = cls(cls.Config(backbone="resnet18", crop_size=32, dim=8, bank_size=6, negatives=5))
-    assert cmc.encoder_input == "lab" and cmc.encoder() is cmc.l_net
+    assert cmc.encoder_input == "lab" and cmc.l_encoder() is cmc.l_net and cmc.ab_encoder() is cmc.ab_net
     assert cmc.l_net.conv1.in_channels == 1 and cmc.ab_net.conv1.in_channels == 2
     x = torch.randn(2, 3, 32, 32)
     y = x.clone()
@@ -255,6 +255,33 @@ def test_cmc_views_read_their_channels_and_cross_the_memories() -> None:
     assert float(cmc.l_head.weight.grad.abs().sum()) > 0 and float(cmc.ab_head.weight.grad.abs().sum()) > 0
     with pytest.raises(ValueError, match="ResNet channels"):
         ResNet(18, channels=(0, 3))
+
+
+def test_cmc_exports_both_trunks_side_by_side(tmp_path: Path) -> None:
+    from vidssl.eval.encoders import build_encoder
+    from vidssl.models import Concat, ResNet, encoder_entries, load_record
+
+    cls = METHODS["cmc"]
+    torch.manual_seed(0)
+    cmc = cls(cls.Config(backbone="resnet18", crop_size=32, dim=8, bank_size=6, negatives=5)).eval()
+    both = cmc.encoder()
+    assert isinstance(both, Concat) and both.num_features == 1024 and both.stride == 32
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():  # the paper's probe: the L features, then the ab features
+        torch.testing.assert_close(both(x), torch.cat([cmc.l_net(x), cmc.ab_net(x)], dim=1))
+        torch.testing.assert_close(both.forward_features(x)[:, 512:], cmc.ab_net.forward_features(x))
+    path = tmp_path / "cmc.pt"
+    torch.save({**encoder_entries(both, cmc.encoder_input), "config": {"method": "cmc", "model": {}}}, path)
+    record = load_record(str(path))  # the record rebuilds the pair, each part reading its own channels
+    assert isinstance(record.backbone, Concat) and record.input == "lab"
+    assert record.backbone.config == both.config
+    with torch.no_grad():
+        torch.testing.assert_close(record.backbone.eval()(x), both(x))
+    assert build_encoder(str(path)).stride == 32
+    only_l = cls(cls.Config(backbone="resnet18", crop_size=32, dim=8, bank_size=6, negatives=5, encoder="l"))
+    assert only_l.encoder() is only_l.l_net
+    with pytest.raises(ValueError, match="strides differ"):
+        Concat([cmc.l_net, ResNet(18, strides=(1, 2, 1, 1))])
 
 
 @pytest.mark.parametrize("name", ["npid", "cmc", "pirl", "sela", "deepcluster"])

@@ -15,7 +15,7 @@ from torch import nn
 
 from vidssl.data.views import VideoInfo
 from vidssl.methods import METHODS, Method
-from vidssl.models.resnet import ResNet
+from vidssl.models import Backbone, encoder_entries
 
 EPOCH_SAMPLES = 4  # the dataset of the first epoch's hook, which every method gets before its first step
 
@@ -154,7 +154,8 @@ def method(request: pytest.FixtureRequest) -> nn.Module:
 def test_contract_surface(method: nn.Module) -> None:
     assert isinstance(method, Method)  # the protocol the training loop is typed against
     assert method.input in ("video", "images")
-    assert isinstance(method.encoder(), ResNet)
+    assert isinstance(method.encoder(), Backbone)  # the record writes any trunk that keeps the contract
+    assert encoder_entries(method.encoder(), method.encoder_input)["backbone"]["arch"]
     assert any(p is q for p in method.encoder().parameters() for q in _trainable(method).values())
 
 

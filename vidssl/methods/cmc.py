@@ -9,8 +9,9 @@ the L embedding is scored against the ab memory and the ab embedding against the
 positive, ``negatives`` drawn uniformly, T 0.07), and the loss is the sum of the two NCE terms (``loss: infonce``:
 the code's ``--softmax``). Each memory then moves towards its own view's embeddings.
 
-``encoder()`` is the L trunk (fed Lab, reading L): the paper's linear probes also concatenate the ab trunk's
-features, which the one-trunk encoder record does not hold; ``ab_encoder()`` gives that trunk. vidssl's Lab input is
+``encoder()`` is what the paper's linear probes read: both trunks side by side (``vidssl.models.Concat``: the L and
+the ab features concatenated, fed Lab), or the L trunk alone with ``encoder: l`` (as vidssl exported before);
+``l_encoder()`` and ``ab_encoder()`` give each trunk. vidssl's Lab input is
 MAST's normalisation (``vidssl.nn.colour``), the code's is each channel's range mapped to [-1, 1].
 On video a sample is one random frame of a video, the video its instance.
 """
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 from vidssl.data.augment import ClipAugment, to_float
 from vidssl.data.views import Sampler
 from vidssl.methods.base import BankNCE, EpochContext, Metrics, SSLMethod, instance_frame, sample_index
-from vidssl.models import ResNet, build_backbone
+from vidssl.models import Concat, ResNet, build_backbone
 from vidssl.nn import embedding_std
 from vidssl.nn.colour import InputSpace, normalize_input
 
@@ -45,6 +46,7 @@ class CMCConfig:
     input: Literal["video", "images"] = "images"
     crop_size: int = 224
     crop_scale: tuple[float, float] = (0.2, 1.0)  # the code's RandomResizedCrop(scale=(0.2, 1.))
+    encoder: Literal["both", "l"] = "both"  # the exported encoder: L and ab concatenated (the paper's probe), or L
 
     def __post_init__(self) -> None:
         if min(self.dim, self.bank_size, self.negatives, self.crop_size) < 1:
@@ -75,7 +77,10 @@ class CMC(SSLMethod):
     def sampler(self) -> Sampler:
         return instance_frame(self.input)
 
-    def encoder(self) -> ResNet:
+    def encoder(self) -> nn.Module:
+        return Concat([self.l_net, self.ab_net]) if self.cfg.encoder == "both" else self.l_net
+
+    def l_encoder(self) -> ResNet:
         return self.l_net
 
     def ab_encoder(self) -> ResNet:

@@ -6,6 +6,7 @@ encoder of a checkpoint or weights file (``vidssl.models.record``).
 """
 
 from vidssl.models.base import Backbone, ClipEncoder, VideoBackbone, feature_size
+from vidssl.models.concat import Concat
 from vidssl.models.record import (
     EncoderRecord,
     checkpoint_input,
@@ -37,6 +38,7 @@ __all__ = [
     "VIT_BACKBONES",
     "Backbone",
     "ClipEncoder",
+    "Concat",
     "EncoderRecord",
     "ResNet",
     "ViT",

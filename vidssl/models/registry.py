@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from vidssl.models.concat import Concat
 from vidssl.models.resnet import ResNet
 from vidssl.models.video import VideoResNet
 from vidssl.models.vit import ViT
@@ -66,6 +67,7 @@ ARCHITECTURES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "resnet": ResNet.from_config,
     "video_resnet": VideoResNet.from_config,
     "vit": ViT.from_config,
+    "concat": lambda config: Concat([backbone_from_config(part) for part in config["parts"]]),
 }
 
 
