@@ -157,3 +157,10 @@ def test_vivi_co_config_resolves(tmp_path: Path) -> None:
                                      [f"cotrain.source={images}"])
     assert cfg.cotrain is not None and model_cfg.cotrain_classes == 4
     assert model_cfg.cotrain_weight == cfg.cotrain.weight
+
+
+def test_too_few_cotrain_images_name_the_stream(tmp_path: Path) -> None:
+    images = _image_folder(tmp_path / "images", classes=2, per_class=1)
+    cfg, _ = resolve_config(_config(tmp_path, images, **{"cotrain.batch_size": 4}))
+    with pytest.raises(ValueError, match=r"cotrain: the dataset has 2 samples.*lower cotrain\.batch_size"):
+        train(cfg, dataset=ShotClips())

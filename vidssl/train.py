@@ -262,7 +262,7 @@ def _batches(
         n_batches = len(idx) // local_batch
         if n_batches == 0:
             raise ValueError(f"{where}: the dataset has {len(dataset)} samples, fewer than one batch of {local_batch} "
-                             f"per process (of {dist.world_size()}); lower data.batch_size or add data")
+                             f"per process (of {dist.world_size()}); lower {where}.batch_size or add data")
         # A private generator: worker seeds must not consume the global torch RNG, or a resumed run's
         # augmentations would differ from an uninterrupted run's.
         seq = np.random.SeedSequence([seed, epoch, dist.rank(), *([stream] if stream else [])])
@@ -277,7 +277,7 @@ def _batches(
             yield epoch, i, batch
         skipped.update(f"{path}: {reason}" for path, reason in getattr(dataset, "skipped", list)())
         for line in sorted(skipped):
-            log.print(f"{where} epoch {epoch}: skipped {line}" if stream else f"epoch {epoch}: skipped {line}")
+            log.print(f"{'' if where == 'data' else where + ' '}epoch {epoch}: skipped {line}")
         epoch, start = epoch + 1, 0
 
 
@@ -370,7 +370,7 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None, cotrain_dataset: Da
         raise ConfigError(f"cotrain.batch_size: {cfg.cotrain.batch_size} does not split over {world} processes")
     out, ckpt_dir = Path(cfg.out_dir), Path(cfg.out_dir) / "checkpoints"
     step, epoch, start, rng = 0, 0, 0, None
-    co_position = (0, 0)
+    co_pos = (0, 0)  # the co-training stream's (epoch, batches consumed)
     found = _find_resume(cfg, ckpt_dir)
     if found is not None:
         path, state = found
@@ -384,7 +384,7 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None, cotrain_dataset: Da
         scaler.load_state_dict(state["scaler"])
         step, (epoch, start), rng = state["step"], state["data_position"], state["rng"]
         if cfg.cotrain is not None:
-            co_position = (int(state["cotrain_position"][0]), int(state["cotrain_position"][1]))
+            co_pos = (int(state["cotrain_position"][0]), int(state["cotrain_position"][1]))
     if main:
         prepare_run_dir(out, to_dict(cfg))
     model = dist.wrap_model(raw, device, sync_bn=cfg.dist.sync_bn)
@@ -415,12 +415,11 @@ def train(cfg: RunConfig, *, dataset: Dataset | None = None, cotrain_dataset: Da
     data = _batches(data_set, seed=cfg.seed, local_batch=cfg.data.batch_size // world, workers=cfg.data.workers,
                     pin=device.type == "cuda", epoch=epoch, start=start, log=log, on_epoch=on_epoch)
     co_data: Iterator[tuple[int, int, dict[str, Any]]] | None = None
-    co_pos = co_position
     if cfg.cotrain is not None:
         co_set: Any = cotrain_dataset if cotrain_dataset is not None else build_cotrain_dataset(cfg)
         co_data = _batches(co_set, seed=cfg.seed, local_batch=cfg.cotrain.batch_size // world,
-                           workers=cfg.cotrain.workers, pin=device.type == "cuda", epoch=co_position[0],
-                           start=co_position[1], log=log, on_epoch=lambda e, s: None, stream=1, where="cotrain")
+                           workers=cfg.cotrain.workers, pin=device.type == "cuda", epoch=co_pos[0],
+                           start=co_pos[1], log=log, on_epoch=lambda e, s: None, stream=1, where="cotrain")
     if rng is not None:  # last: building the model and the data must not move the restored generators
         ckpt.set_rng_state(rng[rank % len(rng)])
     interval: list[float] = []
