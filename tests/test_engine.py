@@ -537,16 +537,26 @@ def test_max_minutes_stops_with_a_checkpoint_that_resumes(
         resolve_config(tiny_config(tmp_path, **{"schedule.max_minutes": -1.0}))
 
 
-def test_every_shipped_training_config_resolves_and_builds() -> None:
+def test_every_shipped_training_config_resolves_and_builds(tmp_path: Path) -> None:
     """configs/*.yaml and configs/cpu/*.yaml: every key is known and every method builds from them."""
+    from PIL import Image
+
+    from vidssl.engine.config import read_yaml
     from vidssl.methods import METHODS
 
+    labelled = tmp_path / "images"  # a co-training stream's ImageFolder (the configs name the user's copy)
+    for c in ("a", "b"):
+        (labelled / c).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(labelled / c / "0.png")
     root = Path(__file__).resolve().parents[1] / "configs"
     paths = sorted(root.glob("*.yaml")) + sorted((root / "cpu").glob("*.yaml"))
     assert len(paths) >= 8
     for path in paths:
         # stage 2 starts from a stage-1 run's checkpoint, which a fresh checkout does not have
-        cfg, model_cfg = load_run_config(path, ["model.init_from=null"] if path.stem == "mast_stage2" else [])
+        overrides = ["model.init_from=null"] if path.stem == "mast_stage2" else []
+        if "cotrain" in read_yaml(path):
+            overrides.append(f"cotrain.source={labelled}")
+        cfg, model_cfg = load_run_config(path, overrides)
         method = METHODS[cfg.method](model_cfg)
         assert sum(p.numel() for p in method.encoder().parameters()) > 0, path
 
