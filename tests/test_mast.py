@@ -24,7 +24,7 @@ from vidssl.methods.mast import (
     local_affinity_copy,
     memory_tuple,
 )
-from vidssl.nn.local_attention import local_attention, roi_dilation, roi_offsets
+from vidssl.nn.local_attention import Reference, local_attention, roi_dilation, roi_offsets
 
 
 def dense_copy(feat_t: torch.Tensor, refs: list[tuple[torch.Tensor, torch.Tensor]], radius: int,
@@ -82,6 +82,62 @@ def test_memory_copy_joint_softmax_and_bands() -> None:
     zero = torch.zeros(1, 2, 10, 9)
     got = local_attention(feats[3], [(f, v, zero) for f, v in refs], 2, 0.3, tile=4)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def roi_copy_reference(feat_t: torch.Tensor, refs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+                       radius: int, scale: float, outside: str) -> torch.Tensor:
+    """Reference: every window position of every target read by its own bilinear ``grid_sample`` (zero padding,
+    ``align_corners=True``, as MAST's ``deform_im2col``) at ``p + offset(p) + d``; values at ``p + value_offset(p)
+    + d``; one softmax over all references' windows; ``exclude`` drops positions outside the frame."""
+    b, _, h, w = feat_t.shape
+    d = torch.arange(-radius, radius + 1, dtype=feat_t.dtype)
+    dy, dx = torch.meshgrid(d, d, indexing="ij")  # window order (dy, dx)
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=feat_t.dtype), torch.arange(w, dtype=feat_t.dtype), indexing="ij")
+
+    def read(x: torch.Tensor, off: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # -> (B, X, hw, P^2), inside
+        px = xx.reshape(1, -1, 1) + off[:, 0].reshape(b, -1, 1) + dx.reshape(1, 1, -1)
+        py = yy.reshape(1, -1, 1) + off[:, 1].reshape(b, -1, 1) + dy.reshape(1, 1, -1)
+        grid = torch.stack([px * 2 / (w - 1) - 1, py * 2 / (h - 1) - 1], -1)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        return out, (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)
+
+    logits, values = [], []
+    for f, v, off, voff in refs:
+        keys, inside = read(f, off)
+        z = torch.einsum("bci,bcik->bik", feat_t.flatten(2), keys) * scale
+        # excluded: the most negative logit (a target whose every window lies outside shares its weight evenly)
+        logits.append(z.masked_fill(~inside, torch.finfo(z.dtype).min) if outside == "exclude" else z)
+        values.append(read(v, voff)[0])
+    p = F.softmax(torch.cat(logits, 2), dim=2)
+    return torch.einsum("bik,bvik->bvi", p, torch.cat(values, 3)).view(b, -1, h, w)
+
+
+@pytest.mark.parametrize("outside", ["zero", "exclude"])
+def test_roi_windows_equal_a_bilinear_read_per_window_position(outside: str) -> None:
+    """ROI windows are read as the blend of one window of whole cells (``local_attention``'s matrix product
+    and gather): the same copy, and the same gradients (features and offsets), as a bilinear read of every
+    window position; offsets fractional, some far outside the frame, values read around another offset."""
+    g = torch.Generator().manual_seed(3)
+    h, w, c, k, radius = 9, 13, 5, 3, 2
+    feat_t = torch.randn(1, c, h, w, generator=g, dtype=torch.float64, requires_grad=True)
+    feats = [torch.randn(1, c, h, w, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    vals = [torch.randn(1, k, h, w, generator=g, dtype=torch.float64) for _ in range(2)]
+    offs = [(torch.randn(1, 2, h, w, generator=g, dtype=torch.float64) * 3).requires_grad_() for _ in range(2)]
+    with torch.no_grad():
+        offs[1][0, :, :2, :3] = torch.tensor([40.0, -30.0], dtype=torch.float64).view(2, 1, 1)  # all outside
+    refs = [(feats[0], vals[0], offs[0], offs[1]), (feats[1], vals[1], offs[1], offs[1])]
+    want = roi_copy_reference(feat_t, refs, radius, 0.7, outside)
+    for tile in (None, 4):
+        got = local_attention(feat_t, [Reference(f, v, o, vo) for f, v, o, vo in refs], radius, 0.7, tile, outside)
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    weight = torch.randn(want.shape, generator=g, dtype=torch.float64)
+    inputs = [feat_t, *feats, *offs]
+    grads_want = torch.autograd.grad((want * weight).sum(), inputs)
+    got = local_attention(feat_t, [Reference(f, v, o, vo) for f, v, o, vo in refs], radius, 0.7, 4, outside)
+    for a, e in zip(torch.autograd.grad((got * weight).sum(), inputs), grads_want, strict=True):
+        torch.testing.assert_close(a, e, atol=1e-8, rtol=0)
+    with pytest.raises(ValueError, match="not finite"):
+        local_attention(feat_t, [(feats[0], vals[0], offs[0] * float("nan"))], radius, 0.7)
 
 
 def test_drop_ab_channel_zeroes_one_chroma_channel_in_every_frame() -> None:

@@ -11,7 +11,8 @@ affinity is never formed: memory depends on the tile and the window, not on the 
 is a few dense products per tile instead of one elementwise pass per window displacement.
 
 A reference may instead be read around a region of interest, ``p + offset(p)`` with a per-position
-``offset`` (MAST's long-term memory): its window is then sampled bilinearly, one window row at a time.
+``offset`` (MAST's long-term memory): its window is then read bilinearly (the blend of one window of whole
+cells, see below).
 
 Window positions outside the frame are left out of the softmax (``outside="exclude"``), or scored as MAST's
 released code scores them (``outside="zero"``): zero features, so logit 0, and zero values, inside the softmax.
@@ -27,7 +28,6 @@ from typing import Literal, NamedTuple, TypeAlias
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "Outside",
@@ -131,44 +131,46 @@ def outside_window(
 
 # ----------------------------------------------------------------------------------------------------------
 # ROI windows: bilinear reads around a per-position centre
+#
+# A window centred on p + offset(p) moves by whole cells from one displacement to the next, so every one of its
+# (2R+1)^2 bilinear samples has the same fractional part: they are the 4-corner blends of one (2R+2)^2 window of
+# whole cells at floor(p + offset(p)). Its dot products are read from one matrix product of the tile's queries
+# with the rectangle of reference cells the tile's windows touch (zeros outside the frame: grid_sample's zero
+# padding), then blended; values are gathered the same way. The same numbers as a bilinear read per window
+# position, without C-channel copies of (2R+1)^2 shifted maps.
 
 
-def _pixel_grid(offset: Tensor, t: Tile, dy: Tensor, dx: float) -> Tensor:
-    """Cell positions ``(B, n, th, tw, 2)`` (x, y) of tile ``t``'s targets moved by ``offset + (dx, dy_i)``."""
-    b = offset.shape[0]
-    th, tw = t.shape
-    ys = torch.arange(t.y0, t.y1, device=offset.device, dtype=offset.dtype).view(1, 1, -1, 1)
-    xs = torch.arange(t.x0, t.x1, device=offset.device, dtype=offset.dtype).view(1, 1, 1, -1)
-    o = offset[:, :, t.y0:t.y1, t.x0:t.x1]  # (B, 2, th, tw): (dx, dy)
-    px = (xs + o[:, 0:1] + dx).expand(b, dy.numel(), th, tw)
-    py = (ys + o[:, 1:2] + dy.to(offset).view(1, -1, 1, 1)).expand(b, dy.numel(), th, tw)
-    return torch.stack([px, py], dim=-1)
+def _centres(offset: Tensor, t: Tile, h: int, w: int, radius: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Window centres ``p + offset(p)`` of tile ``t``'s targets, ``(cx, cy)`` float and their whole cells
+    ``(bx, by)`` long, each ``(B, P_t)``. A whole cell is clamped where every cell of its window is outside the
+    frame anyway (so the rectangles below stay within the padded frame)."""
+    o = offset[:, :, t.y0:t.y1, t.x0:t.x1]
+    if not bool(torch.isfinite(o).all()):
+        raise ValueError("local_attention: an ROI offset is not finite")
+    ys = torch.arange(t.y0, t.y1, device=o.device, dtype=o.dtype).view(1, -1, 1)
+    xs = torch.arange(t.x0, t.x1, device=o.device, dtype=o.dtype).view(1, 1, -1)
+    cx, cy = (xs + o[:, 0]).flatten(1), (ys + o[:, 1]).flatten(1)
+    bx = cx.detach().floor().clamp(-radius - 2, w + radius).long()
+    by = cy.detach().floor().clamp(-radius - 2, h + radius).long()
+    return cx, cy, bx, by
 
 
-def _sample(x: Tensor, pos: Tensor) -> Tensor:
-    """Bilinear samples ``(B, C, n, th, tw)`` of ``x`` ``(B, C, h, w)`` at cell positions ``pos``
-    ``(B, n, th, tw, 2)``, zero outside the frame. Pixel-centre coordinates (``align_corners=True``), as the
-    authors' ``deform_im2col`` under the PyTorch 1.1 MAST used."""
-    b, c, h, w = x.shape
-    _, n, th, tw, _ = pos.shape
-    norm = torch.stack([pos[..., 0] * (2.0 / max(w - 1, 1)) - 1.0, pos[..., 1] * (2.0 / max(h - 1, 1)) - 1.0], -1)
-    out = F.grid_sample(x, norm.view(b, n * th, tw, 2), mode="bilinear", padding_mode="zeros", align_corners=True)
-    return out.view(b, c, n, th, tw)
+def _window_index(bx: Tensor, by: Tensor, radius: int, x0: int, y0: int, width: int) -> Tensor:
+    """Flat indices ``(B, P, (2R+2)^2)`` of the cells ``(by, bx) + e``, ``e`` in ``[-R, R+1]^2``, in a grid whose
+    top-left cell is ``(y0, x0)`` and whose rows are ``width`` long."""
+    e = torch.arange(-radius, radius + 2, device=bx.device)
+    iy = (by - y0)[..., None] + e
+    ix = (bx - x0)[..., None] + e
+    return (iy[..., :, None] * width + ix[..., None, :]).flatten(2)
 
 
-def _inside(pos: Tensor, h: int, w: int) -> Tensor:
-    """``(B, n, th, tw)`` bool: the positions ``pos`` ``(B, n, th, tw, 2)`` that lie inside an ``h x w`` frame."""
-    return (pos[..., 0] >= 0) & (pos[..., 0] <= w - 1) & (pos[..., 1] >= 0) & (pos[..., 1] <= h - 1)
-
-
-def _roi_row_logits(feat_t: Tensor, feat_r: Tensor, offset: Tensor, t: Tile, dy: Tensor, radius: int) -> Tensor:
-    """Unscaled logits ``(B, n * P, th, tw)`` of window rows ``dy`` (n of them) around ``offset``."""
-    parts = []
-    ft = feat_t[:, :, None, t.y0:t.y1, t.x0:t.x1]
-    for dx in range(-radius, radius + 1):
-        s = _sample(feat_r, _pixel_grid(offset, t, dy, float(dx)))  # (B, C, n, th, tw)
-        parts.append((ft * s).sum(1))  # (B, n, th, tw)
-    return torch.stack(parts, dim=2).flatten(1, 2)  # displacement order (dy, dx)
+def _blend(d: Tensor, fx: Tensor, fy: Tensor) -> Tensor:
+    """``(B, P, n+1, n+1, ...)`` whole-cell samples -> ``(B, P, n, n, ...)`` bilinear at ``+ (fy, fx)``."""
+    extra = (1,) * (d.dim() - 2)
+    fx, fy = fx.view(*fx.shape, *extra), fy.view(*fy.shape, *extra)
+    top = d[:, :, :-1, :-1] + fx * (d[:, :, :-1, 1:] - d[:, :, :-1, :-1])
+    bottom = d[:, :, 1:, :-1] + fx * (d[:, :, 1:, 1:] - d[:, :, 1:, :-1])
+    return top + fy * (bottom - top)
 
 
 def _roi_window(
@@ -176,29 +178,37 @@ def _roi_window(
     value_offset: Tensor, outside: Outside,
 ) -> tuple[Tensor, Tensor]:
     """Logits ``(B, P_t, P^2)`` and values ``(B, P_t, P^2, V)`` of the ``(2R+1)^2`` window centred on
-    ``p + offset(p)`` for every target ``p`` of tile ``t``, the values read around ``p + value_offset(p)``.
-    Positions outside the frame: the most negative logit (``exclude``) or the zero-padded bilinear samples
-    (``zero``: the authors' ``grid_sample`` with zero padding)."""
-    size = 2 * radius + 1
-    rows = []
-    for dy in range(-radius, radius + 1):
-        dys = torch.tensor([float(dy)], device=feat_t.device)
-        if torch.is_grad_enabled() and (feat_t.requires_grad or feat_r.requires_grad or offset.requires_grad):
-            # bilinear samples are new tensors: recompute them in backward instead of keeping (2R+1)^2 copies
-            z = checkpoint(_roi_row_logits, feat_t, feat_r, offset, t, dys, radius, use_reentrant=False)
-        else:
-            z = _roi_row_logits(feat_t, feat_r, offset, t, dys, radius)
-        rows.append(z * scale)
-    logits = torch.cat(rows, dim=1)  # (B, P^2, th, tw)
-    r = torch.arange(-radius, radius + 1, device=feat_t.device, dtype=offset.dtype)
-    step = torch.stack([r.repeat(size), torch.zeros_like(r.repeat(size))], -1).view(1, -1, 1, 1, 2)
-    pos = _pixel_grid(offset, t, r.repeat_interleave(size), 0.0) + step  # (B, P^2, th, tw, 2)
+    ``p + offset(p)`` for every target ``p`` of tile ``t``, read bilinearly with pixel-centre coordinates (the
+    authors' ``deform_im2col``: ``grid_sample`` with ``align_corners=True``), the values around
+    ``p + value_offset(p)``. Positions outside the frame: the most negative logit (``exclude``) or the
+    zero-padded bilinear samples (``zero``: zero padding)."""
+    b, _, h, w = feat_r.shape
+    n = 2 * radius + 2
+    cx, cy, bx, by = _centres(offset, t, h, w, radius)
+    # the rectangle of whole cells the tile's windows touch, and the part of it inside the frame
+    x_lo, x_hi = int(bx.min()) - radius, int(bx.max()) + radius + 1
+    y_lo, y_hi = int(by.min()) - radius, int(by.max()) + radius + 1
+    kx0, kx1, ky0, ky1 = max(x_lo, 0), min(x_hi + 1, w), max(y_lo, 0), min(y_hi + 1, h)
+    q = feat_t[:, :, t.y0:t.y1, t.x0:t.x1].flatten(2).transpose(1, 2)  # (B, P_t, C)
+    if kx0 < kx1 and ky0 < ky1:
+        dense = torch.bmm(q, feat_r[:, :, ky0:ky1, kx0:kx1].flatten(2)).unflatten(2, (ky1 - ky0, kx1 - kx0))
+        dense = F.pad(dense, (kx0 - x_lo, x_hi + 1 - kx1, ky0 - y_lo, y_hi + 1 - ky1))
+    else:
+        dense = q.new_zeros(b, q.shape[1], y_hi - y_lo + 1, x_hi - x_lo + 1)
+    idx = _window_index(bx, by, radius, x_lo, y_lo, x_hi - x_lo + 1)
+    logits = _blend(dense.flatten(2).gather(2, idx).unflatten(2, (n, n)), cx - bx, cy - by).flatten(2) * scale
     if outside == "exclude":
-        logits = logits.masked_fill(~_inside(pos, *feat_r.shape[-2:]), torch.finfo(logits.dtype).min)
+        r = torch.arange(-radius, radius + 1, device=cx.device, dtype=cx.dtype)
+        px, py = cx[..., None, None] + r.view(1, 1, 1, -1), cy[..., None, None] + r.view(1, 1, -1, 1)
+        inside = (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)  # (B, P_t, 2R+1, 2R+1)
+        logits = logits.masked_fill(~inside.flatten(2), torch.finfo(logits.dtype).min)
     if value_offset is not offset:
-        pos = _pixel_grid(value_offset, t, r.repeat_interleave(size), 0.0) + step
-    vals = _sample(values, pos)  # (B, V, P^2, th, tw)
-    return logits.flatten(2).transpose(1, 2), vals.flatten(3).permute(0, 3, 2, 1)
+        cx, cy, bx, by = _centres(value_offset, t, h, w, radius)
+    m = n  # the clamped whole cells keep every window cell within n of the frame
+    v = F.pad(values, (m, m, m, m)).flatten(2)  # (B, V, (h + 2m)(w + 2m))
+    idx = _window_index(bx, by, radius, -m, -m, w + 2 * m).flatten(1)  # (B, P_t n^2)
+    vals = v.gather(2, idx[:, None].expand(-1, v.shape[1], -1)).unflatten(2, (-1, n, n)).permute(0, 2, 3, 4, 1)
+    return logits, _blend(vals, cx - bx, cy - by).flatten(2, 3)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -263,25 +273,18 @@ def local_attention(
     local = sum(1 for r in refs_ if r.offset is None)  # windows centred on the target itself
     out = feat_t.new_empty(b, small[0].shape[1], h, w)
     neg = torch.finfo(feat_t.dtype).min
-    band: tuple[int, list[tuple[Tensor, Tensor] | None]] = (-1, [])  # ROI windows of the current row of tiles
     for t in tiles(h, w, 16 if tile is None else tile, radius):
-        if t.y0 != band[0]:  # ROI windows are read per position: once for a whole row of tiles, sliced below
-            row = Tile(t.y0, t.y1, 0, w, 0, 0, 0, 0)
-            band = (t.y0, [None if r.offset is None else _roi_window(
-                feat_t, r.features, v, r.offset, row, radius, scale,
-                r.offset if r.value_offset is None else r.value_offset, outside)
-                for r, v in zip(refs_, small, strict=True)])
         q = feat_t[:, :, t.y0:t.y1, t.x0:t.x1].flatten(2).transpose(1, 2)  # (B, P_t, C)
         logits, values = [], []
-        for r, v, roi in zip(refs_, small, band[1], strict=True):
-            if roi is None:
+        for r, v in zip(refs_, small, strict=True):
+            if r.offset is None:
                 keys = r.features[:, :, t.wy0:t.wy1, t.wx0:t.wx1].flatten(2)  # (B, C, P_w): the tile's window rectangle
                 off = outside_window(t.shape, t.window, float(radius), "square").to(feat_t.device)
                 logits.append(torch.bmm(q, keys).mul(scale).masked_fill(off, neg))  # (B, P_t, P_w)
                 values.append(v[:, :, t.wy0:t.wy1, t.wx0:t.wx1].flatten(2).transpose(1, 2))  # (B, P_w, V)
             else:
-                th = t.y1 - t.y0
-                z, vals = (x.unflatten(1, (th, w))[:, :, t.x0:t.x1].flatten(1, 2) for x in roi)
+                z, vals = _roi_window(feat_t, r.features, v, r.offset, t, radius, scale,
+                                      r.offset if r.value_offset is None else r.value_offset, outside)
                 logits.append(z)  # (B, P_t, P^2)
                 values.append(vals)  # (B, P_t, P^2, V)
         if outside == "zero" and local:
