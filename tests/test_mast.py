@@ -219,6 +219,40 @@ def test_mast_references_every_target() -> None:
     assert [roi_dilation(d) for d in (16, 29, 30, 44, 45, 200)] == [2, 2, 3, 3, 4, 4]
 
 
+def roi_offsets_reference(feat_t: torch.Tensor, feat_r: torch.Tensor, dilation: int, search_radius: int,
+                          scale: float, outside: str) -> torch.Tensor:
+    """Reference: one product map per dilated displacement of the zero-padded reference (MAST's dilated
+    ``SpatialCorrelationSampler``), a softmax over displacements, the weighted mean displacement (dx, dy)."""
+    h, w = feat_t.shape[-2:]
+    reach = search_radius * dilation
+    pad = F.pad(feat_r, (reach,) * 4)
+    inside = F.pad(torch.ones(1, h, w, dtype=torch.bool), (reach,) * 4)
+    zs, disp = [], []
+    for iy in range(-search_radius, search_radius + 1):
+        for ix in range(-search_radius, search_radius + 1):
+            oy, ox = reach + iy * dilation, reach + ix * dilation
+            z = (feat_t * pad[:, :, oy:oy + h, ox:ox + w]).sum(1) * scale
+            zs.append(z if outside == "zero" else z.masked_fill(~inside[:, oy:oy + h, ox:ox + w], float("-inf")))
+            disp.append((ix * dilation, iy * dilation))
+    weights = F.softmax(torch.stack(zs, 1), 1)
+    return torch.einsum("bnhw,nk->bkhw", weights, torch.tensor(disp, dtype=feat_t.dtype))
+
+
+@pytest.mark.parametrize("outside", ["zero", "exclude"])
+def test_roi_search_equals_one_product_map_per_displacement(outside: str) -> None:
+    g = torch.Generator().manual_seed(4)
+    for h, w, dilation, s in ((20, 37, 1, 3), (20, 37, 3, 4), (9, 50, 2, 12)):  # reach past the frame, many tiles
+        feat_t = torch.randn(2, 6, h, w, generator=g, dtype=torch.float64, requires_grad=True)
+        feat_r = torch.randn(2, 6, h, w, generator=g, dtype=torch.float64, requires_grad=True)
+        want = roi_offsets_reference(feat_t, feat_r, dilation, s, 0.4, outside)
+        got = roi_offsets(feat_t, feat_r, dilation, s, 0.4, outside)
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+        weight = torch.randn(want.shape, generator=g, dtype=torch.float64)
+        for a, e in zip(torch.autograd.grad((got * weight).sum(), [feat_t, feat_r]),
+                        torch.autograd.grad((want * weight).sum(), [feat_t, feat_r]), strict=True):
+            torch.testing.assert_close(a, e, atol=1e-9, rtol=0)
+
+
 def test_roi_search_finds_a_displaced_patch() -> None:
     g = torch.Generator().manual_seed(0)
     h, w, dy, dx = 40, 40, 12, -10  # beyond any local window, inside the coarse reach 12 * 2

@@ -354,18 +354,31 @@ def roi_offsets(
     if feat_t.dim() != 4 or feat_t.shape != feat_r.shape:
         raise ValueError(f"roi_offsets: target and reference features must both be (B, C, h, w), got "
                          f"{tuple(feat_t.shape)} and {tuple(feat_r.shape)}")
-    h, w = feat_t.shape[-2:]
+    b, _, h, w = feat_t.shape
     reach = search_radius * dilation
-    pad = F.pad(feat_r, (reach,) * 4)
-    inside = F.pad(torch.ones(1, 1, h, w, device=feat_r.device, dtype=torch.bool), (reach,) * 4)
+    steps = torch.arange(-search_radius, search_radius + 1, device=feat_t.device) * dilation
+    disp = torch.stack(torch.meshgrid(steps, steps, indexing="ij"), -1).flatten(0, 1)  # ((2S+1)^2, 2): (dy, dx)
+    d = disp.flip(-1).to(feat_t.dtype)  # (dx, dy)
     neg = torch.finfo(feat_t.dtype).min
-    zs, disp = [], []
-    for iy in range(-search_radius, search_radius + 1):
-        for ix in range(-search_radius, search_radius + 1):
-            oy, ox = reach + iy * dilation, reach + ix * dilation
-            z = (feat_t * pad[:, :, oy:oy + h, ox:ox + w]).sum(1) * scale
-            zs.append(z if outside == "zero" else z.masked_fill(~inside[:, 0, oy:oy + h, ox:ox + w], neg))
-            disp.append((ix * dilation, iy * dilation))
-    p = F.softmax(torch.stack(zs, dim=1), dim=1)  # (B, (2S+1)^2, h, w)
-    d = torch.tensor(disp, device=feat_t.device, dtype=feat_t.dtype)  # ((2S+1)^2, 2): (dx, dy)
-    return torch.einsum("bnhw,nk->bkhw", p, d)
+    out = feat_t.new_empty(b, 2, h, w)
+    # per tile: its queries against the rectangle of reference cells within reach, one matrix product; the
+    # window's cells read from it (zero-padded: a cell past the border is a zero feature, logit 0)
+    for t in tiles(h, w, 16, reach):
+        q = feat_t[:, :, t.y0:t.y1, t.x0:t.x1].flatten(2).transpose(1, 2)  # (B, P_t, C)
+        dense = torch.bmm(q, feat_r[:, :, t.wy0:t.wy1, t.wx0:t.wx1].flatten(2)) * scale
+        dense = dense.unflatten(2, (t.wy1 - t.wy0, t.wx1 - t.wx0))
+        pads = (t.wx0 - (t.x0 - reach), (t.x1 - 1 + reach) - (t.wx1 - 1), t.wy0 - (t.y0 - reach),
+                (t.y1 - 1 + reach) - (t.wy1 - 1))
+        dense = F.pad(dense, pads).flatten(2)  # rows y0 - reach .. y1 - 1 + reach
+        width = t.x1 - t.x0 + 2 * reach
+        ys, xs = torch.meshgrid(torch.arange(t.y1 - t.y0, device=q.device), torch.arange(t.x1 - t.x0, device=q.device),
+                                indexing="ij")
+        iy = ys.reshape(-1, 1) + reach + disp[:, 0]  # (P_t, (2S+1)^2) rows in the padded rectangle
+        ix = xs.reshape(-1, 1) + reach + disp[:, 1]
+        z = dense.gather(2, (iy * width + ix).expand(b, -1, -1))  # (B, P_t, (2S+1)^2)
+        if outside == "exclude":
+            gy, gx = iy + t.y0 - reach, ix + t.x0 - reach  # frame cells
+            z = z.masked_fill(~((gy >= 0) & (gy < h) & (gx >= 0) & (gx < w)), neg)
+        mean = F.softmax(z, dim=2) @ d  # (B, P_t, 2)
+        out[:, :, t.y0:t.y1, t.x0:t.x1] = mean.transpose(1, 2).unflatten(2, (t.y1 - t.y0, t.x1 - t.x0))
+    return out
