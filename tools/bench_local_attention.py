@@ -6,8 +6,9 @@ computed it), one thread.
 
 Cases: CorrFlow's copy forward and backward at the CPU config (batch 8, 256-d, 16x16 cells, 13x13 window) and
 the recipe (batch 6, 512-d, 64x64, 13x13); MAST's memory at 240p (60x107 cells, 25x25 windows), one local and
-one ROI reference, no gradient. Prints median seconds and the ratio loop / tiled; the two results agree to
-float error (the largest difference is printed).
+one ROI reference (against a bilinear read of the whole reference per displacement), and the ROI search at
+dilation 2 (against one product map per displacement), no gradient. Prints median seconds and the ratio
+loop / tiled; the two results agree to float error (the largest difference is printed).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vidssl.nn.local_attention import Reference, local_attention
+from vidssl.nn.local_attention import Reference, local_attention, roi_offsets
 
 
 def displacement_loop(feat_t: torch.Tensor, refs: list[Reference], radius: int, scale: float) -> torch.Tensor:
@@ -46,6 +47,38 @@ def displacement_loop(feat_t: torch.Tensor, refs: list[Reference], radius: int, 
                 values.append(vpad[:, :, dy:dy + h, dx:dx + w])
     p = F.softmax(torch.stack(logits, 1), dim=1)  # (B, refs * P^2, h, w)
     return (p.unsqueeze(1) * torch.stack(values, 2)).sum(2)
+
+
+def roi_loop(feat_t: torch.Tensor, f_r: torch.Tensor, v_r: torch.Tensor, offset: torch.Tensor, radius: int,
+             scale: float) -> torch.Tensor:
+    """The ROI reference as vidssl read it before: one bilinear ``grid_sample`` of the whole reference per window
+    displacement at ``p + offset(p) + d`` (zero padding, pixel-centre coordinates, MAST's ``deform_im2col``)."""
+    h, w = feat_t.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=feat_t.dtype), torch.arange(w, dtype=feat_t.dtype), indexing="ij")
+    logits, values = [], []
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            px, py = xx + offset[:, 0] + dx, yy + offset[:, 1] + dy  # (B, h, w)
+            grid = torch.stack([px * 2 / (w - 1) - 1, py * 2 / (h - 1) - 1], -1)
+            logits.append((feat_t * F.grid_sample(f_r, grid, padding_mode="zeros", align_corners=True)).sum(1) * scale)
+            values.append(F.grid_sample(v_r, grid, padding_mode="zeros", align_corners=True))
+    p = F.softmax(torch.stack(logits, 1), dim=1)
+    return (p.unsqueeze(1) * torch.stack(values, 2)).sum(2)
+
+
+def search_loop(feat_t: torch.Tensor, f_r: torch.Tensor, dilation: int, radius: int, scale: float) -> torch.Tensor:
+    """The coarse ROI search as vidssl computed it before: one product map per dilated displacement."""
+    h, w = feat_t.shape[-2:]
+    reach = radius * dilation
+    pad = F.pad(f_r, (reach,) * 4)
+    zs, disp = [], []
+    for iy in range(-radius, radius + 1):
+        for ix in range(-radius, radius + 1):
+            oy, ox = reach + iy * dilation, reach + ix * dilation
+            zs.append((feat_t * pad[:, :, oy:oy + h, ox:ox + w]).sum(1) * scale)
+            disp.append((ix * dilation, iy * dilation))
+    p = F.softmax(torch.stack(zs, 1), 1)
+    return torch.einsum("bnhw,nk->bkhw", p, torch.tensor(disp, dtype=feat_t.dtype))
 
 
 def _median(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -87,11 +120,17 @@ def _memory_case(repeats: int, tile: int | None) -> list[dict[str, Any]]:
     with torch.no_grad():
         tiled, a = _median(lambda: local_attention(ft, [(fr, values, None)], 12, 512 ** -0.5, tile), repeats)
         loop, b = _median(lambda: displacement_loop(ft, [(fr, values, None)], 12, 512 ** -0.5), 1)
-        roi, _ = _median(lambda: local_attention(ft, [(fr, values, offset)], 12, 512 ** -0.5, tile), 1)
+        roi, c = _median(lambda: local_attention(ft, [(fr, values, offset, None)], 12, 512 ** -0.5, tile, "zero"),
+                         repeats)
+        roi_l, d = _median(lambda: roi_loop(ft, fr, values, offset, 12, 512 ** -0.5), 1)
+        search, e = _median(lambda: roi_offsets(ft, fr, 2, 12, 512 ** -0.5, "zero"), repeats)
+        search_l, f = _median(lambda: search_loop(ft, fr, 2, 12, 512 ** -0.5), 1)
     return [{"case": "MAST memory, one local reference, 60x107, 25x25", "tiled_s": tiled, "loop_s": loop,
              "max_diff": float((a - b).abs().max())},
-            {"case": "MAST memory, one ROI reference, 60x107, 25x25", "tiled_s": roi, "loop_s": float("nan"),
-             "max_diff": float("nan")}]
+            {"case": "MAST memory, one ROI reference, 60x107, 25x25", "tiled_s": roi, "loop_s": roi_l,
+             "max_diff": float((c - d).abs().max())},
+            {"case": "MAST ROI search, 60x107, 25x25 at dilation 2", "tiled_s": search, "loop_s": search_l,
+             "max_diff": float((e - f).abs().max())}]
 
 
 def main() -> None:
