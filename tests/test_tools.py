@@ -191,3 +191,25 @@ def test_demo_curve_scores_every_checkpoint(tmp_path: Path, capsys: pytest.Captu
         _tool("demo_curve").main(["--set", "no_equals_sign"])
     with pytest.raises(SystemExit):  # --realistic writes its own data: a --videos beside it would be ignored
         _tool("demo_curve").main(["--realistic", "--videos", str(tmp_path)])
+
+
+def test_demo_curve_oracle_scores_the_protocols_ceiling(tmp_path: Path) -> None:
+    """Ground-truth object maps as features: above every baseline on the same sequence (what a perfect
+    encoder of the objects gets from the protocol), and a frame outside the sequences is refused."""
+    import numpy as np
+
+    from vidssl.data.synthetic import write_dataset
+
+    root = write_dataset(tmp_path / "synthetic", seed=0, num_videos=1, num_frames=8) / "davis"
+    report = tmp_path / "curve.json"
+    code = _tool("demo_curve").main(["--steps", "0", "--davis-root", str(root), "--sequences", "1", "--baselines",
+                                     "--oracle", "--out", str(tmp_path / "curve"), "--json", str(report)])
+    assert code == 0
+    rows = {r["encoder"]: r["J&F-Mean"] for r in json.loads(report.read_text())["rows"]}
+    assert list(rows) == ["pixels", "random", "oracle"]
+    assert rows["oracle"] > 0.9 and rows["oracle"] > max(rows["pixels"], rows["random"]) + 0.1
+    from vidssl.eval.davis_metrics import read_sequence_list
+
+    oracle = _tool("demo_curve").oracle_encoder(root, read_sequence_list(root)[:1])
+    with pytest.raises(ValueError, match="not in the evaluated sequences"):
+        oracle.encode(np.zeros((16, 16, 3), np.uint8))

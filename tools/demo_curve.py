@@ -8,7 +8,10 @@ J&F moves with training on the demo's data (docs/results.md, "The demo's synthet
 Without ``--videos`` / ``--davis-root`` it trains on the built-in synthetic training videos and evaluates
 the first ``--sequences`` synthetic sequences, as ``vidssl demo`` does; ``--realistic`` writes both sets
 with ``vidssl.data.synthetic.REALISTIC`` instead (once, under ``OUT/data``); ``--set KEY=VALUE`` overrides a key of
-the demo's model config (values read as YAML); ``--baselines`` scores pixels and the random trunk too.
+the demo's model config (values read as YAML); ``--baselines`` scores pixels and the random trunk too;
+``--oracle`` scores the protocol's ceiling: features that are each frame's ground-truth object map (one-hot,
+averaged over the 8x8 cells), what a perfect encoder of the objects would give. ``--steps 0`` scores only
+the baselines and the oracle.
 """
 
 from __future__ import annotations
@@ -18,12 +21,50 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vidssl.demo import DEMO_SEQUENCES, MODELS, DemoConfig, pretrain_config
+
+if TYPE_CHECKING:
+    from vidssl.eval.encoders import FrameEncoder
+
+
+def oracle_encoder(root: Path, sequences: list[str], stride: int = 8) -> FrameEncoder:
+    """Features from the ground truth: each frame's object map, one-hot over the objects and the background,
+    averaged over ``stride`` x ``stride`` cells (edge-padded to a multiple). Frames are recognised by their
+    pixels (a hash of the decoded JPEG), so the evaluation runs unchanged."""
+    import hashlib
+
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from vidssl.data.label_io import read_indexed_png
+    from vidssl.eval.davis import read_frame, sequence_files
+    from vidssl.eval.encoders import FrameEncoder
+
+    maps: dict[str, np.ndarray] = {}
+    for seq in sequences:
+        frames, first = sequence_files(root, seq)
+        for path in frames:
+            labels = read_indexed_png(first.parent / f"{path.stem}.png")
+            maps[hashlib.sha1(read_frame(path).tobytes()).hexdigest()] = np.where(labels == 255, 0, labels)
+    k = int(max(m.max() for m in maps.values())) + 1
+
+    def encode(frame: np.ndarray) -> torch.Tensor:
+        labels = maps.get(hashlib.sha1(np.ascontiguousarray(frame).tobytes()).hexdigest())
+        if labels is None:
+            raise ValueError("oracle: a frame that is not in the evaluated sequences")
+        onehot = F.one_hot(torch.as_tensor(labels).long(), k).permute(2, 0, 1)[None].float()
+        h, w = onehot.shape[-2:]
+        onehot = F.pad(onehot, (0, -w % stride, 0, -h % stride), mode="replicate")
+        return F.avg_pool2d(onehot, stride)[0]
+
+    return FrameEncoder("oracle", stride, encode, torch.device("cpu"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--realistic", action="store_true", help="synthetic data with synthetic.REALISTIC")
     parser.add_argument("--sequences", type=int, default=DEMO_SEQUENCES, help="the first N sequences of val.txt")
     parser.add_argument("--baselines", action="store_true", help="score pixels and the random trunk too")
+    parser.add_argument("--oracle", action="store_true", help="score ground-truth object maps as features too")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/demo_curve"))
@@ -75,19 +117,22 @@ def main(argv: list[str] | None = None) -> int:
     sequences = read_sequence_list(root)[: args.sequences]
 
     t0 = time.perf_counter()
-    run_cfg, _ = resolve_config(run)
-    train(run_cfg)
-    print(f"trained {args.steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
+    if args.steps > 0:
+        run_cfg, _ = resolve_config(run)
+        train(run_cfg)
+        print(f"trained {args.steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
     prop = PropagationConfig(tile=40)  # as vidssl demo: a tile covering a small frame (speed only)
     specs = [("pixels", "pixels"), ("random", "random")] if args.baselines else []
     # this run's checkpoints only (the folder may hold an earlier run's): every --every steps and the last
-    saved = sorted({*range(args.every, args.steps + 1, args.every), args.steps})
+    saved = sorted({*range(args.every, args.steps + 1, args.every), args.steps} - {0})
     paths = [checkpoint_path(args.out / "pretrain" / "checkpoints", step) for step in saved]
     specs += [(path.stem, str(path)) for path in paths]
+    if args.oracle:
+        specs.append(("oracle", "oracle"))
     rows = []
     for name, spec in specs:
-        result = evaluate_encoder(build_encoder(spec, seed=args.seed), root, args.out / "eval" / name, prop, sequences,
-                                  progress=False)
+        encoder = oracle_encoder(root, sequences) if spec == "oracle" else build_encoder(spec, seed=args.seed)
+        result = evaluate_encoder(encoder, root, args.out / "eval" / name, prop, sequences, progress=False)
         rows.append({"encoder": name, **{k: float(v) for k, v in result.global_table.items()}})
         print(f"{name}: J&F {rows[-1]['J&F-Mean']:.4f}", flush=True)
     print("\n| encoder | J&F | J | F |\n|---|---|---|---|")
