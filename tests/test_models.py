@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 
 from vidssl.models import (
@@ -173,6 +174,40 @@ def test_truncate_drops_layer4_and_keeps_the_first_stages() -> None:
         assert torch.equal(two.forward_features(x), net.layer2(net.layer1(stem)))
     with pytest.raises(ValueError, match="has 3 residual stages, so it cannot keep 4"):
         truncate(short, 4)
+
+
+def test_restride_runs_the_same_weights_on_a_finer_grid() -> None:
+    """A stride-32 trunk at stride 8: layer3 and layer4 at stride 1, the same parameters; its layer3 output
+    equals a convolution-by-convolution recomputation with those strides (torch's own conv2d)."""
+    from vidssl.models.resnet import restride, truncate
+
+    torch.manual_seed(0)
+    net = build_backbone("resnet18").eval()
+    fine = restride(net, 8)
+    assert fine.stride == 8 and fine.config["strides"] == (1, 2, 1, 1) and not fine.training
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), fine.state_dict().values(), strict=True))
+    x = torch.randn(1, 3, 64, 80)
+    assert fine.forward_features(x).shape == (1, 512, 8, 10)
+    with torch.no_grad():  # layer3 by hand at stride 1: conv1 of its first block and the 1x1 shortcut unstrided
+        stem = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        h = net.layer2(net.layer1(stem))
+        block = net.layer3[0]
+        out = F.relu(block.bn1(F.conv2d(h, block.conv1.weight, stride=1, padding=1)))
+        out = block.bn2(block.conv2(out)) + block.downsample[1](F.conv2d(h, block.downsample[0].weight, stride=1))
+        want = net.layer3[1](F.relu(out))
+        torch.testing.assert_close(truncate(fine, 3).forward_features(x), want)
+    assert restride(net, 32) is net
+    assert restride(net, 16).config["strides"] == (1, 2, 2, 1)
+    assert restride(build_backbone("resnet18_cifar"), 8).stride == 8  # already there
+    with pytest.raises(ValueError, match="cannot run at stride 2: setting its stages to stride 1 gives 32, 16, 8, 4"):
+        restride(net, 2)
+    from vidssl.eval.encoders import build_encoder
+
+    encoder = build_encoder("random", backbone="resnet18", layers=3, stride=8)  # `--layers 3 --stride 8`
+    assert encoder.stride == 8 and encoder.encode is not None
+    assert encoder.encode(np.zeros((48, 64, 3), np.uint8)).shape == (256, 6, 8)
+    with pytest.raises(ValueError, match="--stride: random: a trunk of output stride 32"):
+        build_encoder("random", backbone="resnet18", stride=3)
 
 
 def test_build_encoder_layers_option(tmp_path: Path) -> None:

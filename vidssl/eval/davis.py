@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_preset(args.config, args.overrides)  # `mode:` picks top-k or MAST's memory (vidssl.eval.modes)
         encoder = preset_encoder(cfg, args.encoder, args.device, args.backbone, args.seed, args.layers, args.input,
-                                 args.config)
+                                 args.config, args.stride)
         result = evaluate_encoder(
             encoder, args.davis_root, args.out, cfg, args.sequences, resolution=args.resolution,
             overlays=args.overlays, overlay_video=args.overlay_video,

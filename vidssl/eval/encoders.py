@@ -92,15 +92,16 @@ def pixel_encoder(device: torch.device | str, stride: int = 8) -> FrameEncoder:
 
 def build_encoder(
     spec: str, device: torch.device | str = "cpu", backbone: str = DEFAULT_BACKBONE, seed: int = 0,
-    layers: int | None = None, input: str = "auto",
+    layers: int | None = None, input: str = "auto", stride: int | None = None,
 ) -> FrameEncoder:
     """An encoder from a spec: ``identity``, ``pixels``, or any spec of the encoder record
     (``vidssl.models.record.load_record``): ``random`` (a seeded random ``backbone``), a vidssl checkpoint (its
     own architecture and input) or a local torchvision weights file (loaded into ``backbone``).
 
     ``layers=3`` drops a trunk's layer4 (CRW trains with it and evaluates without it); None keeps every stage.
-    ``input``: ``auto`` feeds a checkpoint what it was trained on (Lab for MAST, RGB otherwise) and a random or
-    torchvision ResNet RGB; ``rgb`` or ``lab`` force one.
+    ``stride``: run a ResNet at this output stride, the same weights (8 for a trunk trained at 32: CRW's reading of
+    ImageNet ResNets); None keeps its own. ``input``: ``auto`` feeds a checkpoint what it was trained on (Lab for
+    MAST, RGB otherwise) and a random or torchvision ResNet RGB; ``rgb`` or ``lab`` force one.
     """
     if input not in ("auto", *INPUT_SPACES):
         raise ValueError(f"--input must be auto, {' or '.join(INPUT_SPACES)}, got {input!r}")
@@ -110,14 +111,14 @@ def build_encoder(
         return pixel_encoder(device)
     if spec != "random" and not Path(spec).is_file():
         raise ValueError(f"{spec}: not a weights file and not one of {', '.join(BUILTIN)}")
-    record = load_record(spec, backbone=backbone, seed=seed, layers=layers, input=input)
+    record = load_record(spec, backbone=backbone, seed=seed, layers=layers, input=input, stride=stride)
     name = record.name if record.input == "rgb" else f"{record.name}-{record.input}"
     return backbone_encoder(record.backbone, device, name, record.input)
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser, backbone: str | None = DEFAULT_BACKBONE) -> None:
-    """The options every evaluator shares: ``--encoder``, ``--backbone``, ``--seed``, ``--layers``, ``--input``,
-    ``--device``. ``backbone`` is ``--backbone``'s default (None: the evaluation mode's own)."""
+    """The options every evaluator shares: ``--encoder``, ``--backbone``, ``--seed``, ``--layers``, ``--stride``,
+    ``--input``, ``--device``. ``backbone`` is ``--backbone``'s default (None: the evaluation mode's own)."""
     parser.add_argument("--encoder", required=True,
                         help="vidssl checkpoint, torchvision weights file (see --backbone), random, pixels or identity")
     parser.add_argument("--backbone", default=backbone,
@@ -125,6 +126,9 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, backbone: str | None 
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed of --encoder random")
     parser.add_argument("--layers", type=int, choices=[1, 2, 3, 4], default=None,
                         help="residual stages to keep: 3 drops layer4 (CRW evaluates that way); default: all")
+    parser.add_argument("--stride", type=int, default=None,
+                        help="run a ResNet at this output stride, same weights (8 for an image trunk trained at 32, "
+                             "with --layers 3: CRW's reading of ImageNet ResNets); default: its own")
     parser.add_argument("--input", default="auto", choices=["auto", *INPUT_SPACES],
                         help="what the ResNet is fed: auto = what a checkpoint trained on (Lab for MAST), else RGB")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])

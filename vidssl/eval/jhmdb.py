@@ -301,11 +301,11 @@ def pck(distances: Sequence[np.ndarray], alphas: Sequence[float] = ALPHAS) -> tu
 
 def build_frame_encoder(
     spec: str, device: str = "cpu", size: tuple[int, int] | None = None, backbone: str = DEFAULT_BACKBONE,
-    seed: int = 0, layers: int | None = None, input: str = "auto",
+    seed: int = 0, layers: int | None = None, input: str = "auto", stride: int | None = None,
 ) -> FrameEncoder:
     """``vidssl.eval.encoders.build_encoder``, with frames optionally resized to ``size = (H, W)`` before
     encoding (:func:`resize_frame`). ``propagate_keypoints`` resizes by the preset's ``jhmdb.size`` itself."""
-    encoder = build_encoder(spec, device, backbone, seed, layers, input)
+    encoder = build_encoder(spec, device, backbone, seed, layers, input, stride)
     if size is None or encoder.encode is None:
         return encoder
     inner = encoder.encode
@@ -491,7 +491,8 @@ def run(args: argparse.Namespace) -> int:
             clips = find_clips(args.root, args.clips)
         else:
             raise JhmdbError("--root/--list", "give a JHMDB folder (--root) or a file list (--list)")
-        encoder = build_encoder(args.encoder, args.device, args.backbone, args.seed, args.layers, args.input)
+        encoder = build_encoder(args.encoder, args.device, args.backbone, args.seed, args.layers, args.input,
+                                args.stride)
 
         def on_clip(result: ClipResult, frames: np.ndarray) -> None:
             scores = pck([result.distances])[1]

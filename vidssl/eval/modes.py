@@ -90,7 +90,7 @@ def mode_of(cfg: EvalConfig) -> Mode:
 
 def preset_encoder(
     cfg: EvalConfig, spec: str, device: torch.device | str = "cpu", backbone: str | None = None, seed: int = 0,
-    layers: int | None = None, input: str = "auto", where: str | Path = "the preset",
+    layers: int | None = None, input: str = "auto", where: str | Path = "the preset", stride: int | None = None,
 ) -> FrameEncoder:
     """``--encoder spec`` as the mode of ``cfg`` needs it: its default trunk unless ``backbone`` is given, and
     its input (MAST's memory feeds Lab; asking for another is a ValueError naming ``where``, the preset)."""
@@ -98,7 +98,7 @@ def preset_encoder(
     if mode.input is not None and input not in ("auto", mode.input):
         raise ValueError(f"--input {input}: {where} is {mode.title} (mode: {mode.name}), which feeds its encoder "
                          f"{mode.input}; use a top-k preset such as configs/eval/crw.yaml for {input}")
-    return build_encoder(spec, device, backbone or mode.backbone, seed, layers, mode.input or input)
+    return build_encoder(spec, device, backbone or mode.backbone, seed, layers, mode.input or input, stride)
 
 
 def propagate_video(

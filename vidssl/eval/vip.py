@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_preset(args.config, args.overrides)  # `mode:` picks top-k or MAST's memory (vidssl.eval.modes)
         videos = find_videos(args.root, args.videos)
         encoder = preset_encoder(cfg, args.encoder, args.device, args.backbone, args.seed, args.layers, args.input,
-                                 args.config)
+                                 args.config, args.stride)
         hist, per_video = evaluate_videos(
             videos, encoder, cfg, score_first=not args.exclude_first,
             save_dir=args.out / "pred" if args.save_predictions else None,

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from vidssl.models.registry import VIDEO_BACKBONES, backbone_from_config, build_image_backbone, build_video_backbone
-from vidssl.models.resnet import ResNet, truncate
+from vidssl.models.resnet import ResNet, restride, truncate
 from vidssl.nn.colour import INPUT_SPACES, InputSpace
 
 __all__ = [
@@ -158,12 +158,14 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> nn.Module:
 
 def load_record(
     spec: str, *, backbone: str = "resnet18_s8_l3", seed: int = 0, layers: int | None = None, input: str = "auto",
+    stride: int | None = None,
 ) -> EncoderRecord:
     """The encoder an ``--encoder`` spec names: ``random`` (a seeded ``backbone``), a vidssl checkpoint (its own
     architecture, input and method) or a torchvision state dict (loaded into ``backbone``).
 
     ``layers=3`` drops a ResNet's layer4 (CRW trains with it and evaluates without it; 2 reads block 2, as
-    RotNet's evaluation). ``input``: ``auto`` is
+    RotNet's evaluation). ``stride=8`` runs a ResNet's last strided stages at stride 1 (``resnet.restride``: the
+    same weights at a finer grid, as CRW reads ImageNet trunks). ``input``: ``auto`` is
     what a checkpoint recorded (RGB for random and torchvision weights); ``rgb`` or ``lab`` force one.
     """
     if input not in ("auto", *INPUT_SPACES):
@@ -188,5 +190,13 @@ def load_record(
             net = truncate(net, layers)
         except ValueError as exc:
             raise ValueError(f"--layers: {spec}: {exc}") from exc
+    if stride is not None:
+        if not isinstance(net, ResNet):
+            raise ValueError(f"--stride: {spec}: only a ResNet trunk can change its stride, this is "
+                             f"{type(net).__name__}")
+        try:
+            net = restride(net, stride)
+        except ValueError as exc:
+            raise ValueError(f"--stride: {spec}: {exc}") from exc
     space: InputSpace = "lab" if (recorded if input == "auto" else input) == "lab" else "rgb"
     return EncoderRecord(net, space, name, method, run_config)

@@ -180,6 +180,38 @@ def truncate(backbone: ResNet, num_layers: int) -> ResNet:
     return net.train(backbone.training)
 
 
+def restride(backbone: ResNet, stride: int) -> ResNet:
+    """The same trunk and weights at output stride ``stride``: the last strided stages run at stride 1 (the
+    parameters do not depend on it). How label propagation reads a trunk trained at stride 32: CRW evaluates an
+    ImageNet ResNet-18 with layer3 at stride 1 and layer4 dropped (``truncate``), stride 8."""
+    if stride == backbone.stride:
+        return backbone
+    config = dict(backbone.config)
+    strides = list(config["strides"])
+    current = backbone.stride
+    for i in reversed(range(len(strides))):
+        if current <= stride:
+            break
+        current //= strides[i]
+        strides[i] = 1
+    if current != stride:
+        raise ValueError(f"a trunk of output stride {backbone.stride} (stages {tuple(config['strides'])}) cannot run "
+                         f"at stride {stride}: setting its stages to stride 1 gives {', '.join(_reachable(backbone))}")
+    net = ResNet.from_config({**config, "strides": tuple(strides)})
+    net.load_state_dict(backbone.state_dict())
+    return net.train(backbone.training)
+
+
+def _reachable(backbone: ResNet) -> list[str]:
+    strides, out, current = list(backbone.config["strides"]), [], backbone.stride
+    out.append(str(current))
+    for s in reversed(strides):
+        if s > 1:
+            current //= s
+            out.append(str(current))
+    return out
+
+
 def torchvision_state_dict(backbone: ResNet, seed: int = 0) -> dict[str, torch.Tensor]:
     """The backbone's weights under torchvision's names, complete enough for ``strict=True`` loading.
 
