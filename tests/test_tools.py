@@ -213,3 +213,72 @@ def test_demo_curve_oracle_scores_the_protocols_ceiling(tmp_path: Path) -> None:
     oracle = _tool("demo_curve").oracle_encoder(root, read_sequence_list(root)[:1])
     with pytest.raises(ValueError, match="not in the evaluated sequences"):
         oracle.encode(np.zeros((16, 16, 3), np.uint8))
+
+
+def test_cross_eval_encoders_readings_rows_and_the_document(tmp_path: Path) -> None:
+    tool = _tool("cross_eval")
+    enc = tool.parse_encoder("random:resnet18:1")
+    assert (enc.name, enc.spec, enc.backbone, enc.seed, enc.group) == ("random_resnet18_s1", "random", "resnet18", 1,
+                                                                       "random_resnet18")
+    run = tmp_path / "simclr_s0" / "checkpoints"
+    run.mkdir(parents=True)
+    for step in (5, 10):
+        (run / f"ckpt_{step:08d}.pt").write_bytes(b"")
+    assert tool.parse_encoder(str(tmp_path / "simclr_s0")).spec.endswith("ckpt_00000010.pt")  # the newest
+    assert tool.parse_encoder(str(run / "ckpt_00000005.pt")).name == "simclr_s0"
+    for bad in ("random:", "random:resnet18:x", str(tmp_path / "missing")):
+        with pytest.raises(ValueError):
+            tool.parse_encoder(bad)
+    # how label propagation reads each trunk: CRW's layer3 at stride 8 where layer3 reaches it
+    assert tool.davis_reading(tool.parse_encoder("random:resnet18")) == ["--layers", "3", "--stride", "8"]
+    assert tool.davis_reading(tool.parse_encoder("random:resnet18_s8_l3")) == ["--layers", "3", "--stride", "8"]
+    assert tool.davis_reading(tool.parse_encoder("random:resnet18_cifar")) == []  # layer3 at stride 4: keep layer4
+    assert tool.davis_reading(tool.parse_encoder("random:vit_tiny_cifar")) == []
+    encoders = [tool.Encoder("simclr_s0", "a"), tool.Encoder("simclr_s1", "b"), tool.Encoder("crw_s0", "c")]
+    scores = {"simclr_s0": {"knn": 0.30, "linear": 0.35, "davis": 0.40}, "simclr_s1": {"knn": 0.34, "davis": 0.44},
+              "crw_s0": {"davis": 0.5}}
+    rows = tool.group_rows(encoders, scores)
+    assert [r["encoder"] for r in rows] == ["simclr", "crw"]
+    assert rows[0]["knn"]["mean"] == pytest.approx(0.32) and rows[0]["knn"]["spread"] == pytest.approx(0.04)
+    assert rows[0]["linear"]["n"] == 1 and "knn" not in rows[1]
+    table = tool.markdown(rows, "python tools/cross_eval.py x")
+    assert "| simclr | 32.0 (4.0, 2) | 35.0 | 0.420 (0.040, 2) |" in table and "| crw | n/a | n/a | 0.500 |" in table
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n\ntext\n")
+    tool.update_document(doc, table)
+    tool.update_document(doc, table.replace("0.500", "0.600"))  # replaced in place, not appended twice
+    text = doc.read_text()
+    assert text.startswith("# Results\n\ntext\n") and text.count(tool.BEGIN) == 1 and "0.600" in text
+    assert "0.500 |" not in text
+
+
+@pytest.mark.slow
+def test_cross_eval_runs_every_evaluation_and_resumes(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from vidssl.data.synthetic import write_dataset
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in range(2):
+            (tmp_path / "cifar" / split / f"c{c}").mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                    tmp_path / "cifar" / split / f"c{c}" / f"{i}.png")
+    root = write_dataset(tmp_path / "synthetic", seed=0, num_videos=1, num_frames=4) / "davis"
+    tool = _tool("cross_eval")
+    argv = ["random:resnet18_s8_l3:0", "random:resnet18_s8_l3:1", "--cifar", str(tmp_path / "cifar"),
+            "--davis-root", str(root), "--out", str(tmp_path / "out"), "--jobs", "2", "--json",
+            str(tmp_path / "cross.json"), "--update", str(tmp_path / "doc.md")]
+    assert tool.main(argv) == 0
+    report = json.loads((tmp_path / "cross.json").read_text())
+    assert not report["failed"]
+    for name in ("random_resnet18_s8_l3_s0", "random_resnet18_s8_l3_s1"):  # the evaluators' own outputs
+        knn = json.loads((tmp_path / "out" / name / "knn.json").read_text())["knn_top1"]
+        assert report["scores"][name]["knn"] == knn and 0.0 <= report["scores"][name]["davis"] <= 1.0
+    assert report["rows"][0]["davis"]["n"] == 2
+    stamp = (tmp_path / "out" / "random_resnet18_s8_l3_s0" / "knn.json").stat().st_mtime_ns
+    assert tool.main(argv) == 0  # resumes: nothing is evaluated again
+    assert (tmp_path / "out" / "random_resnet18_s8_l3_s0" / "knn.json").stat().st_mtime_ns == stamp
+    assert "| random_resnet18_s8_l3 |" in (tmp_path / "doc.md").read_text()
