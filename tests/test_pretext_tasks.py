@@ -112,6 +112,27 @@ def test_pad_crop_is_a_window_of_the_zero_padded_image() -> None:
         assert hits, b
     with pytest.raises(ValueError, match="pad_crop"):
         pad_crop(x, 13, 2)
+    # reflect: a window of the mirrored image (numpy's "reflect", torchvision's padding_mode="reflect"), no black
+    x = torch.rand(4, 3, 2, 8, 8) + 0.5
+    out = pad_crop(x, 8, 3, generator=torch.Generator().manual_seed(1), mode="reflect")
+    mirrored = torch.from_numpy(np.pad(x.numpy(), ((0, 0), (0, 0), (0, 0), (3, 3), (3, 3)), mode="reflect"))
+    for b in range(4):
+        windows = [mirrored[b, :, :, t:t + 8, left:left + 8] for t in range(7) for left in range(7)]
+        assert any(torch.equal(out[b], w) for w in windows)
+    assert bool((out >= 0.5).all())
+    with pytest.raises(ValueError, match="reflect padding of 8 px"):
+        pad_crop(x, 8, 8, mode="reflect")
+
+
+def test_colorization_pads_its_shift_by_reflection() -> None:
+    """Colourisation's CIFAR crop mirrors the border in: no black pixels (L 0, neutral ab: colour for free)."""
+    method = make("colorization", pad=4, crop_scale=(1.0, 1.0))
+    assert method.cfg.pad_mode == "reflect"
+    batch = {"video": torch.full((3, 3, 1, 32, 32), 200, dtype=torch.uint8)}
+    assert bool((method.views(batch)[:, 0] > 50).all())  # L of the mid-grey everywhere
+    method.cfg.pad_mode = "zeros"
+    torch.manual_seed(0)
+    assert bool((method.views(batch)[:, 0] < 1).any())  # the zero border shows (some shift is nonzero)
 
 
 # ---- jigsaw -----------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import kornia
 import torch
@@ -564,15 +565,26 @@ def patch_grid(
 # --------------------------------------------------------------------------------------------------------
 
 
-def pad_crop(clip: Tensor, size: int, pad: int, generator: torch.Generator | None = None) -> Tensor:
-    """torchvision's ``RandomCrop(size, padding=pad)``: ``(B, C, T, H, W)`` zero-padded by ``pad`` px on every side,
-    then a ``size`` px window at a uniformly random position per clip (the same for its frames) -> ``(B, C, T,
-    size, size)``; the CIFAR recipes' crop (RotNet: 32 px with padding 4)."""
+def pad_crop(clip: Tensor, size: int, pad: int, generator: torch.Generator | None = None,
+             mode: Literal["zeros", "reflect"] = "zeros") -> Tensor:
+    """torchvision's ``RandomCrop(size, padding=pad)``: ``(B, C, T, H, W)`` padded by ``pad`` px on every side
+    (``zeros``: black, the CIFAR recipes' crop, RotNet: 32 px with padding 4; ``reflect``: mirrored, torchvision's
+    ``padding_mode="reflect"``, for a task that would read the black border as free signal, such as
+    colourisation's neutral ab), then a ``size`` px window at a uniformly random position per clip (the same for
+    its frames) -> ``(B, C, T, size, size)``."""
     _check_clip(clip, "pad_crop")
     b, h, w = clip.shape[0], clip.shape[-2] + 2 * pad, clip.shape[-1] + 2 * pad
     if pad < 0 or not 1 <= size <= min(h, w):
         raise ValueError(f"pad_crop: need pad >= 0 and 1 <= size <= the padded {h}x{w}, got size={size}, pad={pad}")
-    x = F.pad(clip, (pad, pad, pad, pad))
+    if mode not in ("zeros", "reflect"):
+        raise ValueError(f"pad_crop: mode must be 'zeros' or 'reflect', got {mode!r}")
+    if mode == "reflect":
+        if pad >= min(clip.shape[-2:]):
+            raise ValueError(f"pad_crop: reflect padding of {pad} px needs frames larger than that, got "
+                             f"{clip.shape[-1]}x{clip.shape[-2]}")
+        x = F.pad(clip.flatten(1, 2), (pad, pad, pad, pad), mode="reflect").unflatten(1, clip.shape[1:3])
+    else:
+        x = F.pad(clip, (pad, pad, pad, pad))
     top = torch.randint(0, h - size + 1, (b,), generator=generator).to(clip.device)
     left = torch.randint(0, w - size + 1, (b,), generator=generator).to(clip.device)
     rows = (top[:, None] + torch.arange(size, device=clip.device))[:, None, None, :, None]  # (B, 1, 1, s, 1)

@@ -52,6 +52,8 @@ class ColorizationConfig:
     input: Literal["video", "images"] = "images"
     crop_size: int = 176
     pad: int = 0  # a shift of up to pad px first (RandomCrop(S, padding=pad)), the CIFAR recipes' crop
+    # how that shift pads: reflect (a zero border is black, L 0 and neutral ab, colour the task gets for free)
+    pad_mode: Literal["zeros", "reflect"] = "reflect"
     crop_scale: tuple[float, float] = (0.5, 1.0)
     out_stride: int = 4  # the prediction's resolution (the paper: 1/4 of the input)
     head_dim: int = 256
@@ -98,7 +100,7 @@ class Colorization(FrameTask):
 
     def views(self, batch: dict[str, Tensor]) -> Tensor:
         """The augmented crops as Lab ``(B, 3, S, S)`` (L in [0, 100], ab about +-110)."""
-        return rgb_to_lab(self.crops(batch["video"], self.augment, self.cfg.pad))
+        return rgb_to_lab(self.crops(batch["video"], self.augment, self.cfg.pad, self.cfg.pad_mode))
 
     def target_ab(self, lab: Tensor) -> Tensor:
         """The ab at the prediction's resolution (area average), ``(B, 2, S / stride, S / stride)``."""

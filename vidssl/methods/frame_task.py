@@ -5,6 +5,7 @@ the accuracy and the held-out score once (:class:`PretextClassifier`)."""
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,11 +34,13 @@ class FrameTask(SSLMethod):
         return self.backbone
 
     @staticmethod
-    def crops(video: Tensor, augment: nn.Module, pad: int = 0) -> Tensor:
-        """Frame 0 of a uint8 batch ``(B, 3, T, H, W)`` -> augmented RGB in [0, 1] ``(B, 3, S, S)``."""
+    def crops(video: Tensor, augment: nn.Module, pad: int = 0,
+              pad_mode: Literal["zeros", "reflect"] = "zeros") -> Tensor:
+        """Frame 0 of a uint8 batch ``(B, 3, T, H, W)`` -> augmented RGB in [0, 1] ``(B, 3, S, S)``, shifted by up to
+        ``pad`` px first (``augment.pad_crop``, padded with ``pad_mode``)."""
         x = to_float(video[:, :, :1])
         if pad > 0:
-            x = pad_crop(x, min(x.shape[-2:]), pad)
+            x = pad_crop(x, min(x.shape[-2:]), pad, mode=pad_mode)
         out: Tensor = augment(x)[:, :, 0]
         return out
 
