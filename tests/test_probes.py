@@ -148,6 +148,11 @@ def test_cli_knn_on_a_tiny_folder(tmp_path: Path, capsys: pytest.CaptureFixture[
     res = json.loads(out.read_text())
     assert res["train"] == 8 and res["test"] == 4 and res["knn_top1"] == 1.0  # dark vs bright images
     assert "kNN top-1 (weighted, cosine, k=3, t=0.1): 100.00%" in capsys.readouterr().out
+    assert main(["eval", "knn", "--checkpoint", str(ckpt), "--backbone", "resnet18", "--data", str(tmp_path / "data"),
+                 "--size", "32", "--k", "3", "--patches", "8", "4", "--json", str(out), "--device", "cpu"]) == 0
+    assert json.loads(out.read_text())["patches"] == [8, 4]
+    assert main(["eval", "knn", "--backbone", "resnet18", "--data", str(tmp_path / "data"), "--size", "32",
+                 "--patches", "8", "5"]) == 1  # a grid that does not tile the images: an error, not a crash
     assert main(["eval", "knn", "--data", str(tmp_path / "nowhere")]) == 1
 
 
@@ -205,3 +210,23 @@ def test_knn_feeds_a_mast_checkpoint_lab(tmp_path: Path, capsys: pytest.CaptureF
         want = net(mast_normalize_lab(rgb_to_lab(x.float() / 255)))
     torch.testing.assert_close(extract_features(record.backbone, x, input=record.input), want)
     assert not torch.allclose(extract_features(record.backbone, x), want, atol=1e-3)  # RGB would differ
+
+
+def test_patch_grid_features_average_each_patch_on_its_own() -> None:
+    """``patches=(8, 4)``: the 7 x 7 grid of a 32 px image (the CPC configs'), each patch through the trunk alone,
+    averaged; equal to slicing the patches out by hand. A grid that does not tile the image is refused."""
+    from vidssl.data.augment import to_float
+    from vidssl.nn.colour import normalize_input
+
+    torch.manual_seed(0)
+    trunk = build_backbone("resnet18").eval()
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    got = extract_features(trunk, images, batch_size=2, patches=(8, 4))
+    with torch.no_grad():
+        x = normalize_input(to_float(images), "rgb")
+        tiles = [x[:, :, r:r + 8, c:c + 8] for r in range(0, 25, 4) for c in range(0, 25, 4)]
+        want = torch.stack([trunk(t) for t in tiles], dim=1).mean(dim=1)
+    assert len(tiles) == 49
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="do not tile 32x32"):
+        extract_features(trunk, images, patches=(8, 5))

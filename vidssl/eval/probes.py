@@ -185,7 +185,7 @@ def read_image_folder(root: str | Path, size: int | None = None) -> tuple[Tensor
 @torch.no_grad()
 def extract_features(
     encoder: nn.Module, images: Tensor, batch_size: int = 256, device: torch.device | str = "cpu",
-    input: InputSpace = "rgb", pool: int = 1,
+    input: InputSpace = "rgb", pool: int = 1, patches: tuple[int, int] | None = None,
 ) -> Tensor:
     """Pooled features ``(N, D)`` (float32, on ``device``) of uint8 ``(N, 3, H, W)`` images, normalised as the
     encoder was trained (``input``: ImageNet RGB or MAST Lab), with the encoder in eval mode.
@@ -193,16 +193,34 @@ def extract_features(
     ``pool``: the feature map average-pooled to a ``pool x pool`` grid and flattened (``D = C pool^2``; 1 is the
     global average, the encoder's own ``forward``): the evaluation of an earlier block keeps some layout this way,
     as the pretext-task benchmarks pool each layer to a few thousand dimensions.
+
+    ``patches=(p, s)``: the image as the grid of ``p`` px patches at stride ``s`` that a patch encoder trained on
+    (CPC, CPC v2, Greedy InfoMax), each patch embedded on its own and the embeddings averaged over the grid: the
+    CPC papers' evaluation of the patch encoder, instead of the whole image through a trunk that saw patches.
     """
     if pool < 1:
         raise ValueError(f"extract_features: pool must be at least 1, got {pool}")
+    if patches is not None:
+        p, stride = patches
+        h, w = images.shape[-2:]
+        if p < 1 or stride < 1 or p > min(h, w) or (h - p) % stride or (w - p) % stride:
+            raise ValueError(f"extract_features: patches of {p} px at stride {stride} do not tile {h}x{w} images")
     encoder = encoder.eval().to(device)
 
-    def embed(x: Tensor) -> Tensor:
+    def embed_whole(x: Tensor) -> Tensor:
         if pool == 1:
             return encoder(x)
         features: Tensor = encoder.forward_features(x)  # type: ignore[operator]  # every trunk has it
         return F.adaptive_avg_pool2d(features, pool).flatten(1)
+
+    def embed(x: Tensor) -> Tensor:
+        if patches is None:
+            return embed_whole(x)
+        p, stride = patches
+        n, c = x.shape[:2]
+        grid = F.unfold(x, p, stride=stride)  # (N, C p p, G)
+        tiles = grid.transpose(1, 2).reshape(-1, c, p, p)  # (N G, C, p, p)
+        return embed_whole(tiles).view(n, grid.shape[-1], -1).mean(dim=1)
 
     out = [embed(normalize_input(to_float(chunk.to(device)), input)).float() for chunk in images.split(batch_size)]
     return torch.cat(out)
@@ -232,6 +250,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="residual stages to read (RotNet transfers best from block 2); default: all")
     parser.add_argument("--pool", type=int, default=1,
                         help="average-pool the feature map to a pool x pool grid before flattening (default 1: global)")
+    parser.add_argument("--patches", type=int, nargs=2, default=None, metavar=("P", "S"),
+                        help="embed the grid of P px patches at stride S and average (a patch encoder's evaluation: "
+                             "CPC, CPC v2, Greedy InfoMax; the CIFAR configs' 8 4)")
     parser.add_argument("--k", type=int, default=200, help="neighbours (InstDisc / lightly: 200)")
     parser.add_argument("--temperature", type=float, default=0.1, help="vote weight exp(sim / t) (0.1)")
     parser.add_argument("--size", type=int, default=None, help="resize and centre-crop images to this size")
@@ -256,14 +277,17 @@ def run(args: argparse.Namespace) -> int:
         return 1
     y_train, y_test = y_train.to(args.device), y_test.to(args.device)
     try:
-        f_train = extract_features(record.backbone, x_train, args.batch_size, args.device, record.input, args.pool)
-        f_test = extract_features(record.backbone, x_test, args.batch_size, args.device, record.input, args.pool)
+        grid = tuple(args.patches) if args.patches is not None else None
+        f_train = extract_features(record.backbone, x_train, args.batch_size, args.device, record.input, args.pool,
+                                   grid)
+        f_test = extract_features(record.backbone, x_test, args.batch_size, args.device, record.input, args.pool, grid)
     except ValueError as exc:
         print(f"vidssl eval knn: {exc}", file=sys.stderr)
         return 1
     results = {"knn_top1": knn_accuracy(f_train, y_train, f_test, y_test, args.k, args.temperature),
                "k": args.k, "temperature": args.temperature, "train": len(y_train), "test": len(y_test),
                "encoder": args.encoder, "input": record.input, "layers": args.layers, "pool": args.pool,
+               "patches": args.patches,
                "dim": int(f_train.shape[1])}
     print(f"kNN top-1 (weighted, cosine, k={args.k}, t={args.temperature}): {100 * results['knn_top1']:.2f}%  "
           f"({len(y_train)} train, {len(y_test)} test images, {len(classes)} classes; {record.name} fed "

@@ -7,7 +7,8 @@ the trunk and mean-pooled, the grid read top to bottom by a PixelCNN-style conte
 convolutions, ``vidssl.nn.ContextNetwork``), and the context at row ``i`` predicts the embedding of the patch
 ``k`` rows below (``offsets``; the paper: up to 5) through one linear map per ``k``, scored by InfoNCE against
 every patch of the batch (``vidssl.losses.cpc_loss``; chance ``ln(B H W)``). No patch augmentation (CPC v2 adds
-it, ``cpc_v2``). The encoder is the patch trunk; ``vidssl eval knn`` runs it on whole images.
+it, ``cpc_v2``). The encoder is the patch trunk; ``vidssl eval knn --patches 8 4`` reads it on the patch grid
+it trained on (each patch embedded, the embeddings averaged), without ``--patches`` on whole images.
 
 On video a sample is one random frame of a video, which is the image.
 """
