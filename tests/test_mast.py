@@ -347,7 +347,7 @@ def test_eval_davis_mast_mode_end_to_end(tmp_path: Path) -> None:
         davis_root=root, out=out, encoder="random", backbone="resnet18_s8_l3",
         config=Path(__file__).resolve().parents[1] / "configs" / "eval" / "mast.yaml", overrides=["radius=3", "tile=4"],
         sequences=None, resolution="480p", overlays=False, overlay_video=False, device="cpu", seed=0, input="auto",
-        layers=None,
+        layers=None, stride=None,
     )
     assert run(args) == 0
     first = read_indexed_png(out / seq / "00000.png")
