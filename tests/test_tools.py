@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import math
@@ -234,6 +235,12 @@ def test_cross_eval_encoders_readings_rows_and_the_document(tmp_path: Path) -> N
     assert tool.davis_reading(tool.parse_encoder("random:resnet18_s8_l3")) == ["--layers", "3", "--stride", "8"]
     assert tool.davis_reading(tool.parse_encoder("random:resnet18_cifar")) == []  # layer3 at stride 4: keep layer4
     assert tool.davis_reading(tool.parse_encoder("random:vit_tiny_cifar")) == []
+    parser_args = argparse.Namespace(out=tmp_path / "x", cifar=tmp_path, davis_root=tmp_path, linear=True,
+                                     davis_config=Path("c.yaml"), sequences=None, only=["knn", "davis"])
+    both = tool.jobs_for(enc, parser_args)
+    assert [j[0] for j in both] == ["knn", "davis"] and "--linear" in both[0][1]
+    parser_args.only = ["knn"]  # --only knn: the kNN alone
+    assert [j[0] for j in tool.jobs_for(enc, parser_args)] == ["knn"]
     encoders = [tool.Encoder("simclr_s0", "a"), tool.Encoder("simclr_s1", "b"), tool.Encoder("crw_s0", "c")]
     scores = {"simclr_s0": {"knn": 0.30, "linear": 0.35, "davis": 0.40}, "simclr_s1": {"knn": 0.34, "davis": 0.44},
               "crw_s0": {"davis": 0.5}}

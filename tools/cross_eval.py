@@ -9,7 +9,8 @@ by DAVIS-2017 label propagation, one row per method (mean and seed spread), writ
 An ENCODER is a run folder (its newest checkpoint; named after the folder), a checkpoint file, or
 ``random:BACKBONE[:SEED]`` (a random initialisation). Each goes through ``vidssl eval knn`` (k 200, t 0.1,
 cosine; ``--linear``: the offline linear probe too) and ``vidssl eval davis`` with ``--davis-config``
-(configs/eval/crw.yaml). Label propagation reads a ResNet as CRW reads one: layer3 at output stride 8
+(configs/eval/crw.yaml); ``--only knn`` (or ``davis``) runs one of the two. Label propagation reads a ResNet as
+CRW reads one: layer3 at output stride 8
 (``--layers 3 --stride 8``: a trunk trained at stride 32 keeps its weights on the finer grid); a trunk whose
 layer3 cannot reach stride 8 (the CIFAR stem: stride 4 there) keeps its layers and runs at stride 8; other trunks
 (a ViT) as they are. Every evaluation writes its result under ``--out/<name>/`` and is skipped when that is
@@ -109,8 +110,9 @@ def jobs_for(encoder: Encoder, args: argparse.Namespace) -> list[tuple[str, list
              "--config", str(args.davis_config), *encoder.args()]
     if args.sequences:
         davis += ["--sequences", *args.sequences]
-    return [("knn", knn, out / "knn.json", out / "knn.log"),
+    jobs = [("knn", knn, out / "knn.json", out / "knn.log"),
             ("davis", davis, out / "davis" / "global_results-val.csv", out / "davis.log")]
+    return [job for job in jobs if job[0] in args.only]
 
 
 def run_job(command: list[str], log: Path) -> int:
@@ -193,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--davis-config", type=Path, default=Path("configs/eval/crw.yaml"))
     parser.add_argument("--sequences", nargs="*", default=None, help="default: the root's val.txt")
     parser.add_argument("--linear", action="store_true", help="also the offline linear probe")
+    parser.add_argument("--only", nargs="+", choices=("knn", "davis"), default=["knn", "davis"],
+                        help="run these evaluations only (the table keeps what earlier runs left)")
     parser.add_argument("--out", type=Path, default=Path("runs/cross"))
     parser.add_argument("--jobs", type=int, default=1, help="evaluations at once (one thread each)")
     parser.add_argument("--update", type=Path, default=None, help="write the table into this markdown file")

@@ -9,8 +9,12 @@
 #
 # Environment: DATA (../shared/data), MINUTES (15: schedule.max_minutes), SEEDS ("0 1"), METHODS ("shuffle_learn
 # opn arrow_of_time o3n vcop"), JOBS (2 processes at once, one thread each), RUNS (runs/temporal), SAMPLES (40
-# pretext samples per DAVIS sequence). Run from the repository root in the environment of `bash tools/bootstrap.sh
-# shell`. Each step skips what is already there (a finished run, a result JSON), so a killed script resumes.
+# pretext samples per DAVIS sequence); per run name N (N_s<seed>): CONFIG_N (the configs/cpu/ stem, default N: an
+# ablation names its variant, e.g. CONFIG_vivi_frame=vivi), EXTRA_N (overrides for N's runs), STEPS_N (a step
+# budget instead of MINUTES: the weights then do not depend on what else shares the cores). Run from the repository
+# root in the environment of `bash tools/bootstrap.sh shell`. Each step skips what is already there (a finished
+# run, a result JSON), so a killed script resumes. VIVI and DPC (issue 15) train here and are scored by
+# tools/cross_eval.py (CIFAR kNN and DAVIS J&F), having no task of their own to score.
 set -euo pipefail
 DATA=${DATA:-../shared/data}
 MINUTES=${MINUTES:-15}
@@ -25,6 +29,7 @@ ACTIONS=$RUNS/actions  # the synthetic action set, written once (seed 0: 12 trai
 ACTION_ARGS=(--frames 8 --stride 2 --resize 64 --size 64 --pool 2 --temporal concat --train-clips 2 --test-clips 3)
 
 latest() { ls "$1"/checkpoints/ckpt_*.pt 2>/dev/null | tail -n 1; }
+per_name() { local v="$1_$2"; echo "${!v:-$3}"; }  # per_name CONFIG NAME DEFAULT: the name's own setting
 wait_slot() { while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done; }
 
 train() {
@@ -32,10 +37,14 @@ train() {
         for seed in $SEEDS; do
             run=$RUNS/${method}_s$seed
             if [ -f "$run/done" ]; then continue; fi
-            echo "[temporal_results] train $run ($MINUTES min)"
-            ( vidssl train --config "configs/cpu/$method.yaml" seed="$seed" out_dir="$run" \
-                  schedule.max_minutes="$MINUTES" "data.source=[$DATA/frames, $DATA/videos]" log.progress=false \
-                  > "$run.log" 2>&1 && touch "$run/done" ) &
+            steps=$(per_name STEPS "$method" "")
+            if [ -n "$steps" ]; then budget=(schedule.steps="$steps" schedule.max_minutes=0)
+            else budget=(schedule.max_minutes="$MINUTES"); fi
+            echo "[temporal_results] train $run (${steps:+$steps steps}${steps:-$MINUTES min})"
+            # shellcheck disable=SC2046  # EXTRA_N is a list of overrides
+            ( vidssl train --config "configs/cpu/$(per_name CONFIG "$method" "$method").yaml" seed="$seed" \
+                  out_dir="$run" "${budget[@]}" "data.source=[$DATA/frames, $DATA/videos]" log.progress=false \
+                  $(per_name EXTRA "$method" "") > "$run.log" 2>&1 && touch "$run/done" ) &
             wait_slot
         done
     done
