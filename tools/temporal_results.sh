@@ -38,9 +38,9 @@ train() {
             run=$RUNS/${method}_s$seed
             if [ -f "$run/done" ]; then continue; fi
             steps=$(per_name STEPS "$method" "")
-            if [ -n "$steps" ]; then budget=(schedule.steps="$steps" schedule.max_minutes=0)
-            else budget=(schedule.max_minutes="$MINUTES"); fi
-            echo "[temporal_results] train $run (${steps:+$steps steps}${steps:-$MINUTES min})"
+            if [ -n "$steps" ]; then budget=(schedule.steps="$steps" schedule.max_minutes=0) what="$steps steps"
+            else budget=(schedule.max_minutes="$MINUTES") what="$MINUTES min"; fi
+            echo "[temporal_results] train $run ($what)"
             # shellcheck disable=SC2046  # EXTRA_N is a list of overrides
             ( vidssl train --config "configs/cpu/$(per_name CONFIG "$method" "$method").yaml" seed="$seed" \
                   out_dir="$run" "${budget[@]}" "data.source=[$DATA/frames, $DATA/videos]" log.progress=false \
