@@ -78,6 +78,7 @@ def kill_and_resume(tmp: Path, config: dict[str, Any], *, kill_after: int, n: in
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
+    proc.stdout.close()  # the pipe the loop above stopped reading (else a ResourceWarning under -W error)
     ckpt_dir = tmp / "killed" / "checkpoints"
     every = config["ckpt"]["every"]
     last_good = kill_after // every * every
