@@ -10,14 +10,13 @@ An ENCODER is a run folder (its newest checkpoint; named after the folder), a ch
 ``random:BACKBONE[:SEED]`` (a random initialisation). Each goes through ``vidssl eval knn`` (k 200, t 0.1,
 cosine; ``--linear``: the offline linear probe too) and ``vidssl eval davis`` with ``--davis-config``
 (configs/eval/crw.yaml); ``--only knn`` (or ``davis``) runs one of the two. Label propagation reads a ResNet as
-CRW reads one: layer3 at output stride 8
-(``--layers 3 --stride 8``: a trunk trained at stride 32 keeps its weights on the finer grid); a trunk whose
-layer3 cannot reach stride 8 (the CIFAR stem: stride 4 there) keeps its layers and runs at stride 8; other trunks
-(a ViT) as they are. Every evaluation writes its result under ``--out/<name>/`` and is skipped when that is
-there, so a killed run resumes; one that fails (a clip trunk has no frame features, say) leaves its log and an
-``n/a`` cell. Rows group encoders by their name without the ``_s<seed>`` suffix.
-``--update FILE`` replaces the part of FILE between ``<!-- cross-eval:begin -->`` and ``<!-- cross-eval:end -->``
-(appended as a new section when FILE has no such part).
+CRW reads one: layer3 at output stride 8 (``--layers 3 --stride 8``: a trunk trained at stride 32 keeps its weights
+on the finer grid); a trunk whose layer3 cannot reach stride 8 (the CIFAR stem: stride 4 there) keeps its layers
+and runs at stride 8; other trunks (a ViT) as they are. Every evaluation writes its result under
+``--out/<name>/`` and is skipped when that is there, so a killed run resumes; one that fails (a clip trunk has no
+frame features, say) leaves its log and an ``n/a`` cell. Rows group encoders by their name without the
+``_s<seed>`` suffix. ``--update FILE`` replaces the part of FILE between ``<!-- cross-eval:begin -->`` and
+``<!-- cross-eval:end -->`` (appended as a new section when FILE has no such part).
 """
 
 from __future__ import annotations
