@@ -47,7 +47,7 @@ train() {
         for seed in $SEEDS; do
             run=$RUNS/${method}_s$seed
             if [ -f "$run/done" ]; then continue; fi
-            echo "[image_results] train $run ($MINUTES min)"
+            echo "[image_results] train $run ($MINUTES min) $(extra "$method")"
             config=configs/${method}_cifar.yaml
             if [ "$method" = moco ]; then config=configs/moco_v2_cifar.yaml; fi
             ( vidssl train --config "$config" seed="$seed" out_dir="$run" \
