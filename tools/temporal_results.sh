@@ -29,7 +29,14 @@ ACTIONS=$RUNS/actions  # the synthetic action set, written once (seed 0: 12 trai
 ACTION_ARGS=(--frames 8 --stride 2 --resize 64 --size 64 --pool 2 --temporal concat --train-clips 2 --test-clips 3)
 
 latest() { ls "$1"/checkpoints/ckpt_*.pt 2>/dev/null | tail -n 1; }
-per_name() { local v="$1_$2"; echo "${!v:-$3}"; }  # per_name CONFIG NAME DEFAULT: the name's own setting
+per_name() {  # per_name CONFIG NAME DEFAULT: the name's own setting (CONFIG_NAME), else DEFAULT
+    local v="$1_$2"
+    if [[ ! $v =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
+        echo "[temporal_results] method name '$2' cannot carry $1_<name> settings: use letters, digits and _" >&2
+        exit 2
+    fi
+    echo "${!v:-$3}"
+}
 wait_slot() { while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done; }
 
 train() {
