@@ -406,3 +406,44 @@ def test_vivi_attention_pooling_is_a_weighted_mean() -> None:
     assert pooled.shape == (2, 3, 8)
     lo, hi = frames.min(dim=2).values, frames.max(dim=2).values
     assert bool(((pooled >= lo - 1e-6) & (pooled <= hi + 1e-6)).all())  # a convex combination
+
+
+def test_dpc_clip_trunk_is_scored_by_eval_action(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A DPC encoder on ``r3d_18`` goes through ``vidssl eval action`` as a clip trunk: its checkpoint rebuilds the
+    video trunk, the protocol says so, and a changed weight changes the features the probe reads."""
+    import json
+
+    from vidssl.cli import main
+    from vidssl.eval.action import ClipModel, ClipProtocol
+    from vidssl.models.record import encoder_entries, load_record
+    from vidssl.models.video import VideoResNet
+
+    torch.manual_seed(0)
+    method = _make("dpc", backbone="r3d_18", num_blocks=3, block_len=2, pred_steps=1, crop_size=32)
+    path = tmp_path / "dpc.pt"
+    torch.save({"step": 1, **encoder_entries(method.encoder(), method.encoder_input)}, path)
+    record = load_record(str(path))
+    assert isinstance(record.backbone, VideoResNet)
+    for a, b in zip(record.backbone.state_dict().values(), method.encoder().state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # the trained weights, not a fresh trunk
+    clips = torch.rand(2, 3, 4, 32, 32)
+    protocol = ClipProtocol(frames=4, stride=1, resize=32, size=32)
+    model = ClipModel(record, protocol).eval()
+    with torch.no_grad():
+        feats = model(clips)
+        assert feats.shape == (2, model.dim) and model.clip_level
+        for p in record.backbone.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        assert not torch.allclose(model(clips), feats)
+
+    root = tmp_path / "actions"
+    assert main(["data", "synth-actions", "--out", str(root), "--train-per-class", "2", "--test-per-class", "1",
+                 "--frames", "6", "--size", "32"]) == 0
+    out = tmp_path / "action.json"
+    assert main(["eval", "action", "--root", str(root), "--encoder", str(path), "--frames", "4", "--stride", "1",
+                 "--resize", "32", "--size", "32", "--train-clips", "1", "--test-clips", "1", "--linear-epochs", "2",
+                 "--batch-size", "4", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["trunk"] == "clip" and result["test_videos"] == 8 and "a clip trunk" in result["protocol"]
+    assert 0 <= result["linear"]["video_top1"] <= 1
+    capsys.readouterr()
