@@ -26,6 +26,7 @@ from vidssl.methods.relative_position import NEIGHBOURS, relative_patches
 from vidssl.methods.rotation import rotations
 from vidssl.models import ResNet, truncate
 from vidssl.nn.colour import (
+    ab_error_auc,
     annealed_mean,
     gamut_bins,
     quantize_ab,
@@ -307,6 +308,55 @@ def test_colorization_counts_the_prior_once_and_skips_grey_images() -> None:
     with pytest.raises(ValueError, match="no colour"):
         fresh.on_epoch_start(EpochContext(0, 0, 0, 2, torch.device("cpu"), torch.Generator(),
                                           lambda size: iter([{"video": grey, "index": torch.arange(2)}])))
+
+
+def test_ab_error_auc_is_the_mean_over_integer_thresholds() -> None:
+    error = torch.cat([torch.tensor([0.0, 1.0, 3.0, 149.5, 150.0, 150.2, 400.0]), torch.rand(50) * 200])
+    thresholds = torch.arange(151, dtype=torch.float64)
+    brute = (error.double()[:, None] <= thresholds).double().mean(1)  # within t, for t = 0..150
+    assert torch.allclose(ab_error_auc(error).double(), brute, atol=1e-6)
+    assert float(ab_error_auc(torch.tensor(0.0))) == 1.0 and float(ab_error_auc(torch.tensor(151.0))) == 0.0
+    assert torch.allclose(ab_error_auc(error, 10).double(), (error.double()[:, None] <= thresholds[:11]).double()
+                          .mean(1), atol=1e-6)
+
+
+def test_colorization_own_task_is_the_rebalanced_auc_against_grey(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The own-task score is the paper's class-rebalanced AuC of the decoded colour; the grey answer is its chance
+    level exactly, the truth scores 1, and the rebalancing weights the pixels by their true colour's bin."""
+    torch.manual_seed(0)
+    method = make("colorization", pad=0, crop_scale=(1.0, 1.0)).eval()
+    images = torch.zeros(3, 3, 1, 32, 32, dtype=torch.uint8)
+    images[:, :, 0] = torch.tensor([30, 160, 60], dtype=torch.uint8)[:, None, None]  # a green field
+    images[:, 0, 0, :8] = 220  # an orange strip: the top quarter of each image
+    images[2, 1:, 0] = images[2, 0, 0]  # grey everywhere: no colour, left out
+    batch = {"video": images, "index": torch.arange(3)}
+    lab = rgb_to_lab(images[:, :, 0].float() / 255)
+    truth = lab[:, 1:]
+    monkeypatch.setattr(method, "views", lambda batch: lab)  # no flip: the answers below are per pixel
+    strip_bin = int(quantize_ab(truth[:1, :, :1, :1], method.bins).flatten()[0])
+    method.weights.fill_(1.0)
+    method.weights[strip_bin] = 3.0  # the strip's colour counts three times as much as the field's
+
+    def answer(ab: torch.Tensor) -> Any:
+        return lambda logits, size: ab.to(logits)
+
+    monkeypatch.setattr(method, "decoded_ab", answer(truth))
+    out = method.pretext_scores(batch)
+    assert out["score"].shape == (2,) and torch.allclose(out["score"], torch.ones(2))
+    monkeypatch.setattr(method, "decoded_ab", answer(torch.zeros_like(truth)))
+    out = method.pretext_scores(batch)
+    assert torch.allclose(out["score"], out["chance"]) and float(out["chance"].max()) < 1
+    # right on the strip only: the rebalanced score counts it by its weight, the raw one by its area
+    only_strip = torch.zeros_like(truth)
+    only_strip[:, :, :8] = truth[:, :, :8]
+    monkeypatch.setattr(method, "decoded_ab", answer(only_strip))
+    out = method.pretext_scores(batch)
+    w = method.weights[quantize_ab(truth, method.bins)][:2]
+    strip_share = float(w[0, :8].sum() / w[0].sum())
+    assert strip_share == pytest.approx(0.5)  # 3 x 8 rows against 1 x 24
+    grey_field = float(ab_error_auc(truth[0, :, 8:].norm(dim=0)).mean())
+    assert float(out["score"][0]) == pytest.approx(strip_share + (1 - strip_share) * grey_field, abs=1e-5)
+    assert float(out["raw"][0]) == pytest.approx(0.25 + 0.75 * grey_field, abs=1e-5)
 
 
 def test_colorization_encoder_reads_only_lightness() -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "MAST_LAB_MEAN",
     "MAST_LAB_STD",
     "InputSpace",
+    "ab_error_auc",
     "annealed_mean",
     "check_channels_first",
     "default_centroids",
@@ -195,6 +196,18 @@ def annealed_mean(logits: Tensor, bins: Tensor, temperature: float = 0.38) -> Te
         raise ValueError(f"annealed_mean: temperature must be positive, got {temperature}")
     q = torch.softmax(logits.float() / temperature, dim=1)
     return torch.einsum("bq...,qc->bc...", q, bins.to(q))
+
+
+def ab_error_auc(error: Tensor, max_threshold: int = 150) -> Tensor:
+    """Zhang et al.'s colourisation measure per pixel: the area under the curve of "within ``t`` of the truth" as
+    the threshold ``t`` sweeps the integers ``0..max_threshold`` (ab units), normalised to [0, 1]. A pixel with
+    ab error ``e`` (its Euclidean distance in the ab plane) lies within ``t`` for ``t >= e``: the share of those
+    thresholds is ``(max_threshold + 1 - ceil(e)) / (max_threshold + 1)``, clamped to [0, 1]. The image's AuC is
+    the (weighted) mean of this over its pixels; ``error`` of any shape."""
+    if max_threshold < 0:
+        raise ValueError(f"ab_error_auc: max_threshold must be >= 0, got {max_threshold}")
+    n = max_threshold + 1
+    return ((n - torch.ceil(error.float())).clamp(0, n) / n).to(error.dtype)
 
 
 def kmeans(points: np.ndarray, k: int, iters: int = 50, seed: int = 0) -> np.ndarray:
