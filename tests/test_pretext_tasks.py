@@ -322,7 +322,7 @@ def test_ab_error_auc_is_the_mean_over_integer_thresholds() -> None:
 
 def test_colorization_own_task_is_the_rebalanced_auc_against_grey(monkeypatch: pytest.MonkeyPatch) -> None:
     """The own-task score is the paper's class-rebalanced AuC of the decoded colour; the grey answer is its chance
-    level exactly, the truth scores 1, and the rebalancing weights the pixels by their true colour's bin."""
+    level exactly, the truth scores 1, and the rebalancing weights each pixel inversely by its true colour's prior."""
     torch.manual_seed(0)
     method = make("colorization", pad=0, crop_scale=(1.0, 1.0)).eval()
     images = torch.zeros(3, 3, 1, 32, 32, dtype=torch.uint8)
@@ -334,8 +334,9 @@ def test_colorization_own_task_is_the_rebalanced_auc_against_grey(monkeypatch: p
     truth = lab[:, 1:]
     monkeypatch.setattr(method, "views", lambda batch: lab)  # no flip: the answers below are per pixel
     strip_bin = int(quantize_ab(truth[:1, :, :1, :1], method.bins).flatten()[0])
-    method.weights.fill_(1.0)
-    method.weights[strip_bin] = 3.0  # the strip's colour counts three times as much as the field's
+    field_bin = int(quantize_ab(truth[:1, :, -1:, -1:], method.bins).flatten()[0])
+    method.prior.fill_(0.0)
+    method.prior[[strip_bin, field_bin]] = torch.tensor([0.25, 0.75])  # the strip 3x as rare: 3x the weight
 
     def answer(ab: torch.Tensor) -> Any:
         return lambda logits, size: ab.to(logits)
@@ -351,12 +352,13 @@ def test_colorization_own_task_is_the_rebalanced_auc_against_grey(monkeypatch: p
     only_strip[:, :, :8] = truth[:, :, :8]
     monkeypatch.setattr(method, "decoded_ab", answer(only_strip))
     out = method.pretext_scores(batch)
-    w = method.weights[quantize_ab(truth, method.bins)][:2]
-    strip_share = float(w[0, :8].sum() / w[0].sum())
-    assert strip_share == pytest.approx(0.5)  # 3 x 8 rows against 1 x 24
+    strip_share = 3 * 8 / (3 * 8 + 24)
     grey_field = float(ab_error_auc(truth[0, :, 8:].norm(dim=0)).mean())
     assert float(out["score"][0]) == pytest.approx(strip_share + (1 - strip_share) * grey_field, abs=1e-5)
     assert float(out["raw"][0]) == pytest.approx(0.25 + 0.75 * grey_field, abs=1e-5)
+    method.prior[[strip_bin, field_bin]] = torch.tensor([0.0, 1.0])  # a colour the prior never saw: its rarest
+    out = method.pretext_scores(batch)
+    assert torch.isfinite(out["score"]).all() and torch.allclose(out["score"], out["raw"])
 
 
 def test_colorization_encoder_reads_only_lightness() -> None:

@@ -171,18 +171,19 @@ class Colorization(FrameTask):
     def pretext_scores(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per colour image, the paper's own measure (``score``): the class-rebalanced AuC of the ab error
         (:func:`vidssl.nn.colour.ab_error_auc`: the share of pixels whose decoded colour, the annealed mean at the
-        input's resolution, lies within ``t`` of the truth, averaged over ``t = 0..150``), each pixel weighted by
-        the rebalancing weight of its true colour's bin (rare colours count as much as they are rare; the paper
-        weights by the inverse prior, these weights are the training's, the inverse of the prior mixed with the
-        uniform, finite for colours the prior never saw); ``chance``: the same for the grey answer ab = 0, the
-        paper's "Gray" baseline (its table: grey 89.1 raw / 58.0 rebalanced, the full method 89.5 / 67.3).
-        Extras: the unweighted AuC and its grey answer (``raw``, ``raw_chance``: grey is hard to beat there, as in
-        the paper), and the rebalanced share of output pixels whose most likely bin is the truth's nearest
-        (``bin_accuracy``) against always answering the prior's most frequent bin (``bin_chance``)."""
+        input's resolution, lies within ``t`` of the truth, averaged over ``t = 0..150``), each pixel weighted
+        inversely by the probability of its true colour's bin (the training prior; a bin the prior never reached
+        counts as its rarest one); ``chance``: the same for the grey answer ab = 0, the paper's "Gray" baseline
+        (its table: grey 89.1 raw / 58.0 rebalanced, the full method 89.5 / 67.3). Extras: the unweighted AuC and
+        the grey answer's (``raw``, ``raw_chance``: grey is hard to beat there, as in the paper), and at the
+        prediction's resolution the share of pixels whose most likely bin is the truth's nearest, weighted by the
+        training's rebalancing weights (``bin_accuracy``), against always answering the prior's most frequent
+        bin (``bin_chance``)."""
         lab = self.views(batch)
         ab, low, logits = lab[:, 1:], self.target_ab(lab), self.logits(lab)
         keep = self.colourful(low) > 0
-        w = self.weights[quantize_ab(ab, self.bins)].flatten(1)
+        rarest = self.prior[self.prior > 0].min()
+        w = (1 / self.prior.clamp(min=rarest))[quantize_ab(ab, self.bins)].flatten(1)
         auc = ab_error_auc((self.decoded_ab(logits, lab.shape[-2:]) - ab).norm(dim=1)).flatten(1)
         grey = ab_error_auc(ab.norm(dim=1)).flatten(1)
         nearest = quantize_ab(low, self.bins)  # the bin metrics at the prediction's resolution, as trained
