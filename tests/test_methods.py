@@ -60,7 +60,7 @@ TINY: dict[str, dict[str, Any]] = {
     "jigsaw": dict(backbone="resnet18", permutations="configs/jigsaw_permutations_100.json", crop_size=36,
                    tile_size=10, tile_dim=8, hidden=16),
     "relative_position": dict(backbone="resnet18", patch=12, gap=2, jitter=1, hidden=16),
-    "colorization": dict(backbone="resnet18", crop_size=32, head_dim=8, prior_batch=2),
+    "colorization": dict(backbone="resnet18_s8_l3", crop_size=32, head_dim=8, prior_batch=2),
     "context_encoder": dict(backbone="resnet18", crop_size=32, overlap=1, bottleneck=16, width=8),
     "exemplar": dict(backbone="resnet18", crop_size=32, num_classes=EPOCH_SAMPLES),
     # the temporal-order tasks: 16-24 px crops of the tiny videos, short tuples and clips, narrow heads

@@ -361,6 +361,14 @@ def test_colorization_own_task_is_the_rebalanced_auc_against_grey(monkeypatch: p
     assert torch.isfinite(out["score"]).all() and torch.allclose(out["score"], out["raw"])
 
 
+def test_colorization_refuses_a_trunk_that_leaves_one_cell() -> None:
+    """An ImageNet-stem ResNet at 32 px leaves a 1 x 1 map: one colour per image, which measured no better than
+    grey (docs/results.md); the method says so instead of training it."""
+    with pytest.raises(ValueError, match="one colour per image"):
+        make("colorization", backbone="resnet18", crop_size=32)
+    assert make("colorization", backbone="resnet18", crop_size=64).backbone.stride == 32  # 2 x 2 cells: allowed
+
+
 def test_colorization_encoder_reads_only_lightness() -> None:
     method = make("colorization")
     assert method.encoder_input == "lab" and method.encoder().channels == (0,)

@@ -10,14 +10,17 @@
 # BATCH (128), LR (empty: each config's rate, scaled to BATCH by its optim.lr_batch), BACKBONE (resnet18),
 # EXTRA_<method> (overrides for that method's runs only, e.g. EXTRA_pcl="model.warmup_epochs=1": a schedule in
 # epochs that the budget would never reach), BASELINES ("random"; "random random_lab" adds a random trunk reading
-# the L of Lab, the baseline of colourisation and CMC), LAYERS (empty; e.g. "2 3": also the kNN of stages 1..L
+# the L of Lab, the baseline of colourisation and CMC, built on LAB_BACKBONE, default BACKBONE), LAYERS (empty; e.g. "2 3": also the kNN of stages 1..L
 # pooled to 2 x 2, into RUNS/eval_l<L>/), PRETEXT (the methods with a task of their own: `vidssl eval pretext` on
 # the test images, into RUNS/eval_pretext/), LINEAR (empty; 1: also the offline linear probe of every encoder's
 # whole trunk).
 # The CPU scale, where one thread forces it: the ImageNet stem (stride-2 convolution and max-pool: 8x8 maps in
 # layer1 at 32 px) instead of the CIFAR stem, which costs about 14 s a step at batch 128 on one thread (20 steps
 # in 5 minutes); batch 128 (lightly's rates are stated per batch of 128: SGD 0.06, SwAV's Adam 1e-3) and a
-# constant rate (the configs' cosine over 200 epochs would never leave its start). Everything else is configs/<method>_cifar.yaml (moco: moco_v2_cifar.yaml);
+# constant rate (the configs' cosine over 200 epochs would never leave its start). Colourisation predicts colour per
+# cell, and the ImageNet stem leaves one 1 x 1 cell at 32 px (refused by the method): its runs default to
+# EXTRA_colorization="model.backbone=resnet18_s8_l3" (stride 8, the paper's dilated design; compare it with
+# LAB_BACKBONE=resnet18_s8_l3; an EXTRA_colorization of your own replaces the default, so name the backbone there too). Everything else is configs/<method>_cifar.yaml (moco: moco_v2_cifar.yaml);
 # the random baseline is the same BACKBONE. supcon reads the labels: the supervised reference row. Run from the
 # repository root in the environment of `bash tools/bootstrap.sh shell`. Each step skips what is already there,
 # so a killed script resumes where it stopped.
@@ -32,6 +35,8 @@ BATCH=${BATCH:-128}
 LR=${LR:-}
 BACKBONE=${BACKBONE:-resnet18}
 BASELINES=${BASELINES:-random}
+LAB_BACKBONE=${LAB_BACKBONE:-$BACKBONE}
+EXTRA_colorization=${EXTRA_colorization:-model.backbone=resnet18_s8_l3}
 LAYERS=${LAYERS:-}
 LINEAR=${LINEAR:-}
 PRETEXT=${PRETEXT:-rotation jigsaw relative_position colorization context_encoder exemplar}
@@ -84,7 +89,7 @@ evaluate() {
     for base in $BASELINES; do for seed in $SEEDS; do
         names+=("${base}_s$seed")
         if [ "$base" = random_lab ] && [ ! -f "$RUNS/baselines/${base}_s$seed.pt" ]; then
-            python tools/random_encoder.py --backbone "$BACKBONE" --channels 0 --input lab --seed "$seed" \
+            python tools/random_encoder.py --backbone "$LAB_BACKBONE" --channels 0 --input lab --seed "$seed" \
                 --out "$RUNS/baselines/${base}_s$seed.pt"
         fi
     done; done

@@ -90,6 +90,12 @@ class Colorization(FrameTask):
         super().__init__()
         self.cfg, self.input = cfg, cfg.input
         self.backbone = ResNet.from_config({**build_backbone(cfg.backbone).config, "channels": (0,)})
+        if cfg.crop_size // self.backbone.stride < 2:
+            raise ValueError(
+                f"colorization: backbone {cfg.backbone!r} (stride {self.backbone.stride}) leaves a "
+                f"{cfg.crop_size // self.backbone.stride or 1}x1 map of a {cfg.crop_size} px crop, so the head would "
+                "predict one colour per image (measured: no better than grey); use a trunk at stride 8 (the paper's "
+                "dilated design: resnet18_s8_l3, resnet18_s8) or the CIFAR stem (resnet18_cifar)")
         q = gamut_bins()
         self.register_buffer("bins", q)
         self.register_buffer("prior", torch.zeros(len(q)))  # all zero: not counted yet
