@@ -180,7 +180,7 @@ class Colorization(FrameTask):
         input's resolution, lies within ``t`` of the truth, averaged over ``t = 0..150``), each pixel weighted
         inversely by the probability of its true colour's bin (the training prior; a bin the prior never reached
         counts as its rarest one); ``chance``: the same for the grey answer ab = 0, the paper's "Gray" baseline
-        (its table: grey 89.1 raw / 58.0 rebalanced, the full method 89.5 / 67.3). Extras: the unweighted AuC and
+        (its rebalanced AuC is where the paper's method gains most over grey). Extras: the unweighted AuC and
         the grey answer's (``raw``, ``raw_chance``: grey is hard to beat there, as in the paper), and at the
         prediction's resolution the share of pixels whose most likely bin is the truth's nearest, weighted by the
         training's rebalancing weights (``bin_accuracy``), against always answering the prior's most frequent
