@@ -359,6 +359,9 @@ def test_colorization_own_task_is_the_rebalanced_auc_against_grey(monkeypatch: p
     method.prior[[strip_bin, field_bin]] = torch.tensor([0.0, 1.0])  # a colour the prior never saw: its rarest
     out = method.pretext_scores(batch)
     assert torch.isfinite(out["score"]).all() and torch.allclose(out["score"], out["raw"])
+    method.prior.fill_(0.0)
+    with pytest.raises(ValueError, match="not counted yet"):
+        method.pretext_scores(batch)
 
 
 def test_colorization_refuses_a_trunk_that_leaves_one_cell() -> None:

@@ -188,6 +188,9 @@ class Colorization(FrameTask):
         lab = self.views(batch)
         ab, low, logits = lab[:, 1:], self.target_ab(lab), self.logits(lab)
         keep = self.colourful(low) > 0
+        if not bool(self.prior.sum() > 0):
+            raise ValueError("colorization: the colour prior is not counted yet (it is counted at the start of the "
+                             "first epoch), so the rebalanced measure has no weights")
         rarest = self.prior[self.prior > 0].min()
         w = (1 / self.prior.clamp(min=rarest))[quantize_ab(ab, self.bins)].flatten(1)
         auc = ab_error_auc((self.decoded_ab(logits, lab.shape[-2:]) - ab).norm(dim=1)).flatten(1)
