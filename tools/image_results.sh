@@ -10,7 +10,8 @@
 # BATCH (128), LR (empty: each config's rate, scaled to BATCH by its optim.lr_batch), BACKBONE (resnet18),
 # EXTRA_<method> (overrides for that method's runs only, e.g. EXTRA_pcl="model.warmup_epochs=1": a schedule in
 # epochs that the budget would never reach), BASELINES ("random"; "random random_lab" adds a random trunk reading
-# the L of Lab, the baseline of colourisation and CMC, built on LAB_BACKBONE, default BACKBONE), LAYERS (empty; e.g. "2 3": also the kNN of stages 1..L
+# the L of Lab, the baseline of colourisation and CMC, built on LAB_BACKBONE: resnet18_s8_l3 when colorization is
+# in METHODS, else BACKBONE), LAYERS (empty; e.g. "2 3": also the kNN of stages 1..L
 # pooled to 2 x 2, into RUNS/eval_l<L>/), PRETEXT (the methods with a task of their own: `vidssl eval pretext` on
 # the test images, into RUNS/eval_pretext/), LINEAR (empty; 1: also the offline linear probe of every encoder's
 # whole trunk).
@@ -19,8 +20,9 @@
 # in 5 minutes); batch 128 (lightly's rates are stated per batch of 128: SGD 0.06, SwAV's Adam 1e-3) and a
 # constant rate (the configs' cosine over 200 epochs would never leave its start). Colourisation predicts colour per
 # cell, and the ImageNet stem leaves one 1 x 1 cell at 32 px (refused by the method): its runs default to
-# EXTRA_colorization="model.backbone=resnet18_s8_l3" (stride 8, the paper's dilated design; compare it with
-# LAB_BACKBONE=resnet18_s8_l3; an EXTRA_colorization of your own replaces the default, so name the backbone there too). Everything else is configs/<method>_cifar.yaml (moco: moco_v2_cifar.yaml);
+# EXTRA_colorization="model.backbone=resnet18_s8_l3" (stride 8, the paper's dilated design; an EXTRA_colorization
+# of your own replaces the default, so name the backbone there too). Everything else is configs/<method>_cifar.yaml
+# (moco: moco_v2_cifar.yaml);
 # the random baseline is the same BACKBONE. supcon reads the labels: the supervised reference row. Run from the
 # repository root in the environment of `bash tools/bootstrap.sh shell`. Each step skips what is already there,
 # so a killed script resumes where it stopped.
@@ -35,8 +37,10 @@ BATCH=${BATCH:-128}
 LR=${LR:-}
 BACKBONE=${BACKBONE:-resnet18}
 BASELINES=${BASELINES:-random}
-LAB_BACKBONE=${LAB_BACKBONE:-$BACKBONE}
 EXTRA_colorization=${EXTRA_colorization:-model.backbone=resnet18_s8_l3}
+# random_lab is the baseline of the L-reading trunk: colourisation's own trunk when it is in the table, else BACKBONE
+case " $METHODS " in *" colorization "*) lab_default=resnet18_s8_l3 ;; *) lab_default=$BACKBONE ;; esac
+LAB_BACKBONE=${LAB_BACKBONE:-$lab_default}
 LAYERS=${LAYERS:-}
 LINEAR=${LINEAR:-}
 PRETEXT=${PRETEXT:-rotation jigsaw relative_position colorization context_encoder exemplar}
