@@ -321,47 +321,52 @@ def test_ab_error_auc_is_the_mean_over_integer_thresholds() -> None:
 
 
 def test_colorization_own_task_is_the_rebalanced_auc_against_grey(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The own-task score is the paper's class-rebalanced AuC of the decoded colour; the grey answer is its chance
-    level exactly, the truth scores 1, and the rebalancing weights each pixel inversely by its true colour's prior."""
+    """The own-task score is the paper's class-rebalanced AuC of the decoded colour, pooled over the test set: each
+    colour bin present counts once, however many pixels it has; the grey answer is its chance level exactly, the
+    truth scores 1, and grey images are left out."""
+    from vidssl.pretext import score
+
     torch.manual_seed(0)
     method = make("colorization", pad=0, crop_scale=(1.0, 1.0)).eval()
-    images = torch.zeros(3, 3, 1, 32, 32, dtype=torch.uint8)
-    images[:, :, 0] = torch.tensor([30, 160, 60], dtype=torch.uint8)[:, None, None]  # a green field
-    images[:, 0, 0, :8] = 220  # an orange strip: the top quarter of each image
-    images[2, 1:, 0] = images[2, 0, 0]  # grey everywhere: no colour, left out
-    batch = {"video": images, "index": torch.arange(3)}
-    lab = rgb_to_lab(images[:, :, 0].float() / 255)
+    images = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
+    images[:] = torch.tensor([30, 160, 60], dtype=torch.uint8)[:, None, None]  # a green field
+    images[:, 0, :8] = 220  # an orange strip: the top quarter of each image
+    images[2, 1:] = images[2, 0]  # grey everywhere: no colour, left out
+    lab = rgb_to_lab(images.float() / 255)
     truth = lab[:, 1:]
     monkeypatch.setattr(method, "views", lambda batch: lab)  # no flip: the answers below are per pixel
     strip_bin = int(quantize_ab(truth[:1, :, :1, :1], method.bins).flatten()[0])
     field_bin = int(quantize_ab(truth[:1, :, -1:, -1:], method.bins).flatten()[0])
     method.prior.fill_(0.0)
-    method.prior[[strip_bin, field_bin]] = torch.tensor([0.25, 0.75])  # the strip 3x as rare: 3x the weight
+    method.prior[[strip_bin, field_bin]] = torch.tensor([0.25, 0.75])
 
     def answer(ab: torch.Tensor) -> Any:
         return lambda logits, size: ab.to(logits)
 
     monkeypatch.setattr(method, "decoded_ab", answer(truth))
-    out = method.pretext_scores(batch)
-    assert out["score"].shape == (2,) and torch.allclose(out["score"], torch.ones(2))
+    out = method.pretext_scores({"video": images[:, :, None], "index": torch.arange(3)})
+    assert out["score"].shape == (2,) and torch.allclose(out["score"], torch.ones(2, dtype=torch.float64))
+    counts = out["count_by_class"].sum(0)
+    assert counts[strip_bin] == 2 * 8 * 32 and counts[field_bin] == 2 * 24 * 32 and counts.sum() == 2 * 32 * 32
+    result = score(method, images, batch_size=4)
+    assert result["score"] == pytest.approx(1.0) and result["classes"] == 2 and result["count"] == 2
+    grey_strip = float(ab_error_auc(truth[0, :, 0, 0].norm()))
+    grey_field = float(ab_error_auc(truth[0, :, -1, -1].norm()))
+    assert result["chance"] == pytest.approx((grey_strip + grey_field) / 2, abs=1e-6)  # each bin once
+    assert result["unbalanced"]["chance"] == pytest.approx(0.25 * grey_strip + 0.75 * grey_field, abs=1e-6)
     monkeypatch.setattr(method, "decoded_ab", answer(torch.zeros_like(truth)))
-    out = method.pretext_scores(batch)
-    assert torch.allclose(out["score"], out["chance"]) and float(out["chance"].max()) < 1
-    # right on the strip only: the rebalanced score counts it by its weight, the raw one by its area
+    grey = score(method, images, batch_size=4)
+    assert grey["score"] == pytest.approx(grey["chance"]) and grey["chance"] < 1
+    # right on the strip only: the balanced score counts its bin once, the unbalanced one by its area
     only_strip = torch.zeros_like(truth)
     only_strip[:, :, :8] = truth[:, :, :8]
     monkeypatch.setattr(method, "decoded_ab", answer(only_strip))
-    out = method.pretext_scores(batch)
-    strip_share = 3 * 8 / (3 * 8 + 24)
-    grey_field = float(ab_error_auc(truth[0, :, 8:].norm(dim=0)).mean())
-    assert float(out["score"][0]) == pytest.approx(strip_share + (1 - strip_share) * grey_field, abs=1e-5)
-    assert float(out["raw"][0]) == pytest.approx(0.25 + 0.75 * grey_field, abs=1e-5)
-    method.prior[[strip_bin, field_bin]] = torch.tensor([0.0, 1.0])  # a colour the prior never saw: its rarest
-    out = method.pretext_scores(batch)
-    assert torch.isfinite(out["score"]).all() and torch.allclose(out["score"], out["raw"])
+    strip = score(method, images, batch_size=4)
+    assert strip["score"] == pytest.approx((1 + grey_field) / 2, abs=1e-6)
+    assert strip["unbalanced"]["score"] == pytest.approx(0.25 + 0.75 * grey_field, abs=1e-6)
     method.prior.fill_(0.0)
     with pytest.raises(ValueError, match="not counted yet"):
-        method.pretext_scores(batch)
+        method.pretext_scores({"video": images[:, :, None], "index": torch.arange(3)})
 
 
 def test_colorization_refuses_a_trunk_that_leaves_one_cell() -> None:
@@ -534,6 +539,36 @@ def test_eval_pretext_scores_a_checkpoints_own_task(name: str, tmp_path: Path) -
     if name == "rotation":
         loaded.task = lambda batch: (F.one_hot(torch.arange(8) % 4, 4).float(), torch.arange(8) % 4)
         assert score(loaded, images[:2], batch_size=2)["score"] == 1.0
+
+
+def test_eval_pretext_balances_over_the_classes_of_the_whole_test_set() -> None:
+    """A method that returns per-class sums (colourisation: pixels by colour bin) is scored as the mean over the
+    classes present in the whole test set, summed across batch boundaries, not as a mean of per-sample means."""
+    from vidssl.pretext import score
+
+    class Balanced:
+        pretext_metric, pretext_higher_is_better = "balanced", True
+
+        def pretext_scores(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            n = len(batch["index"])  # each sample: 9 units of class 0, all right; 1 of class 1, wrong
+            count = torch.tensor([[9.0, 1.0, 0.0]]).expand(n, 3)
+            return {"score": torch.full((n,), 0.9), "chance": torch.full((n,), 0.5),
+                    "score_by_class": torch.tensor([[9.0, 0.0, 0.0]]).expand(n, 3),
+                    "chance_by_class": count / 2, "count_by_class": count}
+
+    images = torch.zeros(5, 3, 4, 4, dtype=torch.uint8)
+    out = score(Balanced(), images, batch_size=2)
+    assert out["score"] == pytest.approx(0.5) and out["chance"] == pytest.approx(0.5) and out["classes"] == 2
+    assert out["unbalanced"]["score"] == pytest.approx(0.9) and out["count"] == 5 and "extra" not in out
+
+    class Incomplete(Balanced):
+        def pretext_scores(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            out = super().pretext_scores(batch)
+            del out["chance_by_class"]
+            return out
+
+    with pytest.raises(ValueError, match="chance_by_class"):
+        score(Incomplete(), images, batch_size=2)
 
 
 def test_eval_pretext_refuses_a_method_without_a_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -102,9 +102,16 @@ def score(method: Any, images: torch.Tensor | Iterable[dict[str, torch.Tensor]],
           seed: int = 0, device: torch.device | str = "cpu") -> dict[str, Any]:
     """``method.pretext_scores`` over uint8 ``(N, 3, H, W)`` images (or over batches, e.g. :func:`video_batches`) ->
     the mean ``score`` and ``chance``, the count, the mean of any other per-sample value the method returns
-    (``extra``), and per task class (when the method returns ``target``) the accuracy and count."""
+    (``extra``), and per task class (when the method returns ``target``) the accuracy and count.
+
+    A method whose measure is class-balanced over units inside the samples (colourisation: pixels, by their colour
+    bin) returns the sums ``score_by_class``, ``chance_by_class`` and ``count_by_class`` ``(B, K)``; these are
+    summed over the whole test set, and ``score`` and ``chance`` are then the class-balanced means (each class
+    present counts once: the mean over those classes of the class's mean), with ``classes`` the number present
+    and the per-sample means under ``unbalanced``."""
     scores, chances, targets = [], [], []
     extra: dict[str, list[torch.Tensor]] = {}
+    by_class: dict[str, torch.Tensor] = {}
     batches = _image_batches(images, batch_size) if isinstance(images, torch.Tensor) else images
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -116,12 +123,27 @@ def score(method: Any, images: torch.Tensor | Iterable[dict[str, torch.Tensor]],
             if "target" in out:
                 targets.append(out["target"].cpu())
             for key, value in out.items():
-                if key not in ("score", "chance", "target"):
+                if key.endswith("_by_class"):
+                    total = value.double().sum(0).cpu()
+                    by_class[key] = by_class[key] + total if key in by_class else total
+                elif key not in ("score", "chance", "target"):
                     extra.setdefault(key, []).append(value.float().cpu())
     s, c = torch.cat(scores), torch.cat(chances)
     result: dict[str, Any] = {"score": float(s.mean()), "chance": float(c.mean()), "count": len(s),
                               "metric": type(method).pretext_metric,
                               "higher_is_better": type(method).pretext_higher_is_better}
+    if by_class:
+        missing = {"score_by_class", "chance_by_class", "count_by_class"} - set(by_class)
+        if missing:
+            raise ValueError(f"{type(method).__name__}.pretext_scores: class sums without {sorted(missing)}")
+        present = by_class["count_by_class"] > 0
+        if not bool(present.any()):
+            raise ValueError(f"{type(method).__name__}: no class has a sample to score")
+        n = by_class["count_by_class"][present]
+        result["unbalanced"] = {"score": result["score"], "chance": result["chance"]}
+        result["score"] = float((by_class["score_by_class"][present] / n).mean())
+        result["chance"] = float((by_class["chance_by_class"][present] / n).mean())
+        result["classes"] = int(present.sum())
     if extra:
         result["extra"] = {key: float(torch.cat(values).mean()) for key, values in extra.items()}
     if targets:
@@ -172,6 +194,9 @@ def run(args: argparse.Namespace) -> int:
     better = "higher" if result["higher_is_better"] else "lower"
     print(f"{config['method']} pretext {result['metric']} on {result['count']} held-out {what}: "
           f"{result['score']:.4f} (chance {result['chance']:.4f}; {better} is better)")
+    if "unbalanced" in result:
+        u = result["unbalanced"]
+        print(f"  balanced over {result['classes']} classes; unbalanced {u['score']:.4f} (chance {u['chance']:.4f})")
     for key, value in result.get("extra", {}).items():
         print(f"  {key}: {value:.4f}")
     for k, v in result.get("per_class", {}).items():

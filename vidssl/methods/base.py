@@ -116,7 +116,10 @@ class SSLMethod(nn.Module):
         """The method's own task on held-out samples (``vidssl eval pretext``), in eval mode: per sample, ``score``
         ``(B,)`` (1/0 correct for a classification task) and ``chance`` ``(B,)``, what guessing scores on it
         (1 / classes, or a trivial predictor's score); optionally ``target`` ``(B,)`` long, the class, for per-class
-        accuracy. Methods without a task of their own raise."""
+        accuracy; optionally, for a measure balanced over classes of units inside the samples (colourisation's
+        pixels by colour bin), the sums ``score_by_class``, ``chance_by_class`` and ``count_by_class`` ``(B, K)``
+        (``vidssl.pretext.score`` then reports the class-balanced means). Methods without a task of their own
+        raise."""
         raise NotImplementedError(f"{type(self).__name__} has no pretext task of its own to score")
 
     def visuals(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
