@@ -550,16 +550,18 @@ def test_eval_pretext_balances_over_the_classes_of_the_whole_test_set() -> None:
         pretext_metric, pretext_higher_is_better = "balanced", True
 
         def pretext_scores(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            n = len(batch["index"])  # each sample: 9 units of class 0, all right; 1 of class 1, wrong
-            count = torch.tensor([[9.0, 1.0, 0.0]]).expand(n, 3)
-            return {"score": torch.full((n,), 0.9), "chance": torch.full((n,), 0.5),
-                    "score_by_class": torch.tensor([[9.0, 0.0, 0.0]]).expand(n, 3),
-                    "chance_by_class": count / 2, "count_by_class": count}
+            # every sample: 9 units of class 0, all right; sample 0 alone adds 1 unit of class 1, wrong
+            first = (batch["index"] == 0).float()
+            count = torch.stack([torch.full_like(first, 9.0), first, torch.zeros_like(first)], dim=1)
+            right = torch.stack([torch.full_like(first, 9.0), 0 * first, 0 * first], dim=1)
+            return {"score": right.sum(1) / count.sum(1), "chance": torch.full_like(first, 0.5),
+                    "score_by_class": right, "chance_by_class": count / 2, "count_by_class": count}
 
     images = torch.zeros(5, 3, 4, 4, dtype=torch.uint8)
     out = score(Balanced(), images, batch_size=2)
+    # pooled: class 0 all right, class 1 all wrong -> 0.5; balancing each batch and averaging would give 5/6
     assert out["score"] == pytest.approx(0.5) and out["chance"] == pytest.approx(0.5) and out["classes"] == 2
-    assert out["unbalanced"]["score"] == pytest.approx(0.9) and out["count"] == 5 and "extra" not in out
+    assert out["unbalanced"]["score"] == pytest.approx((0.9 + 4) / 5) and out["count"] == 5 and "extra" not in out
 
     class Incomplete(Balanced):
         def pretext_scores(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
