@@ -161,6 +161,21 @@ def test_eval_action_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
     assert "neither a UCF101 root" in capsys.readouterr().err
 
 
+def test_synthetic_set_names_stay_distinct_beyond_the_groups(tmp_path: Path) -> None:
+    """More videos per class than UCF101 split 1 has groups (7 test, 18 train): every video keeps its own file (a
+    second clip of a group, ``c02``), test groups stay 1-7 and train groups 8-25, as the split readers expect."""
+    import re
+
+    root = write_action_set(tmp_path / "actions", train_per_class=20, test_per_class=9, num_frames=2, size=16)
+    train = [line.split()[0] for line in (root / "ucfTrainTestlist/trainlist01.txt").read_text().splitlines()]
+    test = (root / "ucfTrainTestlist/testlist01.txt").read_text().split()
+    assert len(train) == 8 * 20 and len(test) == 8 * 9 and len(set(train) | set(test)) == 8 * 29
+    assert len(list((root / "UCF-101").glob("*/*.mp4"))) == 8 * 29
+    groups = {name: int(re.search(r"_g(\d+)_c", name).group(1)) for name in train + test}  # type: ignore[union-attr]
+    assert {groups[n] for n in test} == set(range(1, 8)) and {groups[n] for n in train} == set(range(8, 26))
+    assert "MoveLeft/v_MoveLeft_g01_c02.mp4" in test and "MoveLeft/v_MoveLeft_g08_c02.mp4" in train
+
+
 def _motion_oracle(clip: torch.Tensor, keep_time: bool) -> torch.Tensor:
     """Where a clip ``(3, T, S, S)`` differs from its own mean frame (the moving object, the background nearly
     still), pooled to 4 x 4 cells per frame: in time order (``keep_time``) or averaged over time."""

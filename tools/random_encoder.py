@@ -48,7 +48,7 @@ def recalibrate(net: ResNet, videos: list[Path], frames: int, size: int, input: 
     net.eval()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="resnet18", help="a named trunk (vidssl.models.BACKBONES)")
     parser.add_argument("--channels", type=int, nargs="+", default=None, help="input channels it reads (0: L of Lab)")
@@ -59,9 +59,9 @@ def main() -> int:
                         help="recompute batch-norm statistics on the videos under these folders")
     parser.add_argument("--bn-frames", type=int, default=512)
     parser.add_argument("--bn-size", type=int, default=112)
-    args = parser.parse_args()
-    torch.manual_seed(args.seed)
+    args = parser.parse_args(argv)
     config = build_backbone(args.backbone).config
+    torch.manual_seed(args.seed)  # after the throwaway build above: the weights of `--encoder random --seed S`
     net = ResNet.from_config({**config, "channels": tuple(args.channels)} if args.channels else config)
     if args.bn_from is not None:
         recalibrate(net, args.bn_from, args.bn_frames, args.bn_size, args.input, args.seed)

@@ -9,7 +9,8 @@
 #
 # Environment: DATA (../shared/data), MINUTES (15: schedule.max_minutes), SEEDS ("0 1"), METHODS ("shuffle_learn
 # opn arrow_of_time o3n vcop"), JOBS (2 processes at once, one thread each), RUNS (runs/temporal), SAMPLES (40
-# pretext samples per DAVIS sequence); per run name N (N_s<seed>): CONFIG_N (the configs/cpu/ stem, default N: an
+# pretext samples per DAVIS sequence), ACTION_TRAIN / ACTION_TEST (24 / 24 synthetic action videos per class),
+# BN_FRAMES (256: the random_bn reference's recalibration frames); per run name N (N_s<seed>): CONFIG_N (the configs/cpu/ stem, default N: an
 # ablation names its variant, e.g. CONFIG_vivi_frame=vivi), EXTRA_N (overrides for N's runs), STEPS_N (a step
 # budget instead of MINUTES: the weights then do not depend on what else shares the cores). Run from the repository
 # root in the environment of `bash tools/bootstrap.sh shell`. Each step skips what is already there (a finished
@@ -25,7 +26,10 @@ RUNS=${RUNS:-runs/temporal}
 SAMPLES=${SAMPLES:-40}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$RUNS/eval"
-ACTIONS=$RUNS/actions  # the synthetic action set, written once (seed 0: 12 train / 6 test videos per class)
+ACTION_TRAIN=${ACTION_TRAIN:-24}  # synthetic action videos per class for the probe's training
+ACTION_TEST=${ACTION_TEST:-24}  # and for its test (one test video is 100 / (8 x ACTION_TEST) points)
+ACTIONS=$RUNS/actions_${ACTION_TRAIN}x$ACTION_TEST  # the synthetic action set, written once (seed 0)
+BN_FRAMES=${BN_FRAMES:-256}  # training frames the random_bn reference recomputes its batch-norm statistics on
 ACTION_ARGS=(--frames 8 --stride 2 --resize 64 --size 64 --pool 2 --temporal concat --train-clips 2 --test-clips 3)
 
 latest() { ls "$1"/checkpoints/ckpt_*.pt 2>/dev/null | tail -n 1; }
@@ -73,10 +77,20 @@ pretext() {
 
 action() {
     if [ ! -f "$ACTIONS/ucfTrainTestlist/testlist01.txt" ]; then
-        vidssl data synth-actions --out "$ACTIONS" --frames 16 --size 64
+        vidssl data synth-actions --out "$ACTIONS" --frames 16 --size 64 --train-per-class "$ACTION_TRAIN" \
+            --test-per-class "$ACTION_TEST"
     fi
     local specs=()
-    for seed in $SEEDS; do specs+=("random:$seed"); done
+    for seed in $SEEDS; do
+        specs+=("random:$seed" "random_bn:$seed")
+        # the random trunk of this seed with batch-norm statistics recomputed on training frames (weights untouched):
+        # what any short training run gives its trunk for free, the second reference of the table
+        bn=$RUNS/random_bn_s$seed.pt
+        if [ ! -f "$bn" ]; then
+            python tools/random_encoder.py --backbone resnet18_s8_l3 --seed "$seed" --bn-from "$DATA/frames" \
+                "$DATA/videos" --bn-frames "$BN_FRAMES" --bn-size 112 --out "$bn"
+        fi
+    done
     for method in $METHODS; do for seed in $SEEDS; do specs+=("$method:$seed"); done; done
     for spec in "${specs[@]}"; do
         name=${spec/:/_s}
@@ -84,6 +98,7 @@ action() {
         if [ -f "$out" ]; then continue; fi
         case $spec in
             random:*) args=(--encoder random --backbone resnet18_s8_l3 --seed "${spec#random:}") ;;
+            random_bn:*) args=(--encoder "$RUNS/$name.pt") ;;
             *) args=(--encoder "$(latest "$RUNS/$name")") ;;
         esac
         echo "[temporal_results] action $name"

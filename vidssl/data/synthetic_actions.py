@@ -94,7 +94,8 @@ def action_clip(action: str, seed: int, num_frames: int = 16, size: int = 64,
 def write_action_set(root: str | Path, train_per_class: int = 12, test_per_class: int = 6, num_frames: int = 16,
                      size: int = 64, seed: int = 0) -> Path:
     """The synthetic action set in the UCF101 layout under ``root`` (split 1 only); returns ``root``. Train videos
-    are groups 8-25 and test videos groups 1-7 of each class, as UCF101 split 1 divides its groups."""
+    are groups 8-25 and test videos groups 1-7 of each class, as UCF101 split 1 divides its groups; a group holds
+    several clips (``c01``, ``c02``, ...) once there are more videos than groups."""
     root = Path(root)
     lists = root / "ucfTrainTestlist"
     lists.mkdir(parents=True, exist_ok=True)
@@ -104,8 +105,9 @@ def write_action_set(root: str | Path, train_per_class: int = 12, test_per_class
         folder = root / "UCF-101" / action
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(train_per_class + test_per_class):
-            group = 1 + i if i < test_per_class else 8 + (i - test_per_class)
-            name = f"{action}/v_{action}_g{group:02d}_c01.mp4"
+            group, clip = (1 + i % 7, 1 + i // 7) if i < test_per_class else \
+                (8 + (i - test_per_class) % 18, 1 + (i - test_per_class) // 18)
+            name = f"{action}/v_{action}_g{group:02d}_c{clip:02d}.mp4"
             clip_seed = int(np.random.SeedSequence([seed, c, i]).generate_state(1)[0])
             frames = action_clip(action, clip_seed, num_frames, size)
             assert isinstance(frames, np.ndarray)
