@@ -91,6 +91,43 @@ def test_uniform_logits_give_ln_classes(name: str, classes: int) -> None:
     assert float(metrics["loss_over_lnC"]) == pytest.approx(1.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_center_frames_removes_what_every_frame_shares(name: str) -> None:
+    """``center_frames``: a feature vector added to every frame's trunk output does not reach the head; without it
+    it does (the same draws of order and crop both times)."""
+    from tests.test_methods import _batch
+
+    def logits(method: Any, batch: dict[str, Tensor], shift: float) -> Tensor:
+        forward = method.backbone.forward
+        offset = shift * torch.linspace(-1, 1, method.backbone.num_features)
+        method.backbone.forward = lambda x: forward(x) + offset
+        try:
+            torch.manual_seed(1)
+            with torch.no_grad():
+                out: Tensor = method.task(batch)[0]
+        finally:
+            method.backbone.forward = forward
+        return out
+
+    for center in (True, False):
+        torch.manual_seed(0)
+        method = _make(name, center_frames=center).eval()
+        batch = _batch(method)
+        same = torch.allclose(logits(method, batch, 0.0), logits(method, batch, 5.0), atol=1e-4)
+        assert same is center
+
+
+def test_center_is_the_mean_over_the_samples_frames() -> None:
+    method = _make("opn", center_frames=True)
+    f = torch.randn(3, 4, 5)
+    c = method.center(f)
+    torch.testing.assert_close(c.mean(dim=1), torch.zeros(3, 5), atol=1e-6, rtol=0)
+    torch.testing.assert_close(c + f.mean(dim=1, keepdim=True), f)
+    perm = torch.tensor([2, 0, 3, 1])  # the same whatever order the frames are shown in
+    torch.testing.assert_close(method.center(f[:, perm]), c[:, perm])
+    assert _make("opn").center(f) is f  # off by default (the papers' heads)
+
+
 # ---- Shuffle and Learn ---------------------------------------------------------------------------------------
 
 

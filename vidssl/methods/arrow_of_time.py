@@ -95,5 +95,6 @@ class ArrowOfTime(TemporalTask):
         x = self.augment(self.frames(video))
         b = x.shape[0]
         target = (torch.rand(b) < 0.5).long().to(x.device)  # 1: shown backward
-        feats = self.frame_layer(self.embed(self.inputs(x, target.bool()), normalize=self.cfg.input_mode == "rgb"))
+        feats = self.frame_layer(self.center(self.embed(self.inputs(x, target.bool()),
+                                                     normalize=self.cfg.input_mode == "rgb")))
         return self.classifier(feats.flatten(1)), target

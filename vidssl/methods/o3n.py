@@ -94,7 +94,7 @@ class O3N(TemporalTask):
             x = clips[:, :, 1:] - clips[:, :, :-1] if mode == "diff" else clips  # differences in [-1, 1]
             steps = x.shape[2]
             feats = self.embed(x.flatten(0, 2)[:, None], normalize=mode == "rgb").view(b, k, steps, -1).mean(2)
-        out: Tensor = self.branch(feats)
+        out: Tensor = self.branch(self.center(feats))
         return out
 
     def fuse(self, h: Tensor) -> Tensor:

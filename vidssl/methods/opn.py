@@ -112,4 +112,4 @@ class OPN(TemporalTask):
         target = torch.randint(0, self.num_classes, (b,)).to(x.device)
         reverse = (torch.rand(b) < 0.5).to(x.device)
         shown = self.present(x, target, reverse).transpose(1, 2)  # (B, 4, 3, s, s)
-        return self.head(self.frame_layer(self.embed(shown))), target
+        return self.head(self.frame_layer(self.center(self.embed(shown)))), target

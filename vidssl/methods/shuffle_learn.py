@@ -69,7 +69,7 @@ class ShuffleLearn(TemporalTask):
         label = (torch.rand(b) < self.cfg.positive_fraction).long().to(x.device)
         positions = tuple_positions(label, torch.randint(0, 2, (b,)).to(x.device))
         tuples = x[torch.arange(b, device=x.device)[:, None], positions]  # (B, 3, 3, S, S)
-        feats = self.frame_layer(self.embed(tuples))  # (B, 3, frame_dim)
+        feats = self.frame_layer(self.center(self.embed(tuples)))  # (B, 3, frame_dim)
         return self.classifier(feats.flatten(1)), label
 
     @torch.no_grad()

@@ -47,6 +47,10 @@ class TemporalConfig:
     hflip: float = 0.5
     crop_borders: bool = True  # black borders found from row and column means and cropped (Wei et al. 2018)
     border_threshold: float = 0.06
+    # Subtract from each frame's (or clip's) trunk features their mean over the sample before the head (a vidssl
+    # option, not in the papers): what is common to a sample's frames is most of their features and says nothing of
+    # their order; without it OPN's head stays at ln 12 on frozen random-trunk features (docs/results.md).
+    center_frames: bool = False
 
     def check(self, where: str) -> None:
         if self.crop_size < 8 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
@@ -91,6 +95,11 @@ class TemporalTask(PretextClassifier):
         if self._record is not None:
             self._record.append(x.detach())
         return feats.view(b, k, -1)
+
+    def center(self, feats: Tensor) -> Tensor:
+        """``(B, K, D)`` features of a sample's K frames or clips, less their mean over K when the config says
+        ``center_frames`` (the mean is the same for every order of the K, so no order leaks through it)."""
+        return feats - feats.mean(dim=1, keepdim=True) if self.cfg.center_frames else feats
 
     _record: list[Tensor] | None = None
 

@@ -86,4 +86,4 @@ class VCOP(TemporalTask):
         target = torch.randint(0, self.num_classes, (b,)).to(x.device)
         order = self.orders[target]  # position i shows clip order[i]
         shown = clips[torch.arange(b, device=x.device)[:, None], order]
-        return self.head(self.clip_features(shown)), target
+        return self.head(self.center(self.clip_features(shown))), target
