@@ -322,3 +322,42 @@ def test_random_encoder_is_the_seeded_random_trunk_and_bn_from_changes_only_stat
         elif not key.endswith("num_batches_tracked"):
             assert torch.equal(recal[key], value), key  # the weights untouched
     assert not torch.equal(want["conv1.weight"], other["conv1.weight"])  # the seed decides the weights
+
+
+def test_fixed_clips_fits_a_learnable_order_and_freezes_the_trunk(tmp_path: Path) -> None:
+    """``tools/fixed_clips.py`` on OPN with frames that tell their time (frame k has brightness 20 + 50 k, plus
+    noise): the loss leaves ln 12; with ``--freeze-trunk`` the backbone's weights and statistics stay as initialised."""
+    fc = _tool("fixed_clips")
+    config = tmp_path / "opn.yaml"
+    config.write_text("method: opn\nmodel: {crop_size: 24, window: 16, jitter: 2, max_span: 8, frame_dim: 16, "
+                      "pair_dim: 16, channel_split: false, crop_borders: false}\n"
+                      "data: {batch_size: 8}\noptim: {name: adam, lr: 0.003, weight_decay: 0.0}\n")
+    g = torch.Generator().manual_seed(0)
+    ramp = (20 + 50 * torch.arange(4)).view(1, 4, 1, 1)
+    items = [{"video": (torch.randint(0, 30, (3, 1, 24, 24), generator=g) + ramp).to(torch.uint8)}
+             for _ in range(12)]
+    records = fc.run(str(config), [], samples=12, steps=30, every=10, freeze_trunk=False, dataset=items)
+    assert [r["step"] for r in records] == [10, 20, 30]
+    assert records[0]["loss"] > 0.9 * math.log(12) and records[-1]["loss"] < 0.8 * math.log(12)
+    with pytest.raises(ValueError, match="only 12 items"):
+        fc.run(str(config), [], samples=13, steps=1, every=1, freeze_trunk=False, dataset=items)
+
+    import vidssl.methods.opn as opn
+
+    built: list[torch.nn.Module] = []
+    init = opn.OPN.__init__
+
+    def keep(self: torch.nn.Module, cfg: object) -> None:
+        init(self, cfg)  # type: ignore[arg-type]
+        built.append(self)
+
+    opn.OPN.__init__ = keep  # type: ignore[method-assign]
+    try:
+        fc.run(str(config), [], samples=12, steps=3, every=3, freeze_trunk=True, dataset=items)
+    finally:
+        opn.OPN.__init__ = init  # type: ignore[method-assign]
+    torch.manual_seed(0)
+    fresh = opn.OPN(built[0].cfg)  # type: ignore[arg-type]
+    for key, value in fresh.backbone.state_dict().items():
+        assert torch.equal(built[0].backbone.state_dict()[key], value), key
+    assert any(not torch.equal(a, b) for a, b in zip(built[0].head.parameters(), fresh.head.parameters(), strict=True))
