@@ -9,8 +9,8 @@
 # METHODS ("simclr moco moco_v3 byol simsiam barlow_twins vicreg swav dino supcon"), JOBS (2), RUNS (runs/image),
 # BATCH (128), LR (empty: each config's rate, scaled to BATCH by its optim.lr_batch), BACKBONE (resnet18),
 # EXTRA_<method> (overrides for that method's runs only, e.g. EXTRA_pcl="model.warmup_epochs=1": a schedule in
-# epochs that the budget would never reach), BASELINES ("random"; "random random_lab" adds a random trunk reading
-# the L of Lab, the baseline of colourisation and CMC, built on LAB_BACKBONE: resnet18_s8_l3 when colorization is
+# epochs that the budget would never reach), BASELINES ("random"; set empty: none; "random random_lab" adds a random
+# trunk reading the L of Lab, the baseline of colourisation and CMC, built on LAB_BACKBONE: resnet18_s8_l3 when colorization is
 # in METHODS, else BACKBONE), LAYERS (empty; e.g. "2 3": also the kNN of stages 1..L
 # pooled to 2 x 2, into RUNS/eval_l<L>/), PRETEXT (the methods with a task of their own: `vidssl eval pretext` on
 # the test images, into RUNS/eval_pretext/), LINEAR (empty; 1: also the offline linear probe of every encoder's
@@ -36,7 +36,7 @@ RUNS=${RUNS:-runs/image}
 BATCH=${BATCH:-128}
 LR=${LR:-}
 BACKBONE=${BACKBONE:-resnet18}
-BASELINES=${BASELINES:-random}
+BASELINES=${BASELINES-random}  # set and empty: no baseline
 EXTRA_colorization=${EXTRA_colorization:-model.backbone=resnet18_s8_l3}
 # random_lab is the baseline of the L-reading trunk: colourisation's own trunk when it is in the table, else BACKBONE
 case " $METHODS " in *" colorization "*) lab_default=resnet18_s8_l3 ;; *) lab_default=$BACKBONE ;; esac
