@@ -126,6 +126,8 @@ def test_center_is_the_mean_over_the_samples_frames() -> None:
     perm = torch.tensor([2, 0, 3, 1])  # the same whatever order the frames are shown in
     torch.testing.assert_close(method.center(f[:, perm]), c[:, perm])
     assert _make("opn").center(f) is f  # off by default (the papers' heads)
+    with pytest.raises(ValueError, match="at least two"):
+        method.center(f[:, :1])
 
 
 # ---- Shuffle and Learn ---------------------------------------------------------------------------------------

@@ -99,7 +99,12 @@ class TemporalTask(PretextClassifier):
     def center(self, feats: Tensor) -> Tensor:
         """``(B, K, D)`` features of a sample's K frames or clips, less their mean over K when the config says
         ``center_frames`` (the mean is the same for every order of the K, so no order leaks through it)."""
-        return feats - feats.mean(dim=1, keepdim=True) if self.cfg.center_frames else feats
+        if not self.cfg.center_frames:
+            return feats
+        if feats.shape[1] < 2:
+            raise ValueError(f"center_frames: a sample of {feats.shape[1]} frame or clip would be all zeros; it needs "
+                             f"at least two")
+        return feats - feats.mean(dim=1, keepdim=True)
 
     _record: list[Tensor] | None = None
 
