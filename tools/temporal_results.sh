@@ -7,7 +7,7 @@
 #
 #   bash tools/temporal_results.sh [train|pretext|action|davis|table|all]     (default: all but davis)
 #
-# Environment: DATA (../shared/data), MINUTES (15: schedule.max_minutes), SEEDS ("0 1"), METHODS ("shuffle_learn
+# Environment: DATA (../shared/data), MINUTES (20: schedule.max_minutes), SEEDS ("0 1"), METHODS ("shuffle_learn
 # opn arrow_of_time o3n vcop"), JOBS (2 processes at once, one thread each), RUNS (runs/temporal), SAMPLES (40
 # pretext samples per DAVIS sequence), ACTION_TRAIN / ACTION_TEST (24 / 24 synthetic action videos per class),
 # BN_FRAMES (256: the random_bn reference's recalibration frames); per run name N (N_s<seed>): CONFIG_N (the configs/cpu/ stem, default N: an
@@ -18,7 +18,7 @@
 # tools/cross_eval.py (CIFAR kNN and DAVIS J&F), having no task of their own to score.
 set -euo pipefail
 DATA=${DATA:-../shared/data}
-MINUTES=${MINUTES:-15}
+MINUTES=${MINUTES:-20}
 SEEDS=${SEEDS:-0 1}
 METHODS=${METHODS:-shuffle_learn opn arrow_of_time o3n vcop}
 JOBS=${JOBS:-2}
