@@ -10,12 +10,12 @@
 # Environment: DATA (../shared/data), MINUTES (20: schedule.max_minutes), SEEDS ("0 1"), METHODS ("shuffle_learn
 # opn arrow_of_time o3n vcop"), JOBS (2 processes at once, one thread each), RUNS (runs/temporal), SAMPLES (40
 # pretext samples per DAVIS sequence), ACTION_TRAIN / ACTION_TEST (24 / 24 synthetic action videos per class),
-# BN_FRAMES (256: the random_bn reference's recalibration frames); per run name N (N_s<seed>): CONFIG_N (the configs/cpu/ stem, default N: an
-# ablation names its variant, e.g. CONFIG_vivi_frame=vivi), EXTRA_N (overrides for N's runs), STEPS_N (a step
-# budget instead of MINUTES: the weights then do not depend on what else shares the cores). Run from the repository
-# root in the environment of `bash tools/bootstrap.sh shell`. Each step skips what is already there (a finished
-# run, a result JSON), so a killed script resumes. VIVI and DPC (issue 15) train here and are scored by
-# tools/cross_eval.py (CIFAR kNN and DAVIS J&F), having no task of their own to score.
+# BN_FRAMES (256: the random_bn reference's recalibration frames); per run name N (N_s<seed>): CONFIG_N (the
+# configs/cpu/ stem, default N: an ablation names its variant, e.g. CONFIG_vivi_frame=vivi), EXTRA_N (overrides
+# for N's runs), STEPS_N (a step budget instead of MINUTES: the weights then do not depend on what else shares the
+# cores). Run from the repository root in the environment of `bash tools/bootstrap.sh shell`. Each step skips what
+# is already there (a finished run, a result JSON), so a killed script resumes. VIVI and DPC (issue 15) train here
+# and are scored by tools/cross_eval.py (CIFAR kNN and DAVIS J&F), having no task of their own to score.
 set -euo pipefail
 DATA=${DATA:-../shared/data}
 MINUTES=${MINUTES:-20}
