@@ -336,7 +336,7 @@ def test_fixed_clips_fits_a_learnable_order_and_freezes_the_trunk(tmp_path: Path
     ramp = (20 + 50 * torch.arange(4)).view(1, 4, 1, 1)
     items = [{"video": (torch.randint(0, 30, (3, 1, 24, 24), generator=g) + ramp).to(torch.uint8)}
              for _ in range(12)]
-    records = fc.run(str(config), [], samples=12, steps=30, every=10, freeze_trunk=False, dataset=items)
+    records, _ = fc.run(str(config), [], samples=12, steps=30, every=10, freeze_trunk=False, dataset=items)
     assert [r["step"] for r in records] == [10, 20, 30]
     assert records[0]["loss"] > 0.9 * math.log(12) and records[-1]["loss"] < 0.8 * math.log(12)
     with pytest.raises(ValueError, match="only 12 items"):
@@ -344,20 +344,9 @@ def test_fixed_clips_fits_a_learnable_order_and_freezes_the_trunk(tmp_path: Path
 
     import vidssl.methods.opn as opn
 
-    built: list[torch.nn.Module] = []
-    init = opn.OPN.__init__
-
-    def keep(self: torch.nn.Module, cfg: object) -> None:
-        init(self, cfg)  # type: ignore[arg-type]
-        built.append(self)
-
-    opn.OPN.__init__ = keep  # type: ignore[method-assign]
-    try:
-        fc.run(str(config), [], samples=12, steps=3, every=3, freeze_trunk=True, dataset=items)
-    finally:
-        opn.OPN.__init__ = init  # type: ignore[method-assign]
+    _, trained = fc.run(str(config), [], samples=12, steps=3, every=3, freeze_trunk=True, dataset=items)
     torch.manual_seed(0)
-    fresh = opn.OPN(built[0].cfg)  # type: ignore[arg-type]
+    fresh = opn.OPN(trained.cfg)  # type: ignore[arg-type]
     for key, value in fresh.backbone.state_dict().items():
-        assert torch.equal(built[0].backbone.state_dict()[key], value), key
-    assert any(not torch.equal(a, b) for a, b in zip(built[0].head.parameters(), fresh.head.parameters(), strict=True))
+        assert torch.equal(trained.backbone.state_dict()[key], value), key
+    assert any(not torch.equal(a, b) for a, b in zip(trained.head.parameters(), fresh.head.parameters(), strict=True))

@@ -39,8 +39,9 @@ def fixed_batch(dataset: Any, samples: int, seed: int) -> dict[str, torch.Tensor
 
 
 def run(config: str, overrides: list[str], samples: int, steps: int, every: int, freeze_trunk: bool,
-        seed: int = 0, dataset: Any = None) -> list[dict[str, float]]:
-    """Train on ``samples`` fixed items for ``steps`` steps; one record per ``every`` steps (means)."""
+        seed: int = 0, dataset: Any = None) -> tuple[list[dict[str, float]], torch.nn.Module]:
+    """Train on ``samples`` fixed items for ``steps`` steps: one record per ``every`` steps (means), and the method
+    as trained."""
     cfg, model_cfg = load_run_config(config, overrides)
     torch.manual_seed(seed)
     method = METHODS[cfg.method](model_cfg)
@@ -72,7 +73,7 @@ def run(config: str, overrides: list[str], samples: int, steps: int, every: int,
             records.append({"step": step, **mean, "seconds": time.time() - start})
             print(" ".join([f"step {step}"] + [f"{k} {v:.4g}" for k, v in mean.items()]), flush=True)
             window = []
-    return records
+    return records, method
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--samples, --steps and --every must be at least 1", file=sys.stderr)
         return 2
     try:
-        records = run(args.config, args.overrides, args.samples, args.steps, args.every, args.freeze_trunk,
+        records, _ = run(args.config, args.overrides, args.samples, args.steps, args.every, args.freeze_trunk,
                       args.seed)
     except ValueError as exc:
         print(f"fixed_clips: {exc}", file=sys.stderr)
