@@ -18,7 +18,7 @@ from vidssl.engine.distributed import shuffle_batch, unshuffle_batch
 from vidssl.losses import info_nce, info_nce_logits, top1_positive
 from vidssl.methods.moco import MoCo, MoCoConfig
 from vidssl.models import build_backbone, torchvision_state_dict
-from vidssl.nn import SplitBatchNorm, convert_split_bn
+from vidssl.nn import SplitBatchNorm, convert_split_bn, key_gaps
 from vidssl.nn.colour import imagenet_normalize
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -71,6 +71,66 @@ def test_info_nce_gradient_pulls_towards_key_and_away_from_queue() -> None:
     assert torch.all((step * k).sum(1) > 0)  # descent moves every query towards its positive
     with torch.no_grad():
         assert info_nce(q + 0.05 * step, k, queue, 0.2) < loss
+
+
+def test_batch_negatives_add_the_other_current_keys_by_hand() -> None:
+    g = torch.Generator().manual_seed(2)
+    q, k = (F.normalize(torch.randn(4, 8, generator=g, dtype=torch.float64), dim=1) for _ in range(2))
+    queue = F.normalize(torch.randn(6, 8, generator=g, dtype=torch.float64), dim=1)
+    t = 0.2
+    logits = info_nce_logits(q, k, queue, t, batch_negatives=True)
+    assert logits.shape == (4, 1 + 4 + 6)
+    for i in range(4):
+        row = logits[i]
+        assert row[0].item() == pytest.approx(float(q[i] @ k[i]) / t)
+        assert row[1 + i].item() == float("-inf")  # the own key counts once, as the positive
+        for j in range(4):
+            if j != i:
+                assert row[1 + j].item() == pytest.approx(float(q[i] @ k[j]) / t)
+        torch.testing.assert_close(row[5:], q[i] @ queue.t() / t)
+        # the loss of the row: -log softmax over the positive, the 3 other keys and the queue
+        terms = [float(q[i] @ k[j]) / t for j in range(4) if j != i] + (q[i] @ queue.t() / t).tolist()
+        want = -(row[0].item() - math.log(math.exp(row[0].item()) + sum(math.exp(x) for x in terms)))
+        assert F.cross_entropy(row[None], torch.zeros(1, dtype=torch.long)).item() == pytest.approx(want)
+    # off, the same logits as before
+    torch.testing.assert_close(info_nce_logits(q, k, queue, t), info_nce_logits(q, k, queue, t, False))
+
+
+@pytest.mark.parametrize("t", [0.1, 0.5])
+def test_the_recency_shortcut_pays_only_without_batch_negatives(t: float) -> None:
+    # The state a short MoCo run reaches (docs/results.md, "Why MoCo v2 sat below random"): every query equals every
+    # current key (u), the queue's older keys point elsewhere (orthogonal). Without batch negatives the loss is that of
+    # a solved task, log(1 + K e^(-1/t)); with them every other current key ties with the positive: log(B + K e^(-1/t)).
+    b, kk, d = 6, 5, 8
+    eye = torch.eye(d, dtype=torch.float64)
+    q = k = eye[0].expand(b, d)
+    queue = eye[1:1 + kk]
+    zero = torch.zeros(b, dtype=torch.long)
+    plain = F.cross_entropy(info_nce_logits(q, k, queue, t), zero).item()
+    batch = F.cross_entropy(info_nce_logits(q, k, queue, t, batch_negatives=True), zero).item()
+    assert plain == pytest.approx(math.log(1 + kk * math.exp(-1 / t)))
+    assert batch == pytest.approx(math.log(b + kk * math.exp(-1 / t)))
+    gaps = key_gaps(q, k, queue)
+    assert gaps["instance_gap"] == pytest.approx(0.0, abs=1e-12)
+    assert gaps["embedding_std"] == pytest.approx(0.0, abs=1e-6)
+    assert gaps["recency_gap"] == pytest.approx(1.0)
+    # and instances told apart: orthonormal queries on their own keys, one apart from the others
+    spread = key_gaps(eye[:b], eye[:b], queue[:0])
+    assert spread["instance_gap"] == pytest.approx(1.0) and "recency_gap" not in spread
+
+
+def test_moco_logs_its_shortcut_monitors_and_trains_with_batch_negatives() -> None:
+    torch.manual_seed(0)
+    model = tiny(batch_negatives=True).train()
+    video = torch.randint(0, 256, (4, 3, 2, 24, 24), dtype=torch.uint8)
+    torch.manual_seed(1)
+    loss, metrics = model({"video": video})
+    assert {"instance_gap", "recency_gap", "embedding_std"} <= set(metrics)
+    model.cfg.batch_negatives = False
+    torch.manual_seed(1)  # the same views and keys: the 3 other keys only add to the partition function
+    assert math.isfinite(loss.item()) and loss.item() > model({"video": video})[0].item()
+    loss.backward()
+    assert all(p.grad is not None for p in model.query.parameters() if p.requires_grad)
 
 
 def test_info_nce_rejects_bad_shapes() -> None:
@@ -228,7 +288,7 @@ def test_config_checks() -> None:
     ("name", "expected"),
     [
         ("moco_v2_cifar.yaml", dict(version=2, queue_size=4096, momentum=0.99, temperature=0.1, bn="split",
-                                    input="images", crop_size=32)),
+                                    input="images", crop_size=32, batch_negatives=False)),
         ("moco_v2_video.yaml", dict(version=2, queue_size=65536, momentum=0.999, bn="shuffle", input="video")),
         ("moco_v1_video.yaml", dict(version=1, queue_size=65536, momentum=0.999, temperature=0.07, input="video")),
     ],

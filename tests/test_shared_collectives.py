@@ -1,7 +1,7 @@
 """The shared parts that talk across processes, run in two gloo processes against one process holding the
 global batch: the gathered losses' values and gradients (NT-Xent's negatives, Barlow Twins' cross-correlation,
 VICReg's variance and covariance, IIC's joint distribution), Sinkhorn's all-reduced codes, the queue's and the
-memory bank's commits, the epoch hook's dataset pass (EpochContext.collect)."""
+memory bank's commits, the epoch hook's dataset pass (EpochContext.collect), MoCo's batch negatives."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from vidssl.engine import distributed as dist
-from vidssl.losses import barlow_twins_loss, iic_loss, nt_xent, sinkhorn, supcon, vicreg_loss
+from vidssl.losses import barlow_twins_loss, iic_loss, info_nce_logits, nt_xent, sinkhorn, supcon, vicreg_loss
 from vidssl.nn import MemoryBank, Queue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,6 +37,10 @@ def _global_views() -> tuple[torch.Tensor, torch.Tensor]:
             torch.randn(WORLD * B, D, generator=g, dtype=torch.float64))
 
 
+def _moco_queue() -> torch.Tensor:
+    return F.normalize(torch.randn(4, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64), dim=1)
+
+
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     _torchrun_env(rank, world, port)
     dist.setup("cpu")
@@ -50,6 +54,13 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
             value = fn(a, b, LABELS[rank * B:(rank + 1) * B])
             value.backward()
             grads[name] = (value.detach(), a.grad, b.grad)
+        # MoCo with batch negatives: this process's queries against every process's keys and a shared queue
+        q = F.normalize(_global_views()[0][rank * B:(rank + 1) * B], dim=1).requires_grad_(True)
+        keys = F.normalize(_global_views()[1][rank * B:(rank + 1) * B], dim=1)
+        moco = F.cross_entropy(info_nce_logits(q, keys, _moco_queue(), 0.3, batch_negatives=True),
+                               torch.zeros(B, dtype=torch.long))
+        moco.backward()
+        grads["moco_batch_negatives"] = (moco.detach(), q.grad, q.grad)
         torch.manual_seed(0)  # equal initial memories on both processes
         queue, bank = Queue(8, 2), MemoryBank(10, 2, momentum=0.5)
         queue.stage(torch.full((2, 2), 10.0 * rank + 1))
@@ -101,6 +112,15 @@ def test_gathered_losses_and_memories_across_two_processes(tmp_path: Path) -> No
             rows = slice(k * B, (k + 1) * B)
             torch.testing.assert_close(r[k]["gathered"][name][1] / WORLD, g1[rows], msg=name)
             torch.testing.assert_close(r[k]["gathered"][name][2] / WORLD, g2[rows], msg=name)
+    # MoCo's batch negatives: each query's row holds every process's other keys, so the mean over processes is the
+    # one-process loss of the global batch, and each process's query gradient its rows of that loss's gradient
+    q = F.normalize(_global_views()[0], dim=1).requires_grad_(True)
+    whole = F.cross_entropy(info_nce_logits(q, F.normalize(_global_views()[1], dim=1), _moco_queue(), 0.3,
+                                            batch_negatives=True), torch.zeros(WORLD * B, dtype=torch.long))
+    (gq,) = torch.autograd.grad(whole, q)
+    torch.testing.assert_close(sum(x["gathered"]["moco_batch_negatives"][0] for x in r) / WORLD, whole.detach())
+    for k in range(WORLD):
+        torch.testing.assert_close(r[k]["gathered"]["moco_batch_negatives"][1] / WORLD, gq[k * B:(k + 1) * B])
     # Sinkhorn equipartitions over the global batch: each process's codes are its rows of the whole batch's
     whole_codes = sinkhorn(_global_views()[0] * 5, 0.05, 3)
     for k in range(WORLD):

@@ -21,9 +21,12 @@
 # constant rate (the configs' cosine over 200 epochs would never leave its start). Colourisation predicts colour per
 # cell, and the ImageNet stem leaves one 1 x 1 cell at 32 px (refused by the method): its runs default to
 # EXTRA_colorization="model.backbone=resnet18_s8_l3" (stride 8, the paper's dilated design; an EXTRA_colorization
-# of your own replaces the default, so name the backbone there too). Everything else is configs/<method>_cifar.yaml
-# (moco: moco_v2_cifar.yaml);
-# the random baseline is the same BACKBONE. supcon reads the labels: the supervised reference row. Run from the
+# of your own replaces the default, so name the backbone there too). MoCo's runs default to
+# EXTRA_moco="model.batch_negatives=true model.queue_size=1024" (the batch's other keys as negatives, and the queue at
+# the recipe's age in steps, 4096 / 512 = 8 steps at batch 128: without them 5 minutes learn a recency shortcut and
+# sit below random, docs/results.md "Why MoCo v2 sat below random"); PCL's, whose warm-up is MoCo, to those two and
+# model.warmup_epochs=1 (its 20 warm-up epochs would cover the whole budget). Everything else is
+# configs/<method>_cifar.yaml (moco: moco_v2_cifar.yaml); the random baseline is the same BACKBONE. supcon reads the labels: the supervised reference row. Run from the
 # repository root in the environment of `bash tools/bootstrap.sh shell`. Each step skips what is already there,
 # so a killed script resumes where it stopped.
 set -euo pipefail
@@ -38,6 +41,8 @@ LR=${LR:-}
 BACKBONE=${BACKBONE:-resnet18}
 BASELINES=${BASELINES-random}  # set and empty: no baseline
 EXTRA_colorization=${EXTRA_colorization:-model.backbone=resnet18_s8_l3}
+EXTRA_moco=${EXTRA_moco-model.batch_negatives=true model.queue_size=1024}  # set and empty: the recipe as it is
+EXTRA_pcl=${EXTRA_pcl-model.warmup_epochs=1 model.batch_negatives=true model.queue_size=1024}
 # random_lab is the baseline of the L-reading trunk: colourisation's own trunk when it is in the table, else BACKBONE
 case " $METHODS " in *" colorization "*) lab_default=resnet18_s8_l3 ;; *) lab_default=$BACKBONE ;; esac
 LAB_BACKBONE=${LAB_BACKBONE:-$lab_default}

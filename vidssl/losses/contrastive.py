@@ -24,7 +24,7 @@ def _check(q: Tensor, k: Tensor, queue: Tensor) -> None:
         raise ValueError(f"info_nce: queue must be (K, D) with D={q.shape[1]}, got {tuple(queue.shape)}")
 
 
-def info_nce_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
+def info_nce_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float, batch_negatives: bool = False) -> Tensor:
     """MoCo's logits: the positive ``q_i . k_i`` in column 0, then ``q_i . queue_j``, all over ``temperature``.
 
     Args:
@@ -32,15 +32,23 @@ def info_nce_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> 
         k: ``(B, D)`` positive keys, L2-normalised, normally without gradient.
         queue: ``(K, D)`` negative keys, L2-normalised; never receives a gradient.
         temperature: ``t > 0``.
+        batch_negatives: also contrast with the other keys of this step's global batch (every process's, gathered
+            without gradient, as MoCo v3 and SimCLR do): columns ``1 .. W B`` between the positive and the queue,
+            the query's own key among them at ``-inf`` (so it counts once, as the positive).
     Returns:
-        ``(B, 1 + K)`` logits; the target class of every row is 0.
+        ``(B, 1 + K)`` logits (``(B, 1 + W B + K)`` with ``batch_negatives``); the target class of every row is 0.
     """
     _check(q, k, queue)
     if temperature <= 0:
         raise ValueError(f"info_nce: temperature must be positive, got {temperature}")
     pos = (q * k).sum(dim=1, keepdim=True)  # (B, 1)
     neg = q @ queue.detach().to(q.dtype).t()  # (B, K)
-    return torch.cat([pos, neg], dim=1) / temperature
+    if not batch_negatives:
+        return torch.cat([pos, neg], dim=1) / temperature
+    keys = all_gather_no_grad(k)  # (W B, D) in rank order
+    own = rank() * q.shape[0] + torch.arange(q.shape[0], device=q.device)
+    batch = (q @ keys.to(q.dtype).t()).scatter(1, own[:, None], float("-inf"))  # (B, W B), own key masked
+    return torch.cat([pos, batch, neg], dim=1) / temperature
 
 
 def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:

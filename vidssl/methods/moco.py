@@ -31,7 +31,7 @@ from vidssl.engine.distributed import shuffle_batch, unshuffle_batch
 from vidssl.losses import info_nce_logits, top1_positive
 from vidssl.methods.base import Metrics, SSLMethod
 from vidssl.models import ResNet, build_backbone
-from vidssl.nn import Queue, convert_split_bn, ema_update_, mlp
+from vidssl.nn import Queue, convert_split_bn, ema_update_, key_gaps, mlp
 
 
 @dataclass
@@ -52,6 +52,9 @@ class MoCoConfig:
     crop_size: int = 224
     crop_scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop area range, as in both papers
     blur_p: float = 0.5  # v2's Gaussian blur probability; 0 for 32 px images (as the CIFAR recipes)
+    # vidssl's, not the authors': the step's other keys (all processes') join the queue as negatives, so that telling
+    # this step's keys from the queue's older ones stops paying (docs/results.md, "Why MoCo v2 sat below random")
+    batch_negatives: bool = False
 
     def __post_init__(self) -> None:
         if self.version not in (1, 2):
@@ -119,11 +122,12 @@ class MoCo(SSLMethod):
         keys for the queue (PCL adds its prototype term to the same queries)."""
         x_q, x_k = self.views(batch["video"])
         q, k = self.query(x_q), self._keys(x_k)  # (B, dim) each
-        logits = info_nce_logits(q, k, self.queue.keys, self.temperature)  # (B, 1 + K), positive at 0
+        logits = info_nce_logits(q, k, self.queue.keys, self.temperature, self.cfg.batch_negatives)  # positive at 0
         loss = F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
         if self.training:
             self.queue.stage(k)
-        return loss, q, {"top1": top1_positive(logits.detach()), "queue_fill": self.queue.fill}
+        return loss, q, {"top1": top1_positive(logits.detach()), "queue_fill": self.queue.fill,
+                         **key_gaps(q.detach(), k, self.queue.keys)}
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         loss, _, metrics = self.contrast(batch)

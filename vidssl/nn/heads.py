@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Branch", "PairwiseHead", "Prototypes", "WeightNormLinear", "embedding_std", "mlp"]
+__all__ = ["Branch", "PairwiseHead", "Prototypes", "WeightNormLinear", "embedding_std", "key_gaps", "mlp"]
 
 
 def mlp(
@@ -132,3 +132,23 @@ def embedding_std(z: Tensor) -> Tensor:
     if z.dim() != 2 or z.shape[0] < 2:
         raise ValueError(f"embedding_std: need (B, D) with B >= 2, got {tuple(z.shape)}")
     return F.normalize(z.float(), dim=1).std(dim=0).mean() * math.sqrt(z.shape[1])
+
+
+@torch.no_grad()
+def key_gaps(q: Tensor, k: Tensor, queue: Tensor) -> dict[str, Tensor]:
+    """The shortcut monitors of a method contrasting queries ``(B, D)`` with keys ``(B, D)`` and a queue ``(K, D)``
+    (MoCo; docs/results.md, "Why MoCo v2 sat below random"), all unit vectors: ``instance_gap``, a query's
+    similarity to its own key less its mean similarity to the batch's other keys (0: it cannot tell its key from
+    any current one, whatever the loss says); ``recency_gap``, its mean similarity to the batch's other keys less
+    that to the queue (large: the loss falls by telling this step's keys from older ones; absent for an empty
+    queue); ``embedding_std`` of the queries (:func:`embedding_std`, 0 at complete collapse). Empty for B < 2."""
+    b = q.shape[0]
+    if b < 2:
+        return {}
+    sim = q @ k.t()  # (B, B)
+    own = sim.diagonal().mean()
+    others = (sim.sum() - sim.diagonal().sum()) / (b * (b - 1))
+    out: dict[str, Tensor] = {"instance_gap": own - others, "embedding_std": embedding_std(q)}
+    if queue.shape[0] > 0:
+        out["recency_gap"] = others - (q @ queue.t().to(q.dtype)).mean()
+    return out
