@@ -26,9 +26,10 @@
 # the recipe's age in steps, 4096 / 512 = 8 steps at batch 128: without them 5 minutes learn a recency shortcut and
 # sit below random, docs/results.md "Why MoCo v2 sat below random"); PCL's, whose warm-up is MoCo, to those two and
 # model.warmup_epochs=1 (its 20 warm-up epochs would cover the whole budget). Everything else is
-# configs/<method>_cifar.yaml (moco: moco_v2_cifar.yaml); the random baseline is the same BACKBONE. supcon reads the labels: the supervised reference row. Run from the
-# repository root in the environment of `bash tools/bootstrap.sh shell`. Each step skips what is already there,
-# so a killed script resumes where it stopped.
+# configs/<method>_cifar.yaml (moco: moco_v2_cifar.yaml); the random baseline is the same BACKBONE. supcon reads
+# the labels: the supervised reference row. Run from the repository root in the environment of
+# `bash tools/bootstrap.sh shell`. Each step skips what is already there, so a killed script resumes where it
+# stopped.
 set -euo pipefail
 DATA=${DATA:-../shared/data/cifar10}
 MINUTES=${MINUTES:-5}
