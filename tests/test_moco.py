@@ -110,13 +110,13 @@ def test_the_recency_shortcut_pays_only_without_batch_negatives(t: float) -> Non
     batch = F.cross_entropy(info_nce_logits(q, k, queue, t, batch_negatives=True), zero).item()
     assert plain == pytest.approx(math.log(1 + kk * math.exp(-1 / t)))
     assert batch == pytest.approx(math.log(b + kk * math.exp(-1 / t)))
-    gaps = key_gaps(q, k, queue)
+    gaps = key_gaps(q @ k.t(), q @ queue.t())
     assert gaps["instance_gap"] == pytest.approx(0.0, abs=1e-12)
-    assert gaps["embedding_std"] == pytest.approx(0.0, abs=1e-6)
     assert gaps["recency_gap"] == pytest.approx(1.0)
     # and instances told apart: orthonormal queries on their own keys, one apart from the others
-    spread = key_gaps(eye[:b], eye[:b], queue[:0])
+    spread = key_gaps(eye[:b] @ eye[:b].t(), torch.zeros(b, 0, dtype=torch.float64))
     assert spread["instance_gap"] == pytest.approx(1.0) and "recency_gap" not in spread
+    assert key_gaps(q[:1] @ k[:1].t(), q[:1] @ queue.t()) == {}  # one sample: no other key to compare with
 
 
 def test_moco_logs_its_shortcut_monitors_and_trains_with_batch_negatives() -> None:
@@ -126,6 +126,14 @@ def test_moco_logs_its_shortcut_monitors_and_trains_with_batch_negatives() -> No
     torch.manual_seed(1)
     loss, metrics = model({"video": video})
     assert {"instance_gap", "recency_gap", "embedding_std"} <= set(metrics)
+    # the monitors read the queue's similarities off the logits: the same as computing them afresh
+    with torch.no_grad():
+        torch.manual_seed(1)
+        x_q, x_k = model.views(video)
+        q, k = model.query(x_q), model._keys(x_k)
+        want = key_gaps(q @ k.t(), q @ model.queue.keys.t())
+    for key, value in want.items():
+        assert float(metrics[key]) == pytest.approx(float(value), abs=1e-5), key
     model.cfg.batch_negatives = False
     torch.manual_seed(1)  # the same views and keys: the 3 other keys only add to the partition function
     assert math.isfinite(loss.item()) and loss.item() > model({"video": video})[0].item()

@@ -31,7 +31,7 @@ from vidssl.engine.distributed import shuffle_batch, unshuffle_batch
 from vidssl.losses import info_nce_logits, top1_positive
 from vidssl.methods.base import Metrics, SSLMethod
 from vidssl.models import ResNet, build_backbone
-from vidssl.nn import Queue, convert_split_bn, ema_update_, key_gaps, mlp
+from vidssl.nn import Queue, convert_split_bn, ema_update_, embedding_std, key_gaps, mlp
 
 
 @dataclass
@@ -126,8 +126,15 @@ class MoCo(SSLMethod):
         loss = F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
         if self.training:
             self.queue.stage(k)
-        return loss, q, {"top1": top1_positive(logits.detach()), "queue_fill": self.queue.fill,
-                         **key_gaps(q.detach(), k, self.queue.keys)}
+        return loss, q, {"top1": top1_positive(logits.detach()), "queue_fill": self.queue.fill, **self._monitors(
+            q.detach(), k, logits.detach()[:, -self.queue.keys.shape[0]:] * self.temperature)}
+
+    @staticmethod
+    def _monitors(q: Tensor, k: Tensor, queue_sim: Tensor) -> Metrics:
+        """Collapse and shortcut monitors (:func:`vidssl.nn.key_gaps`), the queue's similarities read off the logits."""
+        if q.shape[0] < 2:
+            return {}
+        return {"embedding_std": embedding_std(q), **key_gaps(q @ k.t(), queue_sim)}
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         loss, _, metrics = self.contrast(batch)

@@ -135,20 +135,19 @@ def embedding_std(z: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def key_gaps(q: Tensor, k: Tensor, queue: Tensor) -> dict[str, Tensor]:
-    """The shortcut monitors of a method contrasting queries ``(B, D)`` with keys ``(B, D)`` and a queue ``(K, D)``
-    (MoCo; docs/results.md, "Why MoCo v2 sat below random"), all unit vectors: ``instance_gap``, a query's
-    similarity to its own key less its mean similarity to the batch's other keys (0: it cannot tell its key from
-    any current one, whatever the loss says); ``recency_gap``, its mean similarity to the batch's other keys less
-    that to the queue (large: the loss falls by telling this step's keys from older ones; absent for an empty
-    queue); ``embedding_std`` of the queries (:func:`embedding_std`, 0 at complete collapse). Empty for B < 2."""
-    b = q.shape[0]
+def key_gaps(batch_sim: Tensor, queue_sim: Tensor) -> dict[str, Tensor]:
+    """The shortcut monitors of a method contrasting queries with keys and a queue (MoCo; docs/results.md, "Why MoCo
+    v2 sat below random"), from the similarities it already has: ``batch_sim`` ``(B, B)`` query i . key j of this
+    step, ``queue_sim`` ``(B, K)`` query i . queue entry j. ``instance_gap``: a query's similarity to its own key
+    less its mean similarity to the batch's other keys (0: it cannot tell its key from any current one, whatever
+    the loss says); ``recency_gap``: its mean similarity to the batch's other keys less that to the queue (large:
+    the loss falls by telling this step's keys from older ones; absent for an empty queue). Empty for B < 2."""
+    b = batch_sim.shape[0]
     if b < 2:
         return {}
-    sim = q @ k.t()  # (B, B)
-    own = sim.diagonal().mean()
-    others = (sim.sum() - sim.diagonal().sum()) / (b * (b - 1))
-    out: dict[str, Tensor] = {"instance_gap": own - others, "embedding_std": embedding_std(q)}
-    if queue.shape[0] > 0:
-        out["recency_gap"] = others - (q @ queue.t().to(q.dtype)).mean()
+    own = batch_sim.diagonal().mean()
+    others = (batch_sim.sum() - batch_sim.diagonal().sum()) / (b * (b - 1))
+    out = {"instance_gap": own - others}
+    if queue_sim.shape[1] > 0:
+        out["recency_gap"] = others - queue_sim.mean()
     return out
