@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         records, _ = run(args.config, args.overrides, args.samples, args.steps, args.every, args.freeze_trunk,
-                      args.seed)
+                         args.seed)
     except ValueError as exc:
         print(f"fixed_clips: {exc}", file=sys.stderr)
         return 1
