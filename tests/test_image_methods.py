@@ -4,10 +4,12 @@ tests/test_methods.py: the momentum schedule, the collapse monitor, the frames a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tests.test_methods import TINY
 from vidssl.data.views import VideoInfo
@@ -313,3 +315,80 @@ def test_dino_trains_a_vision_transformer(tmp_path: Path) -> None:
     path = tmp_path / "dino_vit.pt"
     torch.save(encoder_entries(method.encoder(), method.encoder_input), path)
     assert load_record(str(path)).backbone.config["arch"] == "vit"
+
+
+def _image_ctx(video: torch.Tensor, step: int = 0, start: int = 0) -> Any:
+    """An epoch context over ``video`` (N, 3, 1, H, W) served in batches of 4, indices in order."""
+    from vidssl.methods import EpochContext
+
+    n = video.shape[0]
+
+    def batches(size: int) -> Any:
+        for i in range(0, n, 4):
+            yield {"video": video[i:i + 4], "index": torch.arange(i, min(n, i + 4))}
+
+    return EpochContext(0, step, start, n, torch.device("cpu"), torch.Generator().manual_seed(0), batches)
+
+
+def test_fill_banks_sets_each_bank_to_its_part_once_before_the_first_step() -> None:
+    from vidssl.methods.base import BankNCE, fill_banks
+
+    torch.manual_seed(0)
+    video = torch.randint(0, 256, (10, 3, 1, 4, 4), dtype=torch.uint8)
+    feats = video.float().flatten(1)[:, :7]  # a deterministic "network": 3 + 4 dimensions per sample
+
+    def embed(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch["video"].float().flatten(1)[:, :7]
+
+    a, b = BankNCE(10, 3, 2, 0.1, init="features"), BankNCE(10, 4, 2, 0.1, init="features")
+    assert fill_banks(_image_ctx(video), embed, a, b)
+    torch.testing.assert_close(a.bank.bank, F.normalize(feats[:, :3], dim=1))  # each bank its own slice
+    torch.testing.assert_close(b.bank.bank, F.normalize(feats[:, 3:], dim=1))
+    for ctx in (_image_ctx(video, step=5), _image_ctx(video, start=1)):  # a resumed run keeps its bank
+        untouched = BankNCE(10, 7, 2, 0.1, init="features")
+        before = untouched.bank.bank.clone()
+        assert not fill_banks(ctx, embed, untouched)
+        assert torch.equal(untouched.bank.bank, before)
+    authors = BankNCE(10, 3, 2, 0.1)  # init "random": the authors' random vectors stay
+    before = authors.bank.bank.clone()
+    assert not fill_banks(_image_ctx(video), embed, authors)
+    assert torch.equal(authors.bank.bank, before)
+    mixed_random, mixed_filled = BankNCE(10, 3, 2, 0.1), BankNCE(10, 4, 2, 0.1, init="features")
+    before = mixed_random.bank.bank.clone()
+    assert fill_banks(_image_ctx(video), embed, mixed_random, mixed_filled)
+    assert torch.equal(mixed_random.bank.bank, before)
+    torch.testing.assert_close(mixed_filled.bank.bank, F.normalize(feats[:, 3:], dim=1))
+    with pytest.raises(ValueError, match=r"expected the banks' dimensions side by side \(\[3\]\)"):
+        fill_banks(_image_ctx(video), embed, BankNCE(10, 3, 2, 0.1, init="features"))
+    with pytest.raises(ValueError, match="init must be 'random' or 'features'"):
+        BankNCE(10, 3, 2, 0.1, init="zeros")
+
+
+@pytest.mark.parametrize("name", ["npid", "pirl", "cmc"])
+def test_bank_init_features_fills_every_bank_with_the_initial_embeddings(name: str) -> None:
+    cls = METHODS[name]
+    extra = {"pirl": {"jigsaw_size": 30, "tile_size": 8}}.get(name, {})
+    torch.manual_seed(0)
+    method = cls(cls.Config(backbone="resnet18", crop_size=32, dim=8, bank_size=6, negatives=5,
+                            bank_init="features", **extra))
+    video = torch.randint(0, 256, (6, 3, 1, 40, 40), dtype=torch.uint8)
+    banks = {"npid": ["nce"], "pirl": ["nce"], "cmc": ["memory_l", "memory_ab"]}[name]
+    method.eval()  # BatchNorm's running statistics: each sample's embedding independent of its batch
+    torch.manual_seed(1)
+    method.on_epoch_start(_image_ctx(video))
+    torch.manual_seed(1)  # the same augmentation draws, batch by batch as the pass made them
+
+    def embed(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if name == "cmc":
+            return torch.cat(method.embed(batch), dim=1)
+        if name == "pirl":
+            return method.embed_image(batch["video"].float() / 255)
+        return method.embed(batch)
+
+    with torch.no_grad():
+        expected = torch.cat([embed({"video": video[i:i + 4], "index": torch.arange(i, min(6, i + 4))})
+                              for i in (0, 4)])
+    for b, part in zip(banks, expected.split(8, dim=1), strict=True):
+        torch.testing.assert_close(getattr(method, b).bank.bank, part)
+    with pytest.raises(ValueError, match="init must be 'random' or 'features', got 'zeros'"):
+        cls(cls.Config(backbone="resnet18", bank_init="zeros", **extra))

@@ -25,7 +25,7 @@ from vidssl.nn.colour import InputSpace, normalize_input
 
 __all__ = [
     "BankNCE", "EpochContext", "Metrics", "SSLMethod", "TwoViewMethod", "centre_view",
-    "check_clusters",
+    "check_clusters", "fill_banks",
     "follow_saved_shapes", "instance_frame", "positive_pair", "sample_index",
 ]
 
@@ -139,18 +139,24 @@ class BankNCE(nn.Module):
     :meth:`loss` is NCE with ``exp(s) / Z``, the constant Z estimated once, from the first scores it sees
     (``Z = mean(exp(s)) N``) and then kept (a buffer, so checkpoints carry it), or ``infonce``: the softmax
     cross-entropy over the same K + 1 scores.
+
+    ``init``: ``random`` (the authors' code: entries uniform random vectors until each sample's first visit, so the
+    whole first epoch pulls every image towards a random target of its own) or ``features`` (:func:`fill_banks`
+    sets every entry to the initial network's feature of its sample before the first step).
     """
 
     z: Tensor
 
     def __init__(self, size: int, dim: int, negatives: int, temperature: float, momentum: float = 0.5,
-                 loss: str = "nce") -> None:
+                 loss: str = "nce", init: str = "random") -> None:
         super().__init__()
         if loss not in ("nce", "infonce") or negatives < 1 or temperature <= 0:
             raise ValueError(f"BankNCE: loss 'nce' or 'infonce', negatives >= 1, temperature > 0; got {loss!r}, "
                              f"{negatives}, {temperature}")
+        if init not in ("random", "features"):
+            raise ValueError(f"BankNCE: init must be 'random' or 'features', got {init!r}")
         self.bank = MemoryBank(size, dim, momentum)
-        self.negatives, self.temperature, self.kind = negatives, temperature, loss
+        self.negatives, self.temperature, self.kind, self.init = negatives, temperature, loss, init
         self.register_buffer("z", torch.tensor(-1.0, dtype=torch.float64))  # < 0: not estimated yet
 
     @property
@@ -185,6 +191,27 @@ class BankNCE(nn.Module):
             return F.cross_entropy(scores, torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device))
         self.estimate_z(scores)
         return nce(scores.exp() / float(self.z), self.size)
+
+
+def fill_banks(ctx: EpochContext, embed: Callable[[dict[str, Any]], Tensor], *banks: BankNCE,
+               batch_size: int = 256) -> bool:
+    """Before a run's first step, set the entries of the ``banks`` whose ``init`` is ``features`` to ``embed`` of
+    their samples, over one pass of the dataset (:meth:`EpochContext.collect`): ``embed(batch)`` gives
+    ``(B, len(banks) * dim)``, each bank's features side by side in the order given (normalised here). The
+    network's mode is the caller's (the training loop's: train, so BatchNorm sees batch statistics as in the
+    steps that follow). Nothing happens after the first step (a resumed run keeps its checkpoint's bank) or when no
+    bank asks for it. Returns whether a pass was made."""
+    if ctx.step > 0 or ctx.start > 0 or all(bank.init == "random" for bank in banks):
+        return False
+    features = ctx.collect(embed, batch_size)
+    dims = [int(bank.bank.bank.shape[1]) for bank in banks]
+    if features.dim() != 2 or features.shape[1] != sum(dims):
+        raise ValueError(f"fill_banks: embed gave {tuple(features.shape[1:])} per sample, expected the banks' "
+                         f"dimensions side by side ({dims})")
+    for bank, part in zip(banks, features.split(dims, dim=1), strict=True):
+        if bank.init == "features":
+            bank.bank.bank.copy_(F.normalize(part, dim=1).to(bank.bank.bank.dtype))
+    return True
 
 
 def follow_saved_shapes(module: nn.Module, *patterns: str) -> None:

@@ -7,7 +7,8 @@ between the two), each followed by a linear layer to ``dim`` and L2 normalisatio
 (``vidssl.methods.base.BankNCE``: one entry per sample, momentum 0.5, its own Z estimated from the first batch):
 the L embedding is scored against the ab memory and the ab embedding against the L memory (its own sample
 positive, ``negatives`` drawn uniformly, T 0.07), and the loss is the sum of the two NCE terms (``loss: infonce``:
-the code's ``--softmax``). Each memory then moves towards its own view's embeddings.
+the code's ``--softmax``). Each memory then moves towards its own view's embeddings; both start as random vectors
+(the code) or, with ``bank_init: features``, as the initial trunks' embeddings of every sample (``fill_banks``).
 
 ``encoder()`` is what the paper's linear probes read: both trunks side by side (``vidssl.models.Concat``: the L and
 the ab features concatenated, fed Lab), or the L trunk alone with ``encoder: l`` (as vidssl exported before);
@@ -21,12 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidssl.data.augment import ClipAugment, to_float
 from vidssl.data.views import Sampler
-from vidssl.methods.base import BankNCE, EpochContext, Metrics, SSLMethod, instance_frame, sample_index
+from vidssl.methods.base import BankNCE, EpochContext, Metrics, SSLMethod, fill_banks, instance_frame, sample_index
 from vidssl.models import Concat, ResNet, build_backbone
 from vidssl.nn import embedding_std
 from vidssl.nn.colour import InputSpace, normalize_input
@@ -43,6 +45,7 @@ class CMCConfig:
     temperature: float = 0.07  # nce_t
     momentum: float = 0.5  # nce_m
     loss: Literal["nce", "infonce"] = "nce"
+    bank_init: Literal["random", "features"] = "random"  # the code's random vectors, or the initial features
     input: Literal["video", "images"] = "images"
     crop_size: int = 224
     crop_scale: tuple[float, float] = (0.2, 1.0)  # the code's RandomResizedCrop(scale=(0.2, 1.))
@@ -70,8 +73,10 @@ class CMC(SSLMethod):
         self.l_head = nn.Linear(self.l_net.num_features, cfg.dim)
         self.ab_head = nn.Linear(self.ab_net.num_features, cfg.dim)
         # memory_l holds the L embeddings (the ab view's targets), memory_ab the ab ones (the L view's)
-        self.memory_l = BankNCE(cfg.bank_size, cfg.dim, cfg.negatives, cfg.temperature, cfg.momentum, cfg.loss)
-        self.memory_ab = BankNCE(cfg.bank_size, cfg.dim, cfg.negatives, cfg.temperature, cfg.momentum, cfg.loss)
+        self.memory_l = BankNCE(cfg.bank_size, cfg.dim, cfg.negatives, cfg.temperature, cfg.momentum, cfg.loss,
+                                 cfg.bank_init)
+        self.memory_ab = BankNCE(cfg.bank_size, cfg.dim, cfg.negatives, cfg.temperature, cfg.momentum, cfg.loss,
+                                 cfg.bank_init)
         self.augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, hflip=0.5)
 
     def sampler(self) -> Sampler:
@@ -86,12 +91,15 @@ class CMC(SSLMethod):
     def ab_encoder(self) -> ResNet:
         return self.ab_net
 
+    def embed(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The L and ab embeddings ``(B, dim)`` each, normalised, of one augmented view of each sample."""
+        x = normalize_input(self.augment(to_float(batch["video"][:, :, :1]))[:, :, 0], "lab")
+        return F.normalize(self.l_head(self.l_net(x)), dim=1), F.normalize(self.ab_head(self.ab_net(x)), dim=1)
+
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         index = sample_index(batch, "cmc", "the memory banks' rows")
         self.memory_l.check(index, "cmc")
-        x = normalize_input(self.augment(to_float(batch["video"][:, :, :1]))[:, :, 0], "lab")
-        z_l = F.normalize(self.l_head(self.l_net(x)), dim=1)
-        z_ab = F.normalize(self.ab_head(self.ab_net(x)), dim=1)
+        z_l, z_ab = self.embed(batch)
         loss = self.memory_ab.loss(self.memory_ab.scores(index, z_l)) + \
             self.memory_l.loss(self.memory_l.scores(index, z_ab))
         if self.training:
@@ -105,3 +113,4 @@ class CMC(SSLMethod):
 
     def on_epoch_start(self, ctx: EpochContext) -> None:
         self.memory_l.check_dataset(ctx.num_samples, "cmc")
+        fill_banks(ctx, lambda batch: torch.cat(self.embed(batch), dim=1), self.memory_l, self.memory_ab)

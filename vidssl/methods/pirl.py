@@ -8,7 +8,8 @@ every tile, a shared linear layer to ``dim`` per tile, the 9 concatenated in the
 ``dim``; both L2-normalised. A memory bank (``vidssl.methods.base.BankNCE``, momentum 0.5) holds each sample's
 ``f(I)``; the loss is ``weight NCE(m_I, g(I^t)) + (1 - weight) NCE(m_I, f(I))`` with ``negatives`` entries drawn
 uniformly and T 0.07, one normalising constant Z for both terms estimated from the first batch (VISSL's one
-criterion). ``loss: infonce`` swaps NCE for the softmax over the same scores.
+criterion). ``loss: infonce`` swaps NCE for the softmax over the same scores. ``bank_init: features`` starts the
+bank from the initial network's ``f`` of every sample instead of random vectors (``fill_banks``).
 
 On video a sample is one random frame of a video, the video its instance (as NPID's video config).
 """
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 
 from vidssl.data.augment import ClipAugment, jigsaw_tiles, to_float
 from vidssl.data.views import Sampler
-from vidssl.methods.base import BankNCE, EpochContext, Metrics, SSLMethod, instance_frame, sample_index
+from vidssl.methods.base import BankNCE, EpochContext, Metrics, SSLMethod, fill_banks, instance_frame, sample_index
 from vidssl.models import ResNet, build_backbone
 from vidssl.nn import MemoryBank, embedding_std
 from vidssl.nn.colour import normalize_input
@@ -42,6 +43,7 @@ class PIRLConfig:
     momentum: float = 0.5
     weight: float = 0.5  # of the jigsaw term (lambda)
     loss: Literal["nce", "infonce"] = "nce"
+    bank_init: Literal["random", "features"] = "random"  # VISSL's random vectors, or the initial features
     input: Literal["video", "images"] = "images"
     crop_size: int = 224
     crop_scale: tuple[float, float] = (0.08, 1.0)
@@ -73,7 +75,8 @@ class PIRL(SSLMethod):
         self.image_head = nn.Linear(f, cfg.dim)
         self.tile_head = nn.Linear(f, cfg.dim)  # each tile's projection, shared
         self.jigsaw_head = nn.Linear(9 * cfg.dim, cfg.dim)
-        self.nce = BankNCE(cfg.bank_size, cfg.dim, cfg.negatives, cfg.temperature, cfg.momentum, cfg.loss)
+        self.nce = BankNCE(cfg.bank_size, cfg.dim, cfg.negatives, cfg.temperature, cfg.momentum, cfg.loss,
+                            cfg.bank_init)
         j = cfg.jitter
         jitter = (j, j, j, j / 4)
         self.image_view = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, color_jitter=jitter,
@@ -98,12 +101,16 @@ class PIRL(SSLMethod):
         per_tile = self.tile_head(self.backbone(shuffled.flatten(0, 1))).view(b, -1)  # (B, 9 dim), shuffled order
         return F.normalize(self.jigsaw_head(per_tile), dim=1)
 
+    def embed_image(self, frame: Tensor) -> Tensor:
+        """``f``: ``(B, 3, 1, H, W)`` float frames -> ``(B, dim)`` normalised features of an augmented view."""
+        x = normalize_input(self.image_view(frame)[:, :, 0], "rgb")
+        return F.normalize(self.image_head(self.backbone(x)), dim=1)
+
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         index = sample_index(batch, "pirl", "the memory bank's rows")
         self.nce.check(index, "pirl")
         frame = to_float(batch["video"][:, :, :1])
-        x = normalize_input(self.image_view(frame)[:, :, 0], "rgb")
-        f = F.normalize(self.image_head(self.backbone(x)), dim=1)
+        f = self.embed_image(frame)
         tiles = jigsaw_tiles(self.jigsaw_view(frame), 3, self.cfg.tile_size)[:, :, :, 0]  # (B, 9, 3, s, s)
         tiles = normalize_input(tiles.flatten(0, 1), "rgb").view_as(tiles)
         order = torch.argsort(torch.rand(index.shape[0], 9, device=index.device), dim=1)
@@ -121,3 +128,4 @@ class PIRL(SSLMethod):
 
     def on_epoch_start(self, ctx: EpochContext) -> None:
         self.nce.check_dataset(ctx.num_samples, "pirl")
+        fill_banks(ctx, lambda batch: self.embed_image(to_float(batch["video"][:, :, :1])), self.nce)
