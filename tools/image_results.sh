@@ -25,7 +25,10 @@
 # EXTRA_moco="model.batch_negatives=true model.queue_size=1024" (the batch's other keys as negatives, and the queue at
 # the recipe's age in steps, 4096 / 512 = 8 steps at batch 128: without them 5 minutes learn a recency shortcut and
 # sit below random, docs/results.md "Why MoCo v2 sat below random"); PCL's, whose warm-up is MoCo, to those two and
-# model.warmup_epochs=1 (its 20 warm-up epochs would cover the whole budget). Everything else is
+# model.warmup_epochs=1 (its 20 warm-up epochs would cover the whole budget). NPID's and PIRL's default to
+# EXTRA_<method>="model.bank_init=features" (the memory bank starts as the initial network's features instead of
+# the authors' random vectors, which pull every image towards a random target for the first epoch; CMC, whose bank
+# is the other view's target, loses by it and keeps the random one). Everything else is
 # configs/<method>_cifar.yaml (moco: moco_v2_cifar.yaml); the random baseline is the same BACKBONE. supcon reads
 # the labels: the supervised reference row. Run from the repository root in the environment of
 # `bash tools/bootstrap.sh shell`. Each step skips what is already there, so a killed script resumes where it
@@ -44,6 +47,8 @@ BASELINES=${BASELINES-random}  # set and empty: no baseline
 EXTRA_colorization=${EXTRA_colorization:-model.backbone=resnet18_s8_l3}
 EXTRA_moco=${EXTRA_moco-model.batch_negatives=true model.queue_size=1024}  # set and empty: the recipe as it is
 EXTRA_pcl=${EXTRA_pcl-model.warmup_epochs=1 model.batch_negatives=true model.queue_size=1024}
+EXTRA_npid=${EXTRA_npid-model.bank_init=features}
+EXTRA_pirl=${EXTRA_pirl-model.bank_init=features}
 # random_lab is the baseline of the L-reading trunk: colourisation's own trunk when it is in the table, else BACKBONE
 case " $METHODS " in *" colorization "*) lab_default=resnet18_s8_l3 ;; *) lab_default=$BACKBONE ;; esac
 LAB_BACKBONE=${LAB_BACKBONE:-$lab_default}
