@@ -350,3 +350,22 @@ def test_fixed_clips_fits_a_learnable_order_and_freezes_the_trunk(tmp_path: Path
     for key, value in fresh.backbone.state_dict().items():
         assert torch.equal(trained.backbone.state_dict()[key], value), key
     assert any(not torch.equal(a, b) for a, b in zip(trained.head.parameters(), fresh.head.parameters(), strict=True))
+
+
+def test_bench_train_configs_keep_the_recipe_and_replace_the_schedule(tmp_path: Path) -> None:
+    """``tools/bench_train.py --configs``: a row per config file, the config's model, data and optimiser kept, the
+    schedule, logging and checkpoints the benchmark's, and only the data options given on the command line."""
+    tool = _tool("bench_train")
+    cfg = tmp_path / "simclr_tiny.yaml"
+    cfg.write_text("method: simclr\nmodel: {temperature: 0.3}\nschedule: {name: cosine, steps: 3900}\n"
+                   "data: {kind: images, source: some/dir, size: [32, 32], batch_size: 512, workers: 4}\n"
+                   "optim: {name: lars, lr: 0.3}\n")
+    p = argparse.Namespace(configs=[cfg], source=None, size=None, batch=None, workers=0, steps=2, warmup=1)
+    data = tool.run_data("simclr_tiny", "cpu", p, "out")
+    assert data["model"] == {"temperature": 0.3} and data["optim"] == {"name": "lars", "lr": 0.3}
+    assert data["data"] == {"kind": "images", "source": "some/dir", "size": [32, 32], "batch_size": 512, "workers": 0}
+    assert data["schedule"] == {"name": "constant", "steps": 3} and data["out_dir"] == "out"
+    assert data["ckpt"]["resume"] == "none" and data["device"] == "cpu"
+    p = argparse.Namespace(configs=[], source="shared", size=[64, 64], batch=None, workers=None, steps=2, warmup=1)
+    data = tool.run_data("simclr", "cpu", p, "out")  # a registered method with its defaults: images, as it says
+    assert data["method"] == "simclr" and data["data"]["size"] == [64, 64] and data["data"]["batch_size"] == 16
