@@ -50,7 +50,7 @@ class DINOConfig:
     warmup_teacher_temp_epochs: int = 0  # 30 in the ViT recipes
     center_momentum: float = 0.9
     momentum: float = 0.996  # the teacher's EMA at step 0, rising to 1 (cosine)
-    total_steps: int | None = None  # schedule.steps unless given (None: constant momentum)
+    total_steps: int | None = None  # the momentum's cosine length: schedule.steps unless given (0: constant)
     freeze_last_layer_epochs: int = 1
     num_global: int = 2
     num_local: int = 6
