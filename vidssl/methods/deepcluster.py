@@ -118,10 +118,11 @@ class DeepCluster(SSLMethod):
                                      2, cfg.num_local)
             self.memory = nn.ModuleList([MemoryBank(1, feat, 0.0) for _ in cfg.crops_for_assign])
         # the samples' cluster labels per head (-1: not clustered yet), v1's balancing weights, and the
-        # last clustering's (cluster entropy, NMI with the one before): buffers, so a resumed run keeps them
+        # last clustering's (cluster entropy, NMI with the one before; -1 until measured, finite as every saved
+        # tensor must be): buffers, so a resumed run keeps them
         self.register_buffer("labels", torch.full((len(cfg.num_clusters), 1), -1, dtype=torch.long))
         self.register_buffer("weights", torch.ones(1))
-        self.register_buffer("stats", torch.tensor([math.nan, math.nan]))
+        self.register_buffer("stats", torch.tensor([-1.0, -1.0]))
         follow_saved_shapes(self, "labels", "weights", "memory.*.bank")
 
     def sampler(self) -> Sampler:
@@ -164,8 +165,10 @@ class DeepCluster(SSLMethod):
                     assert isinstance(bank, MemoryBank)
                     bank.stage(index, z[crop * b:(crop + 1) * b])
             std = embedding_std(z[:b])
-        metrics: Metrics = {"embedding_std": std, "cluster_entropy": float(self.stats[0])}
-        if not math.isnan(float(self.stats[1])):  # from the second clustering on
+        metrics: Metrics = {"embedding_std": std}
+        if float(self.stats[0]) >= 0:
+            metrics["cluster_entropy"] = float(self.stats[0])
+        if float(self.stats[1]) >= 0:  # from the second clustering on
             metrics["nmi_previous"] = float(self.stats[1])
         return loss, metrics
 
@@ -224,5 +227,5 @@ class DeepCluster(SSLMethod):
         previous = self.labels[0] if self.labels.shape[1] == ctx.num_samples else None
         sizes = torch.bincount(new[0], minlength=c.num_clusters[0]).double() / ctx.num_samples
         entropy = float(-(sizes[sizes > 0] * sizes[sizes > 0].log()).sum()) / math.log(c.num_clusters[0])
-        self.stats = torch.tensor([entropy, nmi(previous, new[0]) if previous is not None else math.nan])
+        self.stats = torch.tensor([entropy, nmi(previous, new[0]) if previous is not None else -1.0])
         self.labels = new

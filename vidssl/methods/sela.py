@@ -18,7 +18,6 @@ On video a sample is one random frame of a video.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -82,9 +81,10 @@ class SeLa(SSLMethod):
         j = cfg.jitter
         self.augment = ClipAugment(size=cfg.crop_size, scale=cfg.crop_scale, color_jitter=(j, j, j, min(j, 0.5)),
                                    jitter_p=1.0, grayscale_p=cfg.grayscale_p, hflip=0.5)
-        # labels per head (-1: not labelled yet) and the last relabelling's (iterations, NMI with the labels before)
+        # labels per head (-1: not labelled yet) and the last relabelling's (iterations, NMI with the labels before;
+        # -1 until the first, finite as every saved tensor must be)
         self.register_buffer("labels", torch.full((cfg.heads, 1), -1, dtype=torch.long))
-        self.register_buffer("stats", torch.tensor([math.nan, math.nan]))
+        self.register_buffer("stats", torch.tensor([-1.0, -1.0]))
         follow_saved_shapes(self, "labels")
 
     def sampler(self) -> Sampler:
@@ -104,7 +104,7 @@ class SeLa(SSLMethod):
         loss = torch.stack([F.cross_entropy(head(f), self.labels[h, index])
                             for h, head in enumerate(self.heads)]).mean()
         metrics: Metrics = {}
-        if not math.isnan(float(self.stats[0])):
+        if float(self.stats[0]) >= 0:
             metrics = {"sinkhorn_iterations": float(self.stats[0]), "nmi_previous": float(self.stats[1])}
         return loss, metrics
 
