@@ -48,13 +48,18 @@ OPTIONS = {"fp32": [], "channels_last": ["optim.channels_last=true"], "bf16": ["
            "compile": ["optim.compile=true"]}
 
 
+def config_path(args: argparse.Namespace, name: str) -> Path | None:
+    """The ``--configs`` file whose stem is ``name`` (None without ``--configs``)."""
+    return next((Path(c) for c in args.configs if Path(c).stem == name), None) if args.configs else None
+
+
 def run_data(name: str, device: str, args: argparse.Namespace, out: str) -> dict[str, Any]:
     """The run's config: ``name``'s file from ``--configs`` with the benchmark's schedule, logging and checkpoints,
     or, without ``--configs``, the registered method ``name`` with its defaults on ``--source``."""
     given = {"source": args.source, "size": args.size, "batch_size": args.batch, "workers": args.workers}
     given = {key: list(value) if key == "size" else value for key, value in given.items() if value is not None}
-    if args.configs:
-        path = {Path(c).stem: Path(c) for c in args.configs}[name]
+    path = config_path(args, name)
+    if path is not None:
         data: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
         data.setdefault("data", {}).update(given)
     else:
@@ -86,7 +91,7 @@ def bench_one(name: str, device: str, args: argparse.Namespace, option: str = "f
     return {
         "method": name, "device": device, "option": option, "losses": losses,
         "batch": cfg.data.batch_size, "size": list(cfg.data.size),
-        "model": cfg.model, "config": str({c.stem: c for c in args.configs}.get(name, "")),
+        "model": cfg.model, "config": str(config_path(args, name) or ""),
         "steps": len(step_s),
         "samples_per_s": result.samples_per_step * len(step_s) / sum(step_s),
         "step_ms": 1000 * sum(step_s) / len(step_s),
