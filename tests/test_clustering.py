@@ -278,6 +278,35 @@ def test_sela_random_equipartition_then_one_head_per_epoch() -> None:
         _sela()(batch)
 
 
+def test_sela_label_init_features_labels_every_head_from_the_initial_network() -> None:
+    from vidssl.losses import self_label
+
+    video, _ = _groups(n_per=4, k=3)
+    sela = _sela(heads=3, num_clusters=3, label_init="features")
+    torch.manual_seed(7)
+    sela.on_epoch_start(_ctx(video, epoch=0))
+    # the reference: the same augmentation draws through the same network, each head's own Sinkhorn labels
+    ref = _sela(heads=3, num_clusters=3)
+    ref.train()
+    torch.manual_seed(7)
+    with torch.no_grad():
+        f = torch.cat([ref._features(video[i:i + 5]) for i in range(0, 12, 5)])
+        for h in range(3):
+            want, _ = self_label(F.log_softmax(ref.heads[h](f), dim=1), 10.0, 1e-2)
+            assert torch.equal(sela.labels[h], want), h
+    # the heads differ, so their labels do too (not one labelling copied), and none is the random start
+    assert not torch.equal(sela.labels[0], sela.labels[1])
+    assert float(sela.stats[0]) >= 1
+    # a resumed run (labels from its checkpoint, step > 0) never relabels at start; epoch 1 relabels head 1 only
+    before = sela.labels.clone()
+    sela.on_epoch_start(_ctx(video, epoch=0, start=3))
+    assert torch.equal(sela.labels, before)
+    sela.on_epoch_start(_ctx(video, epoch=1))
+    assert torch.equal(sela.labels[0], before[0]) and torch.equal(sela.labels[2], before[2])
+    with pytest.raises(ValueError, match="label_init"):
+        _sela(label_init="zeros")
+
+
 # ---- PCL ----------------------------------------------------------------------------------------------------
 
 def test_concentration_as_pcl_run_kmeans() -> None:

@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -369,3 +370,49 @@ def test_bench_train_configs_keep_the_recipe_and_replace_the_schedule(tmp_path: 
     p = argparse.Namespace(configs=[], source="shared", size=[64, 64], batch=None, workers=None, steps=2, warmup=1)
     data = tool.run_data("simclr", "cpu", p, "out")  # a registered method with its defaults: images, as it says
     assert data["method"] == "simclr" and data["data"]["size"] == [64, 64] and data["data"]["batch_size"] == 16
+
+
+_FAKE_DECORD = '''
+import numpy as np
+from vidssl.data.video import open_video
+
+
+class _Batch:
+    def __init__(self, a):
+        self.a = a
+
+    def asnumpy(self):
+        return self.a
+
+
+class VideoReader:  # decord's API over vidssl's reader, one frame late: never exact
+    def __init__(self, path, num_threads=0, height=-1, width=-1):
+        self.reader = open_video(path, backend="pyav")
+        self.size = None if height == -1 else (height, width)
+
+    def get_batch(self, index):
+        n = len(self.reader)
+        return _Batch(self.reader.get([min(n - 1, i + 1) for i in index], size=self.size))
+'''
+
+
+def test_bench_data_measures_another_decord_api_in_a_subprocess(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--decord-api NAME=DIR``: a second package named decord, from its own folder, in its own process, on the
+    same clips; its frames are checked against the sequential decode (this fake one is a frame late)."""
+    from tests.videogen import SPECS, write_video
+
+    bench = _tool("bench_data")
+    monkeypatch.setitem(sys.modules, "decord", None)  # the installed decord's column is not this test's
+    video = write_video(tmp_path / f"v{SPECS[0].suffix}", SPECS[0])
+    site = tmp_path / "site"
+    (site / "decord").mkdir(parents=True)
+    (site / "decord" / "__init__.py").write_text(_FAKE_DECORD)
+    rows = bench.decoder_rows([video], clips=2, repeats=1, others={"fake": site})
+    assert rows[0]["exact"] is True and rows[0]["fake_exact"] is False
+    for label in ("native", "train"):
+        fps = rows[0][f"fake_fps_{label}"]
+        assert fps > 0 and rows[0][f"vs_fake_{label}"] == pytest.approx(rows[0][f"vidssl_fps_{label}"] / fps)
+    (site / "decord" / "__init__.py").write_text("raise ImportError('no libdecord here')")
+    with pytest.raises(RuntimeError, match="no libdecord here"):
+        bench.decoder_rows([video], clips=1, repeats=1, others={"fake": site})

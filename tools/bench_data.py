@@ -4,7 +4,10 @@
    vidssl's PyAV reader and by decord's ``get_batch``, one thread each, median of ``--repeats`` timings, at the
    native size and at the training size (covering 256x256: vidssl's ``get(size=)``, decord's
    ``VideoReader(width=, height=)``); every vidssl clip is checked against a sequential decode. ``vs_decord``
-   is the geometric mean over files of vidssl's frames/s over decord's.
+   is the geometric mean over files of vidssl's frames/s over decord's. ``--decord-api NAME=DIR`` adds a column
+   for another package of decord's API installed in DIR (``pip install --target DIR decord2``: it installs as
+   ``decord`` too, so it runs in a subprocess with DIR first on its path): ``NAME_fps_*``, ``vs_NAME_*`` (vidssl
+   over it) and ``NAME_exact``, on the same clips.
 2. Prepared copy (``prepared_vs_sequential``): ``vidssl data prepare`` into a temporary folder, the same clips
    read from the copies, frames/s over the sequential decode rate of the original files.
 3. Dataset: for every clip length T, stride and loader workers, frames delivered per second by
@@ -13,6 +16,7 @@
 
     python tools/bench_data.py [--videos DIR] [--samples 160] [--memory-samples 2000] [--out bench_data.json]
     python tools/bench_data.py --decoders-only      # sections 1 and 2
+    python tools/bench_data.py --decoders-only --decord-api decord2=/tmp/decord2   # and decord2's column
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -83,8 +89,55 @@ def geomean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
 
 
-def decoder_rows(paths: list[Path], clips: int, repeats: int, seed: int = 0) -> list[dict[str, object]]:
-    """vidssl's reader against decord on the same clips of each file (see the module doc)."""
+def decord_api_rows(decord: object, paths: list[Path], clips: int, repeats: int,
+                    seed: int = 0) -> list[dict[str, object]]:
+    """Per file, frames/s of a decord-API module's ``get_batch`` on the clips of :func:`clip_plan` at the native and
+    the training size, and whether its frames equal vidssl's sequential decode (``fps_native``, ``fps_train``,
+    ``exact``)."""
+    rows: list[dict[str, object]] = []
+    for path in paths:
+        with open_video(path, backend="pyav") as reader:
+            n, native = len(reader), reader.size
+            reference = reader.get(range(n))
+        plan, train = clip_plan(n, clips, seed), cover_size(native, (256, 256))
+        row: dict[str, object] = {"file": path.name}
+        for label, size in (("native", None), ("train", train)):
+            kwargs = {} if size is None else {"height": size[0], "width": size[1]}
+            vr = decord.VideoReader(str(path), num_threads=1, **kwargs)  # type: ignore[attr-defined]
+            seconds = _median_seconds(lambda vr=vr, plan=plan: [vr.get_batch(c).asnumpy() for c in plan], repeats)
+            row[f"fps_{label}"] = clips * 8 / seconds
+            if label == "native":
+                row["exact"] = all(np.array_equal(vr.get_batch(c).asnumpy(), reference[c]) for c in plan)
+        rows.append(row)
+    return rows
+
+
+def decord_api_subprocess(site: Path, paths: list[Path], clips: int, repeats: int,
+                          seed: int = 0) -> list[dict[str, object]]:
+    """:func:`decord_api_rows` of the ``decord`` package installed in ``site``, run in a subprocess (a second
+    package named ``decord`` cannot share a process with the first)."""
+    job = json.dumps({"paths": [str(p) for p in paths], "clips": clips, "repeats": repeats, "seed": seed})
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+    done = subprocess.run([sys.executable, __file__, "--decord-worker", job], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the decord API in {site} failed:\n{done.stderr[-2000:]}")
+    rows: list[dict[str, object]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return rows
+
+
+def _decord_worker(job: str) -> None:
+    import decord
+
+    spec = json.loads(job)
+    rows = decord_api_rows(decord, [Path(p) for p in spec["paths"]], spec["clips"], spec["repeats"], spec["seed"])
+    print(json.dumps(rows))
+
+
+def decoder_rows(paths: list[Path], clips: int, repeats: int, seed: int = 0,
+                 others: dict[str, Path] | None = None) -> list[dict[str, object]]:
+    """vidssl's reader against decord on the same clips of each file (see the module doc); ``others``: more
+    decord-API packages by name and install folder, each measured in a subprocess."""
     try:
         import decord
     except ImportError:
@@ -94,23 +147,24 @@ def decoder_rows(paths: list[Path], clips: int, repeats: int, seed: int = 0) -> 
         with open_video(path, backend="pyav") as reader:
             n, native = len(reader), reader.size
             plan = clip_plan(n, clips, seed)
-            train = cover_size(native, (256, 256))
             reference = reader.get(range(n))  # sequential pass: what every clip must equal
             exact = all(np.array_equal(reader.get(c), reference[c]) for c in plan)
             row: dict[str, object] = {"file": path.name, "frames": n, "size": list(native), "exact": exact}
-            for label, size in (("native", None), ("train", train)):
+            for label, size in (("native", None), ("train", cover_size(native, (256, 256)))):
                 seconds = _median_seconds(lambda s=size, p=plan: [reader.get(c, size=s) for c in p], repeats)
                 row[f"vidssl_fps_{label}"] = clips * 8 / seconds
-        if decord is not None:
-            for label, size in (("native", None), ("train", train)):
-                kwargs = {} if size is None else {"height": size[0], "width": size[1]}
-                vr = decord.VideoReader(str(path), num_threads=1, **kwargs)
-                seconds = _median_seconds(lambda vr=vr, plan=plan: [vr.get_batch(c).asnumpy() for c in plan], repeats)
-                row[f"decord_fps_{label}"] = clips * 8 / seconds
-                row[f"vs_decord_{label}"] = row[f"vidssl_fps_{label}"] / row[f"decord_fps_{label}"]  # type: ignore[operator]
-                if label == "native":
-                    row["decord_exact"] = all(np.array_equal(vr.get_batch(c).asnumpy(), reference[c]) for c in plan)
         rows.append(row)
+    columns: list[tuple[str, list[dict[str, object]]]] = []
+    if decord is not None:
+        columns.append(("decord", decord_api_rows(decord, paths, clips, repeats, seed)))
+    for name, site in (others or {}).items():
+        columns.append((name, decord_api_subprocess(site, paths, clips, repeats, seed)))
+    for name, measured in columns:
+        for row, m in zip(rows, measured, strict=True):
+            for label in ("native", "train"):
+                row[f"{name}_fps_{label}"] = m[f"fps_{label}"]
+                row[f"vs_{name}_{label}"] = row[f"vidssl_fps_{label}"] / m[f"fps_{label}"]  # type: ignore[operator]
+            row[f"{name}_exact"] = m["exact"]
     return rows
 
 
@@ -184,8 +238,20 @@ def main() -> None:
     parser.add_argument("--decoders-only", action="store_true", help="only the decoder and prepared-copy tables")
     parser.add_argument("--clips", type=int, default=12, help="random clips per file for the decoder table")
     parser.add_argument("--repeats", type=int, default=3, help="timings per measurement (median)")
+    parser.add_argument("--decord-api", nargs="+", default=[], metavar="NAME=DIR",
+                        help="more packages of decord's API, each installed in its own folder (pip install --target)")
+    parser.add_argument("--decord-worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("bench_data.json"))
     args = parser.parse_args()
+    if args.decord_worker:
+        _decord_worker(args.decord_worker)
+        return
+    others: dict[str, Path] = {}
+    for spec in args.decord_api:
+        name, sep, site = spec.partition("=")
+        if not sep or not name.isidentifier() or name == "decord" or not Path(site).is_dir():
+            parser.error(f"--decord-api {spec!r}: expected NAME=DIR, a new name and an existing folder")
+        others[name] = Path(site)
     if args.videos is None or not args.videos.is_dir():
         parser.error("no video folder: pass --videos or set VIDSSL_DATA")
     paths = [p for p in discover(args.videos) if p.is_file()]
@@ -198,26 +264,37 @@ def main() -> None:
         seq = sequential_rate(paths, "pyav")
         print(f"sequential decode (ceiling): {seq['fps']:.1f} frames/s over {seq['frames']} frames")
         result["sequential"] = seq
-        dec = decoder_rows(paths, args.clips, args.repeats)
-        print(f"\n{args.clips} random clips of 8 frames at stride 4 per file, one thread, median of {args.repeats}")
-        print(f"{'file':24} {'size':>9} {'vidssl':>7} {'decord':>7} {'ratio':>6} {'vidssl@256':>10} "
-              f"{'decord@256':>10} {'ratio':>6} {'exact':>5} {'decord exact':>12}")
-        for r in dec:
-            print(f"{r['file']:24} {'x'.join(map(str, r['size'][::-1])):>9} {r['vidssl_fps_native']:7.1f} "  # type: ignore[index]
-                  f"{r.get('decord_fps_native', float('nan')):7.1f} {r.get('vs_decord_native', float('nan')):6.2f} "
-                  f"{r['vidssl_fps_train']:10.1f} {r.get('decord_fps_train', float('nan')):10.1f} "
-                  f"{r.get('vs_decord_train', float('nan')):6.2f} {r['exact']!s:>5} "
-                  f"{r.get('decord_exact', '-')!s:>12}")
-        vs = geomean([float(r["vs_decord_native"]) for r in dec if "vs_decord_native" in r])  # type: ignore[arg-type]
-        vs_train = geomean([float(r["vs_decord_train"]) for r in dec if "vs_decord_train" in r])  # type: ignore[arg-type]
-        print(f"vs_decord (geometric mean over files): native {vs:.2f}, at the training size {vs_train:.2f}; "
-              f"vidssl exact on {sum(bool(r['exact']) for r in dec)}/{len(dec)} files")
+        dec = decoder_rows(paths, args.clips, args.repeats, others=others)
+        names = ["decord", *others]
+        print(f"\n{args.clips} random clips of 8 frames at stride 4 per file, one thread, median of {args.repeats}; "
+              "frames/s, and vidssl's over each (x); @256: at the training size")
+        head = f"{'file':24} {'size':>9} {'vidssl':>7} {'vidssl@256':>10} {'exact':>5}"
+        for name in names:
+            head += f" {name:>8} {'x':>5} {name + '@256':>12} {'x':>5} {name + ' exact':>13}"
+        print(head)
+        nan = float("nan")
+        for d in dec:
+            line = (f"{d['file']:24} {'x'.join(map(str, d['size'][::-1])):>9} "  # type: ignore[index]
+                    f"{d['vidssl_fps_native']:7.1f} {d['vidssl_fps_train']:10.1f} {d['exact']!s:>5}")
+            for name in names:
+                line += (f" {d.get(f'{name}_fps_native', nan):8.1f} {d.get(f'vs_{name}_native', nan):5.2f}"
+                         f" {d.get(f'{name}_fps_train', nan):12.1f} {d.get(f'vs_{name}_train', nan):5.2f}"
+                         f" {d.get(f'{name}_exact', '-')!s:>13}")
+            print(line)
+        summary: dict[str, float] = {}
+        for name in names:
+            for label, key in (("native", f"vs_{name}"), ("train", f"vs_{name}_train_size")):
+                summary[key] = geomean([float(d[f"vs_{name}_{label}"]) for d in dec  # type: ignore[arg-type]
+                                        if f"vs_{name}_{label}" in d])
+            print(f"vs_{name} (geometric mean over files): native {summary[f'vs_{name}']:.2f}, at the training "
+                  f"size {summary[f'vs_{name}_train_size']:.2f}; {name} exact on "
+                  f"{sum(bool(d.get(f'{name}_exact')) for d in dec)}/{len(dec)} files")
+        print(f"vidssl exact on {sum(bool(d['exact']) for d in dec)}/{len(dec)} files")
         prep = prepared_rate(paths, args.clips, args.repeats)
         ratio = prep["fps"] / seq["fps"]
         print(f"prepared copy (short side 256, keyint 16; prepared in {prep['prepare_seconds']:.0f} s): "
               f"{prep['fps']:.1f} random-clip frames/s; prepared_vs_sequential {ratio:.2f}")
-        result.update({"decoders": dec, "vs_decord": vs, "vs_decord_train_size": vs_train, "prepared": prep,
-                       "prepared_vs_sequential": ratio})
+        result.update({"decoders": dec, **summary, "prepared": prep, "prepared_vs_sequential": ratio})
     if args.decoders_only:
         args.out.write_text(json.dumps(result, indent=2))
         print(f"wrote {args.out}")

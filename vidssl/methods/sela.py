@@ -3,7 +3,10 @@
 Asano, Rupprecht & Vedaldi, "Self-labelling via simultaneous clustering and representation learning", ICLR 2020
 (https://arxiv.org/abs/1911.05371; yukimasano/self-label ``cifar.py``, ``scripts/cifar.sh``). Backbone -> ``heads``
 linear classifiers over ``num_clusters`` each; the loss is the cross-entropy of every head against its labels,
-averaged over heads. Every head's labels start as a random equipartition (sample i gets ``i mod K``, permuted).
+averaged over heads. Every head's labels start as a random equipartition (sample i gets ``i mod K``, permuted),
+as the code's; with ``label_init: features`` every head is instead relabelled from the initial network before the
+first step (one pass; the code leaves head ``h`` on its random labels until epoch ``h``, which is nothing in 400
+epochs and most of a few-epoch budget: fitting random labels is what a network does worst for its features).
 Before every ``label_every``-th epoch one head, in turn (the code's ``nh = epoch % hc``), is relabelled: one pass
 over the dataset with the training augmentation and the model in training mode under no gradient (as the code,
 which labels from inside its training loop) gives every sample's softmax P over that head's clusters, and
@@ -19,6 +22,7 @@ On video a sample is one random frame of a video.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Literal
 
 import torch
@@ -53,6 +57,7 @@ class SeLaConfig:
     tolerance: float = 1e-2  # Sinkhorn's stopping error, as cifar.py
     label_every: int = 1  # epochs between relabellings (cifar.sh: nopts = epochs, once per epoch)
     pass_batch: int = 256
+    label_init: Literal["random", "features"] = "random"  # the code's random equipartitions, or every head's own
     input: Literal["video", "images"] = "images"
     crop_size: int = 32
     crop_scale: tuple[float, float] = (0.2, 1.0)
@@ -62,6 +67,8 @@ class SeLaConfig:
     def __post_init__(self) -> None:
         if self.heads < 1 or self.num_clusters < 2 or self.label_every < 1 or self.pass_batch < 1:
             raise ValueError("sela: heads, label_every and pass_batch must be positive, num_clusters >= 2")
+        if self.label_init not in ("random", "features"):
+            raise ValueError(f"sela: label_init must be 'random' or 'features', got {self.label_init!r}")
         if self.lam <= 0 or self.tolerance <= 0 or self.crop_size < 1:
             raise ValueError("sela: lam, tolerance and crop_size must be positive")
 
@@ -117,15 +124,27 @@ class SeLa(SSLMethod):
                                                                                      generator=ctx.generator)]
                     for _ in range(c.heads)]
             self.labels = torch.stack(rows).to(self.labels.device)
+            if c.label_init == "features" and ctx.step == 0:
+                self._relabel(ctx, range(c.heads))  # every head, head 0 included: this epoch's turn is taken
+                return
         elif ctx.start > 0:
             return  # resumed inside an epoch: this epoch's labels came back with the checkpoint
         if ctx.epoch % c.label_every:
             return
-        h = (ctx.epoch // c.label_every) % c.heads
-        head = self.heads[h]
+        self._relabel(ctx, [(ctx.epoch // c.label_every) % c.heads])
+
+    def _relabel(self, ctx: EpochContext, heads: Iterable[int]) -> None:
+        """Relabel ``heads`` from one pass over the dataset (the backbone's features once, then each head's
+        softmax, as the code's ``opt_sk``); ``stats``: the last head's Sinkhorn iterations, the mean NMI of the
+        new labels with the previous ones."""
+        c = self.cfg
         self.train()  # as the code: labelled from inside its training loop (augmented, BN in training mode)
-        log_p = ctx.collect(lambda batch: F.log_softmax(head(self._features(batch["video"])), dim=1), c.pass_batch)
-        new, iterations = self_label(log_p, c.lam, c.tolerance)
-        new = new.to(self.labels.device)
-        self.stats = torch.tensor([float(iterations), nmi(self.labels[h], new)])
-        self.labels[h] = new
+        features = ctx.collect(lambda batch: self._features(batch["video"]), c.pass_batch)
+        iterations, nmis = 0, []
+        for h in heads:
+            log_p = F.log_softmax(self.heads[h](features), dim=1)
+            new, iterations = self_label(log_p, c.lam, c.tolerance)
+            new = new.to(self.labels.device)
+            nmis.append(nmi(self.labels[h], new))
+            self.labels[h] = new
+        self.stats = torch.tensor([float(iterations), sum(nmis) / len(nmis)])
