@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 
@@ -396,10 +397,9 @@ class VideoReader:  # decord's API over vidssl's reader, one frame late: never e
 '''
 
 
-def test_bench_data_measures_another_decord_api_in_a_subprocess(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """``--decord-api NAME=DIR``: a second package named decord, from its own folder, in its own process, on the
-    same clips; its frames are checked against the sequential decode (this fake one is a frame late)."""
+def test_bench_data_measures_another_decoder_in_a_subprocess(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--decoder NAME=decord:DIR``: a second package named decord, from its own folder, in its own process, on
+    the same clips; its frames are checked against the sequential decode (this fake one is a frame late)."""
     from tests.videogen import SPECS, write_video
 
     bench = _tool("bench_data")
@@ -408,11 +408,20 @@ def test_bench_data_measures_another_decord_api_in_a_subprocess(tmp_path: Path,
     site = tmp_path / "site"
     (site / "decord").mkdir(parents=True)
     (site / "decord" / "__init__.py").write_text(_FAKE_DECORD)
-    rows = bench.decoder_rows([video], clips=2, repeats=1, others={"fake": site})
-    assert rows[0]["exact"] is True and rows[0]["fake_exact"] is False
+    rows = bench.decoder_rows([video], clips=2, repeats=1, others={"fake": ("decord", site)})
+    assert rows[0]["exact"] is True and rows[0]["fake_exact"] is False and rows[0]["fake_right_frames"] is False
     for label in ("native", "train"):
         fps = rows[0][f"fake_fps_{label}"]
         assert fps > 0 and rows[0][f"vs_fake_{label}"] == pytest.approx(rows[0][f"vidssl_fps_{label}"] / fps)
     (site / "decord" / "__init__.py").write_text("raise ImportError('no libdecord here')")
     with pytest.raises(RuntimeError, match="no libdecord here"):
-        bench.decoder_rows([video], clips=1, repeats=1, others={"fake": site})
+        bench.decoder_rows([video], clips=1, repeats=1, others={"fake": ("decord", site)})
+    # the right frames with another rounding of the colours are right, a neighbour is not
+    from vidssl.data.video import open_video
+
+    with open_video(video, backend="pyav") as reader:
+        reference = reader.get(range(len(reader)))
+    clip = [3, 7, 11]
+    rounded = np.clip(reference[clip].astype(np.int16) + 1, 0, 255).astype(np.uint8)
+    assert bench.right_frames(rounded, clip, reference) and not bench.right_frames(reference[[3, 8, 11]], clip,
+                                                                                     reference)

@@ -4,10 +4,12 @@
    vidssl's PyAV reader and by decord's ``get_batch``, one thread each, median of ``--repeats`` timings, at the
    native size and at the training size (covering 256x256: vidssl's ``get(size=)``, decord's
    ``VideoReader(width=, height=)``); every vidssl clip is checked against a sequential decode. ``vs_decord``
-   is the geometric mean over files of vidssl's frames/s over decord's. ``--decord-api NAME=DIR`` adds a column
-   for another package of decord's API installed in DIR (``pip install --target DIR decord2``: it installs as
-   ``decord`` too, so it runs in a subprocess with DIR first on its path): ``NAME_fps_*``, ``vs_NAME_*`` (vidssl
-   over it) and ``NAME_exact``, on the same clips.
+   is the geometric mean over files of vidssl's frames/s over decord's. ``--decoder NAME=API:DIR`` adds a reader
+   from a package installed in DIR (``pip install --target DIR ...``), run in a subprocess with DIR first on its
+   path: API ``decord`` for decord2 (it installs as ``decord`` too), ``torchcodec`` for torchcodec (FFmpeg's shared
+   libraries through ``LD_LIBRARY_PATH``); columns ``NAME_fps_*``, ``vs_NAME_*`` (vidssl over it), ``NAME_exact``
+   (bit-equal to vidssl's sequential decode) and ``NAME_right_frames`` (each frame nearest to the one asked for:
+   right frames whatever the colour conversion's rounding).
 2. Prepared copy (``prepared_vs_sequential``): ``vidssl data prepare`` into a temporary folder, the same clips
    read from the copies, frames/s over the sequential decode rate of the original files.
 3. Dataset: for every clip length T, stride and loader workers, frames delivered per second by
@@ -16,7 +18,7 @@
 
     python tools/bench_data.py [--videos DIR] [--samples 160] [--memory-samples 2000] [--out bench_data.json]
     python tools/bench_data.py --decoders-only      # sections 1 and 2
-    python tools/bench_data.py --decoders-only --decord-api decord2=/tmp/decord2   # and decord2's column
+    python tools/bench_data.py --decoders-only --decoder decord2=decord:/tmp/decord2 torchcodec=torchcodec:/tmp/tc
 """
 
 from __future__ import annotations
@@ -89,11 +91,52 @@ def geomean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
 
 
-def decord_api_rows(decord: object, paths: list[Path], clips: int, repeats: int,
-                    seed: int = 0) -> list[dict[str, object]]:
-    """Per file, frames/s of a decord-API module's ``get_batch`` on the clips of :func:`clip_plan` at the native and
-    the training size, and whether its frames equal vidssl's sequential decode (``fps_native``, ``fps_train``,
-    ``exact``)."""
+def _torchcodec_api() -> object:
+    """torchcodec's ``VideoDecoder`` behind decord's ``VideoReader(path, num_threads, height, width).get_batch``
+    (exact seeking, one FFmpeg thread, NHWC uint8; resized by its decoder-native ``Resize``)."""
+    from torchcodec.decoders import VideoDecoder
+    from torchcodec.transforms import Resize
+
+    class Batch:
+        def __init__(self, frames: object) -> None:
+            self.frames = frames
+
+        def asnumpy(self) -> np.ndarray:
+            return self.frames.numpy()  # type: ignore[attr-defined,no-any-return]
+
+    class VideoReader:
+        def __init__(self, path: str, num_threads: int = 1, height: int = -1, width: int = -1) -> None:
+            transforms = [] if height == -1 else [Resize((height, width))]
+            self.decoder = VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=num_threads,
+                                        dimension_order="NHWC", transforms=transforms)
+
+        def get_batch(self, index: list[int]) -> Batch:
+            return Batch(self.decoder.get_frames_at(index).data)
+
+    class API:
+        pass
+
+    api = API()
+    api.VideoReader = VideoReader  # type: ignore[attr-defined]
+    return api
+
+
+def right_frames(frames: np.ndarray, index: list[int], reference: np.ndarray) -> bool:
+    """Whether every decoded frame is nearer (mean absolute difference, every 4th pixel) to the reference frame
+    asked for than to any other frame of the video: the right frames, whatever the colour conversion's rounding."""
+    ref = reference[:, ::4, ::4].astype(np.float32)
+    for frame, i in zip(frames, index, strict=True):
+        distance = np.abs(ref - frame[::4, ::4].astype(np.float32)).mean(axis=(1, 2, 3))
+        if int(distance.argmin()) != i and distance[i] > distance.min():
+            return False
+    return True
+
+
+def decoder_api_rows(api: object, paths: list[Path], clips: int, repeats: int,
+                     seed: int = 0) -> list[dict[str, object]]:
+    """Per file, frames/s of a decord-API reader's ``get_batch`` on the clips of :func:`clip_plan` at the native and
+    the training size (``fps_native``, ``fps_train``), whether its frames equal vidssl's sequential decode
+    (``exact``) and whether they are the frames asked for (``right_frames``, :func:`right_frames`)."""
     rows: list[dict[str, object]] = []
     for path in paths:
         with open_video(path, backend="pyav") as reader:
@@ -103,41 +146,50 @@ def decord_api_rows(decord: object, paths: list[Path], clips: int, repeats: int,
         row: dict[str, object] = {"file": path.name}
         for label, size in (("native", None), ("train", train)):
             kwargs = {} if size is None else {"height": size[0], "width": size[1]}
-            vr = decord.VideoReader(str(path), num_threads=1, **kwargs)  # type: ignore[attr-defined]
+            vr = api.VideoReader(str(path), num_threads=1, **kwargs)  # type: ignore[attr-defined]
             seconds = _median_seconds(lambda vr=vr, plan=plan: [vr.get_batch(c).asnumpy() for c in plan], repeats)
             row[f"fps_{label}"] = clips * 8 / seconds
             if label == "native":
-                row["exact"] = all(np.array_equal(vr.get_batch(c).asnumpy(), reference[c]) for c in plan)
+                got = [vr.get_batch(c).asnumpy() for c in plan]
+                row["exact"] = all(np.array_equal(g, reference[c]) for g, c in zip(got, plan, strict=True))
+                row["right_frames"] = all(right_frames(g, c, reference) for g, c in zip(got, plan, strict=True))
         rows.append(row)
     return rows
 
 
-def decord_api_subprocess(site: Path, paths: list[Path], clips: int, repeats: int,
-                          seed: int = 0) -> list[dict[str, object]]:
-    """:func:`decord_api_rows` of the ``decord`` package installed in ``site``, run in a subprocess (a second
-    package named ``decord`` cannot share a process with the first)."""
-    job = json.dumps({"paths": [str(p) for p in paths], "clips": clips, "repeats": repeats, "seed": seed})
+APIS = ("decord", "torchcodec")
+
+
+def decoder_subprocess(api: str, site: Path, paths: list[Path], clips: int, repeats: int,
+                       seed: int = 0) -> list[dict[str, object]]:
+    """:func:`decoder_api_rows` of the package of ``api`` (one of :data:`APIS`) installed in ``site``, run in a
+    subprocess with ``site`` first on its path (a second package named ``decord`` cannot share a process with the
+    first; torchcodec finds FFmpeg's shared libraries through the caller's ``LD_LIBRARY_PATH``)."""
+    job = json.dumps({"api": api, "paths": [str(p) for p in paths], "clips": clips, "repeats": repeats,
+                      "seed": seed})
     path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "PYTHONPATH": path}
-    done = subprocess.run([sys.executable, __file__, "--decord-worker", job], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, __file__, "--decoder-worker", job], env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"the decord API in {site} failed:\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"the {api} reader in {site} failed:\n{done.stderr[-2000:]}")
     rows: list[dict[str, object]] = json.loads(done.stdout.strip().splitlines()[-1])
     return rows
 
 
-def _decord_worker(job: str) -> None:
-    import decord
-
+def _decoder_worker(job: str) -> None:
     spec = json.loads(job)
-    rows = decord_api_rows(decord, [Path(p) for p in spec["paths"]], spec["clips"], spec["repeats"], spec["seed"])
+    if spec["api"] == "torchcodec":
+        api = _torchcodec_api()
+    else:
+        import decord as api
+    rows = decoder_api_rows(api, [Path(p) for p in spec["paths"]], spec["clips"], spec["repeats"], spec["seed"])
     print(json.dumps(rows))
 
 
 def decoder_rows(paths: list[Path], clips: int, repeats: int, seed: int = 0,
-                 others: dict[str, Path] | None = None) -> list[dict[str, object]]:
+                 others: dict[str, tuple[str, Path]] | None = None) -> list[dict[str, object]]:
     """vidssl's reader against decord on the same clips of each file (see the module doc); ``others``: more
-    decord-API packages by name and install folder, each measured in a subprocess."""
+    readers, ``name -> (api, install folder)``, each measured in a subprocess (:func:`decoder_subprocess`)."""
     try:
         import decord
     except ImportError:
@@ -156,15 +208,15 @@ def decoder_rows(paths: list[Path], clips: int, repeats: int, seed: int = 0,
         rows.append(row)
     columns: list[tuple[str, list[dict[str, object]]]] = []
     if decord is not None:
-        columns.append(("decord", decord_api_rows(decord, paths, clips, repeats, seed)))
-    for name, site in (others or {}).items():
-        columns.append((name, decord_api_subprocess(site, paths, clips, repeats, seed)))
+        columns.append(("decord", decoder_api_rows(decord, paths, clips, repeats, seed)))
+    for name, (api, site) in (others or {}).items():
+        columns.append((name, decoder_subprocess(api, site, paths, clips, repeats, seed)))
     for name, measured in columns:
         for row, m in zip(rows, measured, strict=True):
             for label in ("native", "train"):
                 row[f"{name}_fps_{label}"] = m[f"fps_{label}"]
                 row[f"vs_{name}_{label}"] = row[f"vidssl_fps_{label}"] / m[f"fps_{label}"]  # type: ignore[operator]
-            row[f"{name}_exact"] = m["exact"]
+            row[f"{name}_exact"], row[f"{name}_right_frames"] = m["exact"], m["right_frames"]
     return rows
 
 
@@ -238,20 +290,24 @@ def main() -> None:
     parser.add_argument("--decoders-only", action="store_true", help="only the decoder and prepared-copy tables")
     parser.add_argument("--clips", type=int, default=12, help="random clips per file for the decoder table")
     parser.add_argument("--repeats", type=int, default=3, help="timings per measurement (median)")
-    parser.add_argument("--decord-api", nargs="+", default=[], metavar="NAME=DIR",
-                        help="more packages of decord's API, each installed in its own folder (pip install --target)")
-    parser.add_argument("--decord-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--decoder", nargs="+", default=[], metavar="NAME=API:DIR",
+                        help=f"more readers, API one of {', '.join(APIS)}, each package installed in its own folder "
+                        "(pip install --target DIR), e.g. decord2=decord:/tmp/decord2")
+    parser.add_argument("--decoder-worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("bench_data.json"))
     args = parser.parse_args()
-    if args.decord_worker:
-        _decord_worker(args.decord_worker)
+    if args.decoder_worker:
+        _decoder_worker(args.decoder_worker)
         return
-    others: dict[str, Path] = {}
-    for spec in args.decord_api:
-        name, sep, site = spec.partition("=")
-        if not sep or not name.isidentifier() or name == "decord" or not Path(site).is_dir():
-            parser.error(f"--decord-api {spec!r}: expected NAME=DIR, a new name and an existing folder")
-        others[name] = Path(site)
+    others: dict[str, tuple[str, Path]] = {}
+    for spec in args.decoder:
+        name, _eq, rest = spec.partition("=")
+        api, _colon, site = rest.partition(":")
+        if not name.isidentifier() or name in ("decord", "vidssl", *others) or api not in APIS \
+                or not Path(site).is_dir():
+            parser.error(f"--decoder {spec!r}: expected NAME=API:DIR, a new name, API one of {', '.join(APIS)} "
+                         "and an existing folder")
+        others[name] = (api, Path(site))
     if args.videos is None or not args.videos.is_dir():
         parser.error("no video folder: pass --videos or set VIDSSL_DATA")
     paths = [p for p in discover(args.videos) if p.is_file()]
@@ -270,16 +326,16 @@ def main() -> None:
               "frames/s, and vidssl's over each (x); @256: at the training size")
         head = f"{'file':24} {'size':>9} {'vidssl':>7} {'vidssl@256':>10} {'exact':>5}"
         for name in names:
-            head += f" {name:>8} {'x':>5} {name + '@256':>12} {'x':>5} {name + ' exact':>13}"
+            head += f" {name:>10} {'x':>5} {name + '@256':>14} {'x':>5} {'exact':>5} {'right':>5}"
         print(head)
         nan = float("nan")
         for d in dec:
             line = (f"{d['file']:24} {'x'.join(map(str, d['size'][::-1])):>9} "  # type: ignore[index]
                     f"{d['vidssl_fps_native']:7.1f} {d['vidssl_fps_train']:10.1f} {d['exact']!s:>5}")
             for name in names:
-                line += (f" {d.get(f'{name}_fps_native', nan):8.1f} {d.get(f'vs_{name}_native', nan):5.2f}"
-                         f" {d.get(f'{name}_fps_train', nan):12.1f} {d.get(f'vs_{name}_train', nan):5.2f}"
-                         f" {d.get(f'{name}_exact', '-')!s:>13}")
+                line += (f" {d.get(f'{name}_fps_native', nan):10.1f} {d.get(f'vs_{name}_native', nan):5.2f}"
+                         f" {d.get(f'{name}_fps_train', nan):14.1f} {d.get(f'vs_{name}_train', nan):5.2f}"
+                         f" {d.get(f'{name}_exact', '-')!s:>5} {d.get(f'{name}_right_frames', '-')!s:>5}")
             print(line)
         summary: dict[str, float] = {}
         for name in names:
@@ -288,7 +344,8 @@ def main() -> None:
                                         if f"vs_{name}_{label}" in d])
             print(f"vs_{name} (geometric mean over files): native {summary[f'vs_{name}']:.2f}, at the training "
                   f"size {summary[f'vs_{name}_train_size']:.2f}; {name} exact on "
-                  f"{sum(bool(d.get(f'{name}_exact')) for d in dec)}/{len(dec)} files")
+                  f"{sum(bool(d.get(f'{name}_exact')) for d in dec)}/{len(dec)} files, the right frames on "
+                  f"{sum(bool(d.get(f'{name}_right_frames')) for d in dec)}/{len(dec)}")
         print(f"vidssl exact on {sum(bool(d['exact']) for d in dec)}/{len(dec)} files")
         prep = prepared_rate(paths, args.clips, args.repeats)
         ratio = prep["fps"] / seq["fps"]
