@@ -21,8 +21,8 @@ On video a sample is one random frame of a video.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
