@@ -425,3 +425,4 @@ def test_bench_data_measures_another_decoder_in_a_subprocess(tmp_path: Path, mon
     rounded = np.clip(reference[clip].astype(np.int16) + 1, 0, 255).astype(np.uint8)
     assert bench.right_frames(rounded, clip, reference) and not bench.right_frames(reference[[3, 8, 11]], clip,
                                                                                      reference)
+    assert not bench.right_frames(reference[clip][:, :-2], clip, reference)  # another size: not these frames
