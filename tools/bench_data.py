@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from torch.utils.data import DataLoader
@@ -113,12 +114,7 @@ def _torchcodec_api() -> object:
         def get_batch(self, index: list[int]) -> Batch:
             return Batch(self.decoder.get_frames_at(index).data)
 
-    class API:
-        pass
-
-    api = API()
-    api.VideoReader = VideoReader  # type: ignore[attr-defined]
-    return api
+    return SimpleNamespace(VideoReader=VideoReader)
 
 
 def right_frames(frames: np.ndarray, index: list[int], reference: np.ndarray) -> bool:
